@@ -1,0 +1,150 @@
+"""Every error clusterduck raises, as one tree.
+
+    ClusterduckError
+    ├── TopologyError          the YAML file or its graph is wrong (exit 1)
+    ├── StateError             unknown / ambiguous / already running topology (exit 1)
+    ├── LaunchError            a host or process could not be started (exit 2)
+    │   ├── HostUnreachable        TCP/SSH connection to a host failed
+    │   ├── HostKeyRefused         the host key is unknown or does not match
+    │   ├── AuthenticationFailed   SSH refused every key we offered
+    │   ├── RemotePythonError      the host's interpreter lacks clusterduck or zmq
+    │   └── StartFailed            a supervisor or component died while starting
+    └── RuntimeFault           a running topology misbehaved (exit 2)
+        └── ControlTimeout         a supervisor did not answer a control request
+
+The library raises; only ``cli.py`` turns these into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AuthenticationFailed",
+    "ClusterduckError",
+    "ControlTimeout",
+    "HostKeyRefused",
+    "HostUnreachable",
+    "LaunchError",
+    "Problem",
+    "RemotePythonError",
+    "RuntimeFault",
+    "StartFailed",
+    "StateError",
+    "TopologyError",
+]
+
+
+class ClusterduckError(Exception):
+    """Base of every error clusterduck raises on purpose."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located finding in a topology file."""
+
+    file: str
+    line: int | None
+    column: int | None
+    message: str
+    hint: str = ""
+    component: str | None = None
+
+    def location(self) -> str:
+        if self.line is None:
+            return self.file
+        if self.column is None:
+            return f"{self.file}:{self.line}"
+        return f"{self.file}:{self.line}:{self.column}"
+
+    def __str__(self) -> str:
+        who = f"[{self.component}] " if self.component else ""
+        text = f"{self.location()}: {who}{self.message}"
+        return f"{text}\n    hint: {self.hint}" if self.hint else text
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "component": self.component,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class TopologyError(ClusterduckError):
+    """A topology file failed to load or validate; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        head = f"{count} problem{'s' if count != 1 else ''} in topology"
+        super().__init__(head + "\n" + "\n".join(str(p) for p in self.problems))
+
+
+class StateError(ClusterduckError):
+    """The named topology is unknown, ambiguous, or already running."""
+
+
+class LaunchError(ClusterduckError):
+    """Something could not be started on a host."""
+
+    exit_code = 2
+
+    def __init__(self, host: str, message: str, hint: str = "") -> None:
+        self.host = host
+        self.hint = hint
+        text = f"host {host!r}: {message}"
+        super().__init__(f"{text}\n    hint: {hint}" if hint else text)
+
+
+class HostUnreachable(LaunchError):
+    pass
+
+
+class HostKeyRefused(LaunchError):
+    pass
+
+
+class AuthenticationFailed(LaunchError):
+    pass
+
+
+class RemotePythonError(LaunchError):
+    pass
+
+
+class StartFailed(LaunchError):
+    """A supervisor or a component process died before reporting ready."""
+
+    def __init__(
+        self,
+        host: str,
+        message: str,
+        *,
+        component: str | None = None,
+        log_tail: str = "",
+        hint: str = "",
+    ) -> None:
+        self.component = component
+        self.log_tail = log_tail
+        body = message
+        if log_tail:
+            body += "\n--- last log lines ---\n" + log_tail.rstrip()
+        super().__init__(host, body, hint)
+
+
+class RuntimeFault(ClusterduckError):
+    """A running topology or its supervisors misbehaved."""
+
+    exit_code = 2
+
+
+class ControlTimeout(RuntimeFault):
+    def __init__(self, endpoint: str, op: str, timeout: float) -> None:
+        self.endpoint = endpoint
+        self.op = op
+        super().__init__(f"no answer to {op!r} from {endpoint} within {timeout:g}s")

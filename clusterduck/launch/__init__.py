@@ -1,0 +1,1 @@
+"""Reaching hosts: one interface (``base.HostConnection``), a local and an SSH implementation."""

@@ -1,0 +1,1 @@
+"""What runs inside every spout and worker process."""

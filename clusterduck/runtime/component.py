@@ -1,0 +1,205 @@
+"""What one worker instance does with its messages, without any socket.
+
+``WorkerLogic`` takes batches per input and returns the batch to forward: it calls the
+user's function (plainly, per bundle, or in strict id order), turns generators into
+several outputs, counts and logs errors, and drains bundler and sequencer at end of
+stream. The process loop (``process.py``) feeds it from sockets; ``testing.py`` feeds it
+directly. Keeping it pure is what lets both share one behaviour.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import GeneratorType
+from typing import Any
+
+from ..entries import resolve_entry
+from ..topology import Component, Topology, Worker
+from .anomalies import Anomalies
+from .bundler import Bundler
+from .metrics import Metrics
+from .sequencer import Sequencer
+
+__all__ = ["FatalError", "UserCode", "WorkerLogic", "load_user_code"]
+
+log = logging.getLogger("clusterduck.runtime")
+
+Batch = list[tuple[int, Any]]
+
+# How many bundle parts or out-of-order ids one instance may hold (SPEC §1: bounded).
+MAX_PENDING = 100_000
+
+
+class FatalError(Exception):
+    """A user function raised under ``on_error: stop``: the topology must end."""
+
+
+@dataclass
+class UserCode:
+    """The user's callable for one instance, ready to call, and its optional close()."""
+
+    call: Callable[..., Any]
+    close: Callable[[], Any] | None
+    is_async: bool = False
+
+
+def load_user_code(component: Component, code_dir: Path) -> UserCode:
+    """Import the entry and bind ``args``: a class is instantiated once, a function
+    gets ``args`` as keyword arguments on every call."""
+    target = resolve_entry(component.entry, code_dir)
+    args = dict(component.args)
+    if inspect.isclass(target):
+        instance = target(**args)
+        close = getattr(instance, "close", None)
+        is_async = inspect.iscoroutinefunction(getattr(instance, "__call__", None))
+        return UserCode(instance, close if callable(close) else None, is_async)
+    is_async = inspect.iscoroutinefunction(target)
+    call = functools.partial(target, **args) if args else target
+    return UserCode(call, None, is_async)
+
+
+class WorkerLogic:
+    """Bundling, sequencing and calling for one worker instance."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        topology: Topology,
+        call: Callable[..., Any],
+        *,
+        metrics: Metrics | None = None,
+        anomalies: Anomalies | None = None,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        self.name = worker.name
+        self.call = call
+        self.metrics = metrics or Metrics()
+        self.anomalies = anomalies or Anomalies()
+        self.stop_on_error = topology.on_error_of(worker) == "stop"
+        self.bundler = (
+            Bundler(worker.inputs, max_pending=max_pending, anomalies=self.anomalies)
+            if worker.bundle
+            else None
+        )
+        self.sequencer = (
+            Sequencer(
+                worker.sequence_start,
+                gap_timeout=worker.gap_timeout,
+                max_pending=max_pending,
+                anomalies=self.anomalies,
+            )
+            if worker.sequential
+            else None
+        )
+
+    # -- feeding -------------------------------------------------------------------
+
+    def feed(self, input_name: str, batch: Batch) -> Batch:
+        """Process one received batch; return what to forward downstream."""
+        self.metrics.received += len(batch)
+        out: Batch = []
+        if self.bundler is None and self.sequencer is None:
+            self._call_plain(batch, out)
+        elif self.bundler is None:
+            sequencer = self.sequencer
+            assert sequencer is not None
+            for seq, value in batch:
+                for ready_seq, args in sequencer.add(seq, (value,)):
+                    self._invoke(ready_seq, args, out)
+        else:
+            bundler = self.bundler
+            for seq, value in batch:
+                values = bundler.add(input_name, seq, value)
+                if values is not None:
+                    self._release(seq, values, out)
+        self.metrics.emitted += len(out)
+        return out
+
+    def poll_timers(self) -> Batch:
+        """Release what an expired ``gap_timeout`` allows."""
+        if self.sequencer is None:
+            return []
+        out: Batch = []
+        for seq, args in self.sequencer.poll():
+            self._invoke(seq, args, out)
+        self.metrics.emitted += len(out)
+        return out
+
+    def next_deadline(self) -> float | None:
+        return self.sequencer.next_deadline() if self.sequencer is not None else None
+
+    def finish(self) -> Batch:
+        """End of stream: drop incomplete bundles, run the rest in order past gaps."""
+        out: Batch = []
+        if self.bundler is not None:
+            self.bundler.finish()
+        if self.sequencer is not None:
+            for seq, args in self.sequencer.finish():
+                self._invoke(seq, args, out)
+        self.metrics.emitted += len(out)
+        return out
+
+    def should_pause(self, input_name: str) -> bool:
+        return self.bundler is not None and self.bundler.should_pause(input_name)
+
+    def backlog(self) -> int:
+        held = self.bundler.pending() if self.bundler is not None else 0
+        waiting = self.sequencer.waiting() if self.sequencer is not None else 0
+        return held + waiting
+
+    # -- calling -------------------------------------------------------------------
+
+    def _release(self, seq: int, values: tuple[Any, ...], out: Batch) -> None:
+        if self.sequencer is None:
+            self._invoke(seq, values, out)
+        else:
+            for ready_seq, args in self.sequencer.add(seq, values):
+                self._invoke(ready_seq, args, out)
+
+    def _call_plain(self, batch: Batch, out: Batch) -> None:
+        # The hot path: one call per message, no tuple packing.
+        call = self.call
+        append = out.append
+        for seq, value in batch:
+            try:
+                result = call(value)
+                if result is None:
+                    continue
+                if type(result) is GeneratorType:
+                    for item in result:
+                        append((seq, item))
+                else:
+                    append((seq, result))
+            except Exception as exc:  # noqa: BLE001 - user code may raise anything
+                self._failed(seq, exc)
+
+    def _invoke(self, seq: int, args: tuple[Any, ...], out: Batch) -> None:
+        try:
+            result = self.call(*args)
+            if result is None:
+                return
+            if type(result) is GeneratorType:
+                for item in result:
+                    out.append((seq, item))
+            else:
+                out.append((seq, result))
+        except Exception as exc:  # noqa: BLE001
+            self._failed(seq, exc)
+
+    def _failed(self, seq: int, exc: Exception) -> None:
+        self.metrics.errors += 1
+        self.metrics.last_error = f"seq {seq}: {type(exc).__name__}: {exc}"
+        log.error(
+            "%s raised on seq %d (message dropped):\n%s",
+            self.name,
+            seq,
+            "".join(traceback.format_exception(exc)).rstrip(),
+        )
+        if self.stop_on_error:
+            raise FatalError(f"{self.name} raised on seq {seq}: {exc!r} (on_error: stop)") from exc

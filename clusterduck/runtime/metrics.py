@@ -1,0 +1,44 @@
+"""Counters every process keeps, reported to its supervisor and shown by ``status``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Metrics"]
+
+
+@dataclass
+class Metrics:
+    received: int = 0
+    emitted: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    started: float = field(default_factory=time.time)
+    # Seconds spent waiting on a full downstream (back-pressure), for status.
+    blocked_seconds: float = 0.0
+    _rate_mark: tuple[float, int] = field(default_factory=lambda: (time.monotonic(), 0))
+    rate: float = 0.0
+
+    def update_rate(self) -> None:
+        """Messages per second processed (received, or emitted for spouts) since last call."""
+        now = time.monotonic()
+        then, count = self._rate_mark
+        total = self.received or self.emitted
+        if now - then >= 0.5:
+            self.rate = (total - count) / (now - then)
+            self._rate_mark = (now, total)
+
+    def snapshot(self, **extra: Any) -> dict[str, Any]:
+        self.update_rate()
+        return {
+            "received": self.received,
+            "emitted": self.emitted,
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "rate": round(self.rate, 1),
+            "uptime": round(time.time() - self.started, 1),
+            "blocked_seconds": round(self.blocked_seconds, 2),
+            **extra,
+        }

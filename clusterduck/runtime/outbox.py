@@ -1,0 +1,128 @@
+"""Everything one process sends downstream: routing, framing, back-pressure, EOS.
+
+A batch handed to ``emit`` is split per route (SPEC §1), encoded once per distinct
+sub-batch, and queued as frames. ``flush`` pushes frames without blocking; what a full
+peer refuses stays queued and the caller polls ``blocked_sockets()`` for room. While
+anything is queued the caller reads no input — that is how back-pressure travels
+upstream, and why memory stays bounded to one batch's output.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .codec import Codec
+from .routing import Route
+
+__all__ = ["MAX_BATCH", "Outbox", "Output", "data_header", "eos_header"]
+
+# Frames carry at most this many messages: floods travel in large frames, and a shuffle
+# route still spreads work over its instances.
+MAX_BATCH = 1000
+
+Batch = list[tuple[int, Any]]
+
+
+def data_header(component: str, index: int) -> bytes:
+    return f"D{component}/{index}".encode()
+
+
+def eos_header(component: str, index: int) -> bytes:
+    return f"E{component}/{index}".encode()
+
+
+@dataclass
+class Output:
+    """One downstream component: its route and one socket per instance."""
+
+    route: Route
+    sockets: Sequence[Any]  # transport.Socket
+    next_any: int = 0  # round-robin cursor for shuffle
+
+
+class Outbox:
+    def __init__(
+        self, outputs: list[Output], codec: Codec, header: bytes, eos: bytes
+    ) -> None:
+        self.outputs = outputs
+        self.codec = codec
+        self.header = header
+        self.eos = eos
+        # Queued frames: (output, instance index or None for "any instance", payload, count)
+        self._queue: deque[tuple[Output, int | None, bytes, int]] = deque()
+        self.queued_messages = 0
+        self.sent_messages = 0
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._queue)
+
+    def emit(self, batch: Batch) -> None:
+        if not batch or not self.outputs:
+            return
+        for start in range(0, len(batch), MAX_BATCH):
+            chunk = batch[start : start + MAX_BATCH] if len(batch) > MAX_BATCH else batch
+            # Encode each distinct list once (broadcast and "all" reuse it). The list is
+            # kept in the cache so its id cannot be reused while the cache lives.
+            encoded: dict[int, tuple[Batch, bytes]] = {}
+
+            def encode(part: Batch) -> bytes:
+                key = id(part)
+                if key not in encoded:
+                    encoded[key] = (part, self.codec.dumps(part))
+                return encoded[key][1]
+
+            for out in self.outputs:
+                parts = out.route.split(chunk)
+                if parts is None:
+                    self._queue.append((out, None, encode(chunk), len(chunk)))
+                    self.queued_messages += len(chunk)
+                else:
+                    for index, part in parts.items():
+                        self._queue.append((out, index, encode(part), len(part)))
+                        self.queued_messages += len(part)
+
+    def flush(self) -> bool:
+        """Send what peers accept now; True when nothing is left queued."""
+        queue = self._queue
+        while queue:
+            out, index, payload, count = queue[0]
+            frames = (self.header, payload)
+            if index is not None:
+                if not out.sockets[index].send(frames, block=False):
+                    return False
+            elif not self._send_any(out, frames):
+                return False
+            queue.popleft()
+            self.queued_messages -= count
+            self.sent_messages += count
+        return True
+
+    def _send_any(self, out: Output, frames: tuple[bytes, bytes]) -> bool:
+        """Shuffle: the next instance in turn that has room takes the frame."""
+        n = len(out.sockets)
+        for step in range(n):
+            i = (out.next_any + step) % n
+            if out.sockets[i].send(frames, block=False):
+                out.next_any = (i + 1) % n
+                return True
+        return False
+
+    def blocked_sockets(self) -> list[Any]:
+        """The sockets whose room would let the head of the queue move."""
+        if not self._queue:
+            return []
+        out, index, _, _ = self._queue[0]
+        return [out.sockets[index]] if index is not None else list(out.sockets)
+
+    def send_eos(self, wait: Callable[[list[Any]], None]) -> None:
+        """End of stream on every socket, after everything queued (blocking)."""
+        while not self.flush():
+            wait(self.blocked_sockets())
+        for out in self.outputs:
+            for sock in out.sockets:
+                while not sock.send((self.eos,), block=False):
+                    wait([sock])

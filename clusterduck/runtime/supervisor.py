@@ -1,0 +1,472 @@
+"""The per-host agent: one per topology per host.
+
+``python -m clusterduck.runtime.supervisor`` reads its JSON spec on stdin, detaches
+(fork + ``setsid``, so it outlives the terminal or SSH channel that started it), prints
+one readiness line ``{"control": endpoint, "pid": n}`` and returns. The detached
+supervisor then spawns the host's component processes, restarts those that crash (with
+backoff and a limit), keeps their logs under ``<run_dir>/logs`` and answers the control
+requests of ``clusterduck up/status/down`` on a ROUTER socket:
+
+=========  ===================================================================
+``spawn``  start every local instance; answer with their inbox endpoints
+``wire``   hand every instance all endpoints; answer once all are connected
+``start``  let the spouts dispatch
+``status`` counters and states of every local instance
+``stop``   graceful: spouts stop, everything drains through end of stream
+``kill``   kill every local process now; the supervisor exits
+``abort``  like kill, sent by a peer supervisor when ``on_error: stop`` fired
+=========  ===================================================================
+
+When every local instance has finished (or failed for good) it writes ``final.json`` —
+what ``status`` shows afterwards — and exits.
+
+``python -m clusterduck.runtime.supervisor --sweep SID`` kills what is left of a
+session (used by ``down --force`` when the supervisor itself is gone).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..topology import Spout, Topology
+from .transport import CurveKeys, Socket, Transport, poll, request
+
+__all__ = ["main"]
+
+log = logging.getLogger("clusterduck.supervisor")
+
+MAX_RESTARTS = 5
+BACKOFF_START = 0.5
+BACKOFF_MAX = 10.0
+KILL_GRACE = 3.0
+
+
+@dataclass
+class Instance:
+    component: str
+    index: int
+    is_spout: bool
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    state: str = "starting"
+    endpoints: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    ready: bool = False
+    restarts: int = 0
+    lost: int = 0
+    restart_at: float | None = None
+    error: str | None = None
+    exit_code: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.component}/{self.index}"
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("finished", "failed", "crashed")
+
+
+class Supervisor:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.topology = Topology.model_validate(spec["topology"])
+        self.host: str = spec["host"]
+        self.run_dir = Path(spec["run_dir"])
+        self.logs = self.run_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.curve = CurveKeys.from_dict(spec.get("curve"))
+        self.transport = Transport(self.curve)
+        self.control = self.transport.router(spec["bind_host"], spec["advertise"])
+        self.procs = self.transport.router("127.0.0.1", "127.0.0.1")
+        self.instances: dict[str, Instance] = {}
+        for comp, index, host in self.topology.instances():
+            if host == self.host:
+                inst = Instance(
+                    comp, index,
+                    isinstance(self.topology.component(comp), Spout),
+                    self.logs / f"{comp}.{index}.log",
+                )
+                self.instances[inst.name] = inst
+        self.wiring: dict[str, Any] | None = None
+        self.peers: list[str] = []
+        self.started = False
+        self.stopping = False
+        self.failure: str | None = None
+        self.waiters: list[tuple[bytes, str, float]] = []  # (client id, op, deadline)
+        self.greeted: set[str] = set()
+        self.began = time.time()
+
+    # -- processes -----------------------------------------------------------------
+
+    def spawn(self, inst: Instance, *, restart: bool = False) -> None:
+        proc_spec = {
+            "topology": self.spec["topology"],
+            "component": inst.component,
+            "index": inst.index,
+            "host": self.host,
+            "code_dir": self.spec["code_dir"],
+            "bind_host": self.spec["bind_host"],
+            "advertise": self.spec["advertise"],
+            "supervisor": self.procs.endpoint,
+            "curve": self.spec.get("curve"),
+        }
+        if restart:
+            proc_spec.update(
+                ports=inst.ports, wiring=self.wiring, start=True,
+                ended=inst.report.get("ended", []),
+            )
+        env = {**os.environ, **self.spec.get("env", {}), "PYTHONUNBUFFERED": "1"}
+        logfile = open(inst.log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            inst.popen = subprocess.Popen(
+                [sys.executable, "-m", "clusterduck.runtime.process",
+                 f"{self.topology.name}/{inst.name}"],
+                stdin=subprocess.PIPE, stdout=logfile, stderr=subprocess.STDOUT,
+                cwd=self.spec["code_dir"], env=env,
+            )
+        finally:
+            logfile.close()
+        assert inst.popen.stdin is not None
+        inst.popen.stdin.write(json.dumps(proc_spec).encode())
+        inst.popen.stdin.close()
+        inst.state = "starting"
+        inst.ready = restart and inst.ready
+        inst.restart_at = None
+        log.info("started %s (pid %d)%s", inst.name, inst.popen.pid,
+                 f", restart {inst.restarts}" if restart else "")
+
+    def check_children(self) -> None:
+        now = time.monotonic()
+        for inst in self.instances.values():
+            if inst.restart_at is not None and now >= inst.restart_at and not self.stopping:
+                self.spawn(inst, restart=True)
+                continue
+            if inst.popen is None or inst.popen.poll() is None:
+                continue
+            code = inst.popen.returncode
+            inst.popen = None
+            inst.exit_code = code
+            if inst.state == "finished" or (code == 0 and inst.state != "starting"):
+                inst.state = "finished"
+                continue
+            if code == 3 or inst.state == "failed":
+                inst.state = "failed"
+                continue
+            why = f"exited with {_describe_exit(code)}"
+            log.warning("%s %s", inst.name, why)
+            inst.error = why
+            if not self.started or self.stopping:
+                inst.state = "failed" if not self.started else "crashed"
+            elif inst.restarts < MAX_RESTARTS:
+                inst.lost += int(inst.report.get("backlog", 0))
+                inst.restarts += 1
+                inst.state = "starting"
+                inst.restart_at = now + min(BACKOFF_MAX, BACKOFF_START * 2 ** (inst.restarts - 1))
+            else:
+                inst.state = "crashed"
+                inst.error = f"{why}; gave up after {MAX_RESTARTS} restarts"
+
+    def on_process_message(self, ident: bytes, msg: dict[str, Any]) -> None:
+        inst = self.instances.get(ident.decode())
+        if inst is None:
+            return
+        op = msg.get("op")
+        if op == "hello":
+            inst.endpoints = msg["endpoints"]
+            inst.ports = msg["ports"]
+            self.greeted.add(inst.name)
+        elif op == "failed":
+            inst.state = "failed"
+            inst.error = msg.get("error")
+        elif op in ("ready", "report", "finished", "fatal"):
+            inst.report = msg
+            inst.state = msg.get("state", inst.state)
+            if op == "ready":
+                inst.ready = True
+                if self.started:
+                    self.send_to(inst, {"op": "start"})
+            if op == "fatal":
+                inst.state = "failed"
+                inst.error = msg.get("last_error")
+                self.fail_topology(f"{inst.name}: {inst.error} (on_error: stop)")
+
+    def send_to(self, inst: Instance, msg: dict[str, Any]) -> None:
+        self.procs.send_json(msg, prefix=[inst.name.encode()])
+
+    def kill_all(self) -> None:
+        live = [i.popen for i in self.instances.values() if i.popen is not None]
+        for p in live:
+            p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE
+        for p in live:
+            try:
+                p.wait(max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for inst in self.instances.values():
+            inst.popen = None
+            inst.restart_at = None
+            if not inst.done:
+                inst.state = "failed" if self.failure else "crashed"
+
+    def fail_topology(self, reason: str) -> None:
+        if self.failure:
+            return
+        self.failure = reason
+        log.error("topology failed: %s", reason)
+        for peer in self.peers:
+            if peer != self.control.endpoint:
+                try:
+                    request(peer, {"op": "abort", "reason": reason}, timeout=2, curve=self.curve)
+                except Exception:  # noqa: BLE001 - a dead peer is already stopped
+                    log.warning("could not tell %s to abort", peer)
+        self.kill_all()
+
+    # -- control requests ------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        rows = []
+        for inst in self.instances.values():
+            rep = inst.report
+            rows.append({
+                "component": inst.component,
+                "index": inst.index,
+                "host": self.host,
+                "pid": inst.popen.pid if inst.popen else rep.get("pid"),
+                "state": inst.state,
+                "endpoint": next(iter(inst.endpoints.values()), None),
+                "received": rep.get("received", 0),
+                "emitted": rep.get("emitted", 0),
+                "errors": rep.get("errors", 0),
+                "anomalies": rep.get("anomalies", {}),
+                "backlog": rep.get("backlog", 0),
+                "blocked_seconds": rep.get("blocked_seconds", 0.0),
+                "rate": rep.get("rate", 0.0) if inst.state == "running" else 0.0,
+                "restarts": inst.restarts,
+                "lost": inst.lost,
+                "uptime": rep.get("uptime", 0.0),
+                "last_error": rep.get("last_error") or inst.error,
+            })
+        return {
+            "host": self.host,
+            "pid": os.getpid(),
+            "state": self.overall_state(),
+            "failure": self.failure,
+            "instances": rows,
+        }
+
+    def overall_state(self) -> str:
+        if self.failure:
+            return "failed"
+        states = {i.state for i in self.instances.values()}
+        if states <= {"finished"}:
+            return "finished"
+        if states & {"failed", "crashed"} and all(i.done for i in self.instances.values()):
+            return "failed"
+        return "running" if self.started else "starting"
+
+    def on_request(self, ident: bytes, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        reply: dict[str, Any] | None = {"ok": True}
+        if op == "spawn":
+            for name in reversed(self.topology.topological_order()):
+                for inst in self.instances.values():
+                    if inst.component == name:
+                        self.spawn(inst)
+            reply = None
+            self.waiters.append((ident, "spawn", time.monotonic() + msg.get("timeout", 60)))
+        elif op == "wire":
+            self.wiring = {"endpoints": msg["endpoints"], "collector": msg.get("collector")}
+            self.peers = msg.get("supervisors", [])
+            for inst in self.instances.values():
+                self.send_to(inst, {"op": "wire", **self.wiring})
+            reply = None
+            self.waiters.append((ident, "wire", time.monotonic() + msg.get("timeout", 60)))
+        elif op == "start":
+            self.started = True
+            for inst in self.instances.values():
+                self.send_to(inst, {"op": "start"})
+        elif op == "status":
+            reply = self.status()
+        elif op == "stop":
+            self.stopping = True
+            for inst in self.instances.values():
+                inst.restart_at = None
+                self.send_to(inst, {"op": "stop"})
+        elif op in ("kill", "abort"):
+            if op == "abort":
+                self.failure = self.failure or msg.get("reason", "aborted by a peer")
+            self.stopping = True
+            self.kill_all()
+        else:
+            reply = {"ok": False, "error": f"unknown op {op!r}"}
+        if reply is not None:
+            self.control.send_json(reply, prefix=[ident, b""])
+
+    def answer_waiters(self) -> None:
+        now = time.monotonic()
+        for waiter in list(self.waiters):
+            ident, op, deadline = waiter
+            reply = self._waiter_reply(op, now >= deadline)
+            if reply is not None:
+                self.waiters.remove(waiter)
+                self.control.send_json(reply, prefix=[ident, b""])
+
+    def _waiter_reply(self, op: str, expired: bool) -> dict[str, Any] | None:
+        failed = [i for i in self.instances.values() if i.state in ("failed", "crashed")]
+        if failed:
+            inst = failed[0]
+            return {
+                "ok": False, "component": inst.name, "error": inst.error or "failed to start",
+                "log_tail": _tail(inst.log_path, 30),
+            }
+        insts = list(self.instances.values())
+        if op == "spawn" and all(i.name in self.greeted for i in insts):
+            return {"ok": True, "endpoints": {i.name: i.endpoints for i in insts}}
+        if op == "wire" and all(i.ready for i in insts):
+            return {"ok": True}
+        if expired:
+            slow = [i.name for i in insts
+                    if not (i.ready if op == "wire" else i.name in self.greeted)]
+            return {"ok": False, "component": ", ".join(slow),
+                    "error": f"no {op} answer in time from " + ", ".join(slow),
+                    "log_tail": _tail(self.instances[slow[0]].log_path, 30) if slow else ""}
+        return None
+
+    # -- main loop -------------------------------------------------------------------
+
+    def run(self) -> None:
+        while True:
+            readable, _ = poll([self.control, self.procs], timeout=0.1)
+            if self.procs in readable:
+                while (frames := self.procs.recv(block=False)) is not None:
+                    self.on_process_message(frames[0], json.loads(frames[-1]))
+            if self.control in readable:
+                while (frames := self.control.recv(block=False)) is not None:
+                    self.on_request(frames[0], json.loads(frames[-1]))
+            self.check_children()
+            self.answer_waiters()
+            if self.instances and all(i.done for i in self.instances.values()) and (
+                self.started or self.failure or self.stopping
+            ):
+                break
+            if not self.instances and self.stopping:
+                break
+        self.write_final()
+
+    def write_final(self) -> None:
+        final = self.status()
+        tmp = self.run_dir / "final.json.tmp"
+        tmp.write_text(json.dumps(final))
+        tmp.replace(self.run_dir / "final.json")
+        log.info("all local instances done (%s); supervisor exits", final["state"])
+        # Answer anything still asking before leaving.
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            readable, _ = poll([self.control], timeout=0.1)
+            if self.control in readable:
+                while (frames := self.control.recv(block=False)) is not None:
+                    self.control.send_json(final, prefix=[frames[0], b""])
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        data = path.read_bytes()[-20_000:]
+    except OSError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+def sweep(session: int) -> int:
+    """Kill every clusterduck process left in a supervisor's session; how many."""
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[3]) == session and b"clusterduck" in cmdline:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+    return killed
+
+
+def _daemonize_and_run(spec: dict[str, Any]) -> int:
+    run_dir = Path(spec["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "final.json").unlink(missing_ok=True)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid:
+        # The starter: relay the child's readiness line (or its failure) and return.
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as pipe:
+            line = pipe.read().decode().strip()
+        if not line:
+            sys.stderr.write(_tail(run_dir / "supervisor.log", 30) + "\n")
+            return 1
+        sys.stdout.write(line + "\n")
+        return 0
+    os.close(read_fd)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    logfd = os.open(run_dir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(logfd, 1)
+    os.dup2(logfd, 2)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s [supervisor {spec['host']}] %(message)s",
+    )
+    try:
+        sup = Supervisor(spec)
+        ready = {"control": sup.control.endpoint, "pid": os.getpid()}
+        os.write(write_fd, (json.dumps(ready) + "\n").encode())
+        os.close(write_fd)
+        sup.run()
+        sup.transport.close(linger_ms=0)
+    except Exception:
+        log.exception("supervisor failed")
+        os._exit(1)
+    os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--sweep"]:
+        print(sweep(int(args[1])))
+        return 0
+    spec = json.loads(sys.stdin.read())
+    return _daemonize_and_run(spec)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

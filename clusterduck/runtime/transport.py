@@ -1,0 +1,287 @@
+"""ZeroMQ, and nothing else, lives here: sockets, frames, polling, CURVE.
+
+Data travels over PUSH/PULL: every worker instance binds one PULL socket *per input
+component* (so a bundled worker can stop reading an input that runs ahead while it keeps
+reading the lagging one), and each upstream instance connects one PUSH socket per
+downstream instance (so routing — key, ``seq % k``, least-loaded — is ours, not
+ZeroMQ's blind round-robin). Control travels over ROUTER/DEALER.
+
+Loss pitfalls handled here: a PUSH socket queues for a peer that is not connected yet
+or restarting (we never set ZMQ_IMMEDIATE, so a restarted peer on the same port gets
+what was queued); ``wait_connected`` lets a process report ready only once every peer
+completed its handshake (the slow joiner); sockets close with a bounded linger that
+still flushes in normal operation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
+
+from ..exceptions import ControlTimeout
+
+__all__ = [
+    "CurveKeys",
+    "Socket",
+    "Transport",
+    "generate_curve_keys",
+    "poll",
+    "request",
+]
+
+log = logging.getLogger("clusterduck.transport")
+
+# High-water marks count frames (batches), not messages: memory stays bounded by
+# HWM x batch size per peer, plus kernel socket buffers.
+DATA_HWM = 8
+CONTROL_HWM = 1000
+# Linger on close: long enough to flush the last batches and EOS to a live peer,
+# bounded so that a process whose peer is gone for good still exits.
+DATA_LINGER_MS = 30_000
+CONTROL_LINGER_MS = 1000
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """The topology's one CURVE keypair (z85 text). Holding it is membership."""
+
+    public: str
+    secret: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"public": self.public, "secret": self.secret}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, str] | None) -> CurveKeys | None:
+        return cls(data["public"], data["secret"]) if data else None
+
+
+def generate_curve_keys() -> CurveKeys:
+    public, secret = zmq.curve_keypair()
+    return CurveKeys(public.decode("ascii"), secret.decode("ascii"))
+
+
+class _TopologyMembers:
+    """ZAP callback: accept a CURVE client only if it holds the topology's key."""
+
+    def __init__(self, public: str) -> None:
+        self._public = public.encode("ascii")
+
+    def callback(self, domain: str, key: bytes | str) -> bool:
+        if isinstance(key, str):
+            key = key.encode("ascii")
+        ok = key == self._public
+        if not ok:
+            log.warning("refused a connection from a peer without the topology's keys")
+        return ok
+
+
+class Socket:
+    """A thin wrapper so that callers never touch zmq constants."""
+
+    def __init__(self, raw: zmq.Socket, endpoint: str, port: int | None = None) -> None:
+        self.raw = raw
+        self.endpoint = endpoint
+        self.port = port
+
+    def send(self, frames: Sequence[bytes], *, block: bool = True) -> bool:
+        """Send a multipart message; False when ``block`` is off and the peer is full."""
+        try:
+            self.raw.send_multipart(frames, flags=0 if block else zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        return True
+
+    def recv(self, *, block: bool = True) -> list[bytes] | None:
+        try:
+            return self.raw.recv_multipart(flags=0 if block else zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+
+    def send_json(self, obj: Any, *, prefix: Sequence[bytes] = ()) -> None:
+        self.raw.send_multipart([*prefix, json.dumps(obj).encode()])
+
+    def close(self, linger_ms: int | None = None) -> None:
+        self.raw.close(linger=linger_ms)
+
+
+class Transport:
+    """One ZeroMQ context per process, optionally with CURVE on every socket."""
+
+    def __init__(self, curve: CurveKeys | None = None) -> None:
+        self.context = zmq.Context()
+        self.curve = curve
+        self._auth: ThreadAuthenticator | None = None
+        self._sockets: list[Socket] = []
+
+    def _ensure_auth(self) -> None:
+        """Servers check every client's key; started lazily, clients need none."""
+        if self.curve is not None and self._auth is None:
+            self._auth = ThreadAuthenticator(self.context, log=log)
+            self._auth.start()
+            self._auth.configure_curve_callback(
+                domain="*", credentials_provider=_TopologyMembers(self.curve.public)
+            )
+
+    # -- socket factories --------------------------------------------------------------
+
+    def _make(self, kind: int, *, server: bool) -> zmq.Socket:
+        raw = self.context.socket(kind)
+        if self.curve is not None:
+            raw.curve_secretkey = self.curve.secret.encode("ascii")
+            raw.curve_publickey = self.curve.public.encode("ascii")
+            if server:
+                self._ensure_auth()
+                raw.curve_server = True
+            else:
+                raw.curve_serverkey = self.curve.public.encode("ascii")
+        return raw
+
+    def _bind(self, raw: zmq.Socket, bind_host: str, port: int | None, advertise: str) -> Socket:
+        if port:
+            raw.bind(f"tcp://{_bracket(bind_host)}:{port}")
+        else:
+            port = raw.bind_to_random_port(f"tcp://{_bracket(bind_host)}")
+        sock = Socket(raw, f"tcp://{_bracket(advertise)}:{port}", port)
+        self._sockets.append(sock)
+        return sock
+
+    def pull(self, bind_host: str, advertise: str, port: int | None = None) -> Socket:
+        """A bound data inbox; ``port`` re-binds the port a crashed predecessor had."""
+        raw = self._make(zmq.PULL, server=True)
+        raw.rcvhwm = DATA_HWM
+        raw.linger = 0
+        return self._bind(raw, bind_host, port, advertise)
+
+    def push(self, endpoint: str) -> Socket:
+        """A data outbox connected to exactly one downstream instance."""
+        raw = self._make(zmq.PUSH, server=False)
+        raw.sndhwm = DATA_HWM
+        raw.linger = DATA_LINGER_MS
+        raw.reconnect_ivl = 100
+        raw.reconnect_ivl_max = 2000
+        raw.connect(endpoint)
+        sock = Socket(raw, endpoint)
+        self._sockets.append(sock)
+        return sock
+
+    def router(self, bind_host: str, advertise: str, port: int | None = None) -> Socket:
+        raw = self._make(zmq.ROUTER, server=True)
+        raw.sndhwm = raw.rcvhwm = CONTROL_HWM
+        raw.linger = CONTROL_LINGER_MS
+        raw.router_mandatory = False
+        return self._bind(raw, bind_host, port, advertise)
+
+    def dealer(self, endpoint: str, identity: str | None = None) -> Socket:
+        raw = self._make(zmq.DEALER, server=False)
+        raw.sndhwm = raw.rcvhwm = CONTROL_HWM
+        raw.linger = CONTROL_LINGER_MS
+        if identity:
+            raw.identity = identity.encode()
+        raw.connect(endpoint)
+        sock = Socket(raw, endpoint)
+        self._sockets.append(sock)
+        return sock
+
+    def pair_signal(self, name: str) -> tuple[Socket, Socket]:
+        """An inproc wake-up channel between two threads of this process."""
+        recv = self.context.socket(zmq.PAIR)
+        recv.bind(f"inproc://{name}")
+        send = self.context.socket(zmq.PAIR)
+        send.connect(f"inproc://{name}")
+        pair = (Socket(recv, name), Socket(send, name))
+        self._sockets.extend(pair)
+        return pair
+
+    # -- connection checks -------------------------------------------------------------
+
+    def wait_connected(self, sockets: Iterable[Socket], timeout: float) -> list[Socket]:
+        """Block until every socket completed a handshake; return those that did not."""
+        monitors = {}
+        for sock in sockets:
+            monitors[sock] = sock.raw.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        waiting = dict(monitors)
+        deadline = time.monotonic() + timeout
+        poller = zmq.Poller()
+        for mon in waiting.values():
+            poller.register(mon, zmq.POLLIN)
+        while waiting and time.monotonic() < deadline:
+            remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
+            for mon, _ in poller.poll(remaining_ms):
+                recv_monitor_message(mon)
+                for sock, m in list(waiting.items()):
+                    if m is mon:
+                        del waiting[sock]
+                        poller.unregister(mon)
+        for sock, mon in monitors.items():
+            sock.raw.disable_monitor()
+            mon.close(linger=0)
+        return list(waiting)
+
+    def close(self, *, linger_ms: int | None = None) -> None:
+        for sock in self._sockets:
+            if not sock.raw.closed:
+                sock.raw.close(linger=linger_ms)
+        if self._auth is not None:
+            self._auth.stop()
+        self.context.term()
+
+
+def poll(
+    readers: Iterable[Socket], writers: Iterable[Socket] = (), timeout: float | None = None
+) -> tuple[set[Socket], set[Socket]]:
+    """Wait until some reader has input or some writer has room (timeout in seconds)."""
+    poller = zmq.Poller()
+    by_raw: dict[zmq.Socket, Socket] = {}
+    for sock in readers:
+        poller.register(sock.raw, zmq.POLLIN)
+        by_raw[sock.raw] = sock
+    for sock in writers:
+        flags = zmq.POLLOUT | (zmq.POLLIN if sock.raw in by_raw else 0)
+        poller.register(sock.raw, flags)
+        by_raw[sock.raw] = sock
+    ms = None if timeout is None else max(0, int(timeout * 1000))
+    readable: set[Socket] = set()
+    writable: set[Socket] = set()
+    for raw, ev in poller.poll(ms):
+        if ev & zmq.POLLIN:
+            readable.add(by_raw[raw])
+        if ev & zmq.POLLOUT:
+            writable.add(by_raw[raw])
+    return readable, writable
+
+
+def request(
+    endpoint: str,
+    message: dict[str, Any],
+    *,
+    timeout: float = 5.0,
+    curve: CurveKeys | None = None,
+    transport: Transport | None = None,
+) -> dict[str, Any]:
+    """One JSON request to a ROUTER control socket; raises ControlTimeout."""
+    own = transport is None
+    tr = transport or Transport(curve)
+    sock = tr.dealer(endpoint)
+    try:
+        sock.raw.send_multipart([b"", json.dumps(message).encode()])
+        if not sock.raw.poll(int(timeout * 1000)):
+            raise ControlTimeout(endpoint, str(message.get("op")), timeout)
+        frames = sock.raw.recv_multipart()
+        return json.loads(frames[-1])
+    finally:
+        sock.raw.close(linger=0)
+        if own:
+            tr.close(linger_ms=0)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -1,0 +1,113 @@
+"""What ``up`` records under ``$CLUSTERDUCK_HOME`` so that a fresh shell can find,
+query and stop a topology: ``topologies/<name>/state.json`` (hosts, supervisor
+endpoints and pids, the resolved topology) and ``keys.json`` (CURVE keys, mode 0600).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .exceptions import StateError
+
+__all__ = ["HostRecord", "TopologyRecord", "clusterduck_home", "find", "load_all"]
+
+ACTIVE = ("starting", "running")
+
+
+def clusterduck_home() -> Path:
+    return Path(os.environ.get("CLUSTERDUCK_HOME") or "~/.clusterduck").expanduser()
+
+
+@dataclass
+class HostRecord:
+    name: str
+    remote: bool
+    control: str = ""
+    pid: int = 0
+    run_dir: str = ""
+    python: str = ""
+    connect: dict[str, Any] = field(default_factory=dict)  # the Host model, for SSH
+
+
+@dataclass
+class TopologyRecord:
+    name: str
+    file: str
+    code_dir: str
+    topology: dict[str, Any]
+    status: str = "starting"  # starting | running | finished | failed | stopped
+    started_at: float = field(default_factory=time.time)
+    hosts: dict[str, HostRecord] = field(default_factory=dict)
+    final: dict[str, Any] | None = None  # the last status, kept once it ended
+    curve: dict[str, str] | None = None
+
+    @property
+    def folder(self) -> Path:
+        return clusterduck_home() / "topologies" / self.name
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        data = asdict(self)
+        curve = data.pop("curve")
+        tmp = self.folder / "state.json.tmp"
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.folder / "state.json")
+        if curve:
+            keys = self.folder / "keys.json"
+            fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(curve, fh)
+
+    @classmethod
+    def load(cls, folder: Path) -> TopologyRecord:
+        data = json.loads((folder / "state.json").read_text())
+        data["hosts"] = {k: HostRecord(**v) for k, v in data["hosts"].items()}
+        keys = folder / "keys.json"
+        data["curve"] = json.loads(keys.read_text()) if keys.exists() else None
+        return cls(**data)
+
+    def forget(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def load_all() -> list[TopologyRecord]:
+    root = clusterduck_home() / "topologies"
+    records = []
+    for folder in sorted(root.glob("*")) if root.exists() else []:
+        if (folder / "state.json").exists():
+            try:
+                records.append(TopologyRecord.load(folder))
+            except (OSError, ValueError, TypeError):
+                continue
+    return records
+
+
+def find(name: str | None) -> TopologyRecord:
+    """The topology NAME, or the only running (else the only known) one (SPEC §3)."""
+    records = load_all()
+    if name is not None:
+        for rec in records:
+            if rec.name == name:
+                return rec
+        known = ", ".join(r.name for r in records) or "none"
+        raise StateError(f"no topology named {name!r} is known (known: {known})")
+    running = [r for r in records if r.active]
+    if len(running) == 1:
+        return running[0]
+    if not running and len(records) == 1:
+        return records[0]
+    pool = running or records
+    if not pool:
+        raise StateError("no topology is known here; start one with `clusterduck up FILE`")
+    names = ", ".join(r.name for r in pool)
+    raise StateError(f"several topologies match ({names}); name one of them")

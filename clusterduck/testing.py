@@ -1,0 +1,213 @@
+"""Run a topology from your own tests and get back what its sinks produced.
+
+Two ways, one result type:
+
+* ``run_inprocess(path)`` — no sockets, no processes: spouts run one after another in the
+  calling thread and every message is pushed synchronously through the same bundling,
+  sequencing and routing code the real processes use. Fast and deterministic; use it for
+  the logic of your functions.
+* ``run_processes(path)`` — the real thing on this machine: a supervisor, one process
+  per instance, ZeroMQ in between, exactly as ``clusterduck up`` starts it; what the
+  sinks return is collected over a socket. Use it to test the deployment too.
+
+A *sink* is a component nothing else reads from; its return values are what you get.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .exceptions import RuntimeFault
+from .loader import TopologyFile, load
+from .runtime.anomalies import Anomalies
+from .runtime.codec import get_codec
+from .runtime.component import WorkerLogic, load_user_code
+from .runtime.context import InstanceContext, set_context
+from .runtime.metrics import Metrics
+from .runtime.routing import Route, stable_hash
+from .runtime.transport import CurveKeys, Transport, generate_curve_keys
+from .topology import Worker
+
+__all__ = ["TopologyResult", "run_inprocess", "run_processes"]
+
+
+@dataclass
+class TopologyResult:
+    """What the sinks produced, per sink component, as ``(seq_id, value)`` pairs."""
+
+    outputs: dict[str, list[tuple[int, Any]]] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)
+
+    def values(self, sink: str) -> list[Any]:
+        return [value for _, value in self.outputs.get(sink, [])]
+
+
+def _as_file(path: str | Path | TopologyFile) -> TopologyFile:
+    return path if isinstance(path, TopologyFile) else load(path)
+
+
+@contextlib.contextmanager
+def _inside(code_dir: Path) -> Iterator[None]:
+    """Run user code as a process would: cwd and import path at ``code``."""
+    old_cwd = os.getcwd()
+    sys.path.insert(0, str(code_dir))
+    os.chdir(code_dir)
+    try:
+        yield
+    finally:
+        os.chdir(old_cwd)
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(code_dir))
+        set_context(None)
+
+
+def run_inprocess(path: str | Path | TopologyFile) -> TopologyResult:
+    """Run the topology synchronously in this process (see the module docstring)."""
+    tf = _as_file(path)
+    topo = tf.topology
+    result = TopologyResult(outputs={c.name: [] for c in topo.sinks()})
+    with _inside(tf.code_dir):
+        logics: dict[str, list[WorkerLogic]] = {}
+        closers = []
+        for worker in topo.workers:
+            logics[worker.name] = []
+            for i in range(worker.parallelism):
+                set_context(InstanceContext(topo.name, worker.name, i, worker.parallelism,
+                                            worker.host_of(i)))
+                code = load_user_code(worker, tf.code_dir)
+                logics[worker.name].append(
+                    WorkerLogic(worker, topo, code.call, metrics=Metrics(),
+                                anomalies=Anomalies()))
+                closers.append(code.close)
+        turn: dict[str, int] = {}
+
+        def route_of(worker: Worker) -> Route:
+            mode = "seq" if worker.bundle else worker.grouping
+            key = None
+            if mode == "key" and worker.key:
+                from .entries import resolve_entry
+
+                key = resolve_entry(worker.key, tf.code_dir)
+            return Route(worker.name, worker.parallelism, mode, key)
+
+        routes = {w.name: route_of(w) for w in topo.workers}
+
+        def deliver(origin: str, batch: list[tuple[int, Any]]) -> None:
+            if not batch:
+                return
+            if origin in result.outputs:
+                result.outputs[origin].extend(batch)
+            for worker in topo.downstream(origin):
+                parts = routes[worker.name].split(batch)
+                if parts is None:  # shuffle: instances take batches in turn
+                    i = turn.get(worker.name, 0)
+                    turn[worker.name] = (i + 1) % worker.parallelism
+                    parts = {i: batch}
+                for i, part in parts.items():
+                    deliver(worker.name, logics[worker.name][i].feed(origin, part))
+
+        for spout in topo.spouts:
+            for i in range(spout.parallelism):
+                set_context(InstanceContext(topo.name, spout.name, i, spout.parallelism,
+                                            spout.host_of(i)))
+                code = load_user_code(spout, tf.code_dir)
+                code.call(lambda seq, value, _s=spout.name: deliver(_s, [(seq, value)]))
+                if code.close:
+                    code.close()
+        for name in topo.topological_order():
+            for logic in logics.get(name, []):
+                deliver(name, logic.finish())
+        for close in closers:
+            if close is not None:
+                close()
+        result.status = {
+            "components": [
+                {"name": name, "instances": [
+                    {"received": lg.metrics.received, "emitted": lg.metrics.emitted,
+                     "errors": lg.metrics.errors, "anomalies": lg.anomalies.as_dict()}
+                    for lg in logs]}
+                for name, logs in logics.items()
+            ]
+        }
+    return result
+
+
+def run_processes(
+    path: str | Path | TopologyFile, *, timeout: float = 120.0, home: str | Path | None = None
+) -> TopologyResult:
+    """Run the topology as real local processes and collect what its sinks return.
+
+    ``home`` is the ``$CLUSTERDUCK_HOME`` to use (a temporary one by default), so tests
+    never see or disturb topologies started by hand. Everything started is stopped
+    before this returns, also on failure or timeout.
+    """
+    from . import deploy
+
+    tf = _as_file(path)
+    topo = tf.topology
+    own_home = tempfile.TemporaryDirectory(prefix="clusterduck-test-") if home is None else None
+    previous_home = os.environ.get("CLUSTERDUCK_HOME")
+    os.environ["CLUSTERDUCK_HOME"] = str(home or own_home.name)  # type: ignore[union-attr]
+    curve = generate_curve_keys() if topo.uses_curve else None
+    transport = Transport(curve)
+    inbox = transport.pull("127.0.0.1", "127.0.0.1")
+    codec = get_codec(topo.settings.serializer)
+    expected = {f"{c.name}/{i}" for c in topo.sinks() for i in range(c.parallelism)}
+    ended: set[str] = set()
+    result = TopologyResult(outputs={c.name: [] for c in topo.sinks()})
+    record = None
+    try:
+        record = deploy.start(tf, collector=inbox.endpoint, curve=curve)
+        deadline = time.monotonic() + timeout
+        while not expected <= ended:
+            if time.monotonic() > deadline:
+                raise RuntimeFault(
+                    f"topology {topo.name!r} did not finish within {timeout:g}s; "
+                    f"sinks still open: {sorted(expected - ended)}")
+            if not inbox.raw.poll(200):
+                continue
+            frames = inbox.recv()
+            assert frames is not None
+            origin = frames[0][1:].decode()
+            if frames[0][:1] == b"E":
+                ended.add(origin)
+            else:
+                result.outputs[origin.split("/")[0]].extend(
+                    (seq, value) for seq, value in codec.loads(frames[1]))
+        result.status = _wait_finished(record, deadline)
+    finally:
+        if record is not None:
+            cluster = deploy.Cluster(record)
+            cluster.stop(timeout=5, force=True)
+            cluster.close()
+        transport.close(linger_ms=0)
+        if previous_home is None:
+            os.environ.pop("CLUSTERDUCK_HOME", None)
+        else:
+            os.environ["CLUSTERDUCK_HOME"] = previous_home
+        if own_home is not None:
+            own_home.cleanup()
+    return result
+
+
+def _wait_finished(record: Any, deadline: float) -> dict[str, Any]:
+    from . import deploy
+
+    while True:
+        status = deploy.topology_status(record)
+        if status["state"] in ("finished", "failed") or time.monotonic() > deadline:
+            return status
+        time.sleep(0.1)
+
+
+# Re-exported for users writing key functions that must agree with the runtime.
+stable_key_hash = stable_hash
+_ = CurveKeys
