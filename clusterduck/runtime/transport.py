@@ -91,6 +91,8 @@ class Socket:
         self.raw = raw
         self.endpoint = endpoint
         self.port = port
+        # Handshake monitor, attached before connect() so no event can be missed.
+        self.monitor: zmq.Socket | None = None
 
     def send(self, frames: Sequence[bytes], *, block: bool = True) -> bool:
         """Send a multipart message; False when ``block`` is off and the peer is full."""
@@ -168,8 +170,9 @@ class Transport:
         raw.linger = DATA_LINGER_MS
         raw.reconnect_ivl = 100
         raw.reconnect_ivl_max = 2000
-        raw.connect(endpoint)
         sock = Socket(raw, endpoint)
+        sock.monitor = raw.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        raw.connect(endpoint)
         self._sockets.append(sock)
         return sock
 
@@ -204,10 +207,10 @@ class Transport:
     # -- connection checks -------------------------------------------------------------
 
     def wait_connected(self, sockets: Iterable[Socket], timeout: float) -> list[Socket]:
-        """Block until every socket completed a handshake; return those that did not."""
-        monitors = {}
-        for sock in sockets:
-            monitors[sock] = sock.raw.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        """Block until every pushed socket completed a handshake; return those that did not.
+
+        Monitoring stops afterwards: later reconnects need no watching."""
+        monitors = {s: s.monitor for s in sockets if s.monitor is not None}
         waiting = dict(monitors)
         deadline = time.monotonic() + timeout
         poller = zmq.Poller()
@@ -224,6 +227,7 @@ class Transport:
         for sock, mon in monitors.items():
             sock.raw.disable_monitor()
             mon.close(linger=0)
+            sock.monitor = None
         return list(waiting)
 
     def close(self, *, linger_ms: int | None = None) -> None:
