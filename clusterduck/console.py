@@ -1,0 +1,154 @@
+"""What the CLI shows a person: the status table, the per-host start-up progress,
+the live throughput of ``up --wait``. The only module that uses rich.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+__all__ = ["HostProgress", "list_table", "status_table", "throughput_table"]
+
+STEPS = ["connect", "check", "ship", "start", "spawn", "wire", "ready"]
+_STATE_STYLE = {
+    "running": "green", "finished": "blue", "draining": "yellow", "starting": "yellow",
+    "failed": "red", "crashed": "red", "unreachable": "red", "broken": "red",
+    "stopped": "dim", "failing": "red",
+}
+
+
+def _state(state: str) -> Text:
+    return Text(state, style=_STATE_STYLE.get(state, ""))
+
+
+def _duration(seconds: float | None) -> str:
+    if not seconds:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _anomalies(anomalies: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(anomalies.items()) if v) or "-"
+
+
+def status_table(status: dict[str, Any]) -> Group:
+    """One row per instance, as SPEC §3 lists the columns."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col, justify in [
+        ("component", "left"), ("#", "right"), ("host", "left"), ("pid", "right"),
+        ("state", "left"), ("received", "right"), ("emitted", "right"),
+        ("errors", "right"), ("anomalies", "left"), ("backlog", "right"),
+        ("rate/s", "right"), ("restarts", "right"), ("uptime", "right"),
+        ("last error", "left"),
+    ]:
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for comp in status["components"]:
+        for row in comp["instances"]:
+            table.add_row(
+                comp["name"], str(row["index"]), row["host"], str(row["pid"] or "-"),
+                _state(row["state"]), f"{row['received']:,}", f"{row['emitted']:,}",
+                str(row["errors"]), _anomalies(row.get("anomalies") or {}),
+                f"{row['backlog']:,}", f"{row['rate']:,.0f}", str(row["restarts"]),
+                _duration(row.get("uptime")), (row.get("last_error") or "")[:60],
+            )
+    head = Text.assemble(
+        ("topology ", ""), (status["name"], "bold"), ("  ", ""), _state(status["state"])
+    )
+    parts: list[Any] = [head, table]
+    for problem in status.get("problems") or []:
+        parts.append(Text(f"! {problem}", style="red"))
+    return Group(*parts)
+
+
+def throughput_table(status: dict[str, Any]) -> Group:
+    """The short per-component view ``up --wait`` refreshes."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("component", "instances", "received", "emitted", "rate/s", "errors",
+                "backlog", "state"):
+        table.add_column(col, justify="left" if col in ("component", "state") else "right")
+    for comp in status["components"]:
+        rows = comp["instances"]
+        states = sorted({r["state"] for r in rows})
+        table.add_row(
+            comp["name"], str(len(rows)),
+            f"{sum(r['received'] for r in rows):,}", f"{sum(r['emitted'] for r in rows):,}",
+            f"{sum(r['rate'] for r in rows):,.0f}", str(sum(r["errors"] for r in rows)),
+            f"{sum(r['backlog'] for r in rows):,}", ", ".join(states),
+        )
+    head = Text.assemble(("topology ", ""), (status["name"], "bold"), ("  ", ""),
+                         _state(status["state"]))
+    return Group(head, table)
+
+
+def list_table(records: list[Any]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("name", "state", "hosts", "started", "file"):
+        table.add_column(col)
+    for rec in records:
+        table.add_row(
+            rec.name, _state(rec.status), ", ".join(rec.hosts),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.started_at)), rec.file,
+        )
+    return table
+
+
+class HostProgress:
+    """Per-host start-up steps, live on a terminal and silent elsewhere.
+
+    Called from several threads (hosts start in parallel), hence the lock."""
+
+    def __init__(self, console: Console, hosts: list[str]) -> None:
+        self.console = console
+        self.hosts = hosts
+        self.steps: dict[str, tuple[str, str]] = {h: ("waiting", "") for h in hosts}
+        self.began = time.monotonic()
+        self._lock = threading.Lock()
+        self._live: Live | None = None
+
+    def __enter__(self) -> HostProgress:
+        if self.console.is_terminal:
+            self._live = Live(self._render(), console=self.console, refresh_per_second=8,
+                              transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.__exit__(None, None, None)
+
+    def __call__(self, host: str, step: str, detail: str = "") -> None:
+        with self._lock:
+            self.steps[host] = (step, detail)
+            if self._live is not None:
+                self._live.update(self._render())
+
+    def _render(self) -> Table:
+        table = Table(box=None, pad_edge=False, show_header=False)
+        table.add_column("host", style="bold")
+        table.add_column("steps")
+        table.add_column("detail", style="dim")
+        for host in self.hosts:
+            step, detail = self.steps[host]
+            done = STEPS.index(step) if step in STEPS else -1
+            marks = []
+            for i, name in enumerate(STEPS):
+                if i < done or step == "ready":
+                    marks.append(f"[green]✓ {name}[/]")
+                elif i == done:
+                    marks.append(f"[yellow]… {name}[/]")
+                else:
+                    marks.append(f"[dim]· {name}[/]")
+            table.add_row(host, "  ".join(marks), detail[:50])
+        return table
