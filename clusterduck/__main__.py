@@ -1,0 +1,5 @@
+"""`python -m clusterduck` is the `clusterduck` command."""
+
+from .cli import main
+
+main()
