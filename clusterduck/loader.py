@@ -1,0 +1,262 @@
+"""Read a topology file: YAML with positions, ``${VAR}`` expansion, then every check.
+
+PyYAML alone forgets where a value came from and silently keeps the last of two equal
+keys; here every node's line and column are kept by path, duplicate keys are errors, and
+each problem (syntax, shape, graph, entries) is reported at once with its location.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .exceptions import Problem, TopologyError
+from .topology import Host, Settings, Spout, Topology, Worker
+from .validation import Report, YamlPath, check
+
+__all__ = ["TopologyFile", "load"]
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+# ${NAME}, ${NAME:-default}; "$${" is a literal "${".
+_VAR = re.compile(r"\$(?P<escape>\$)(?=\{)|\$\{(?P<name>[^}:]*)(?::-(?P<default>[^}]*))?\}")
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class TopologyFile:
+    """A validated topology and where it came from."""
+
+    path: Path  # absolute path of the YAML file
+    topology: Topology
+    code_dir: Path  # absolute: path.parent / topology.code, resolved
+
+
+def load(
+    path: str | Path, *, import_entries: bool = True, environ: Mapping[str, str] | None = None
+) -> TopologyFile:
+    """Load and validate ``path``; raise TopologyError listing every problem found."""
+    shown = str(path)
+    absolute = Path(path).expanduser().resolve()
+    try:
+        text = absolute.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        problem = Problem(shown, None, None, f"cannot read the topology file: {reason}",
+                          "check the path; a topology file is UTF-8 YAML")
+        raise TopologyError([problem]) from exc
+    report = Report(file=shown)
+    data = _YamlReader(text, report, os.environ if environ is None else environ).read()
+    if data is None:
+        report.add((), "the file is empty", "start from topologies/wordcount.yaml")
+        raise TopologyError(report.sorted())
+    if not isinstance(data, dict):
+        report.add((), "a topology file must be a mapping of keys (name:, spouts:, …)",
+                   "start from topologies/wordcount.yaml")
+        raise TopologyError(report.sorted())
+
+    topology: Topology | None = None
+    try:
+        topology = Topology.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        typos: dict[tuple[Any, ...], list[str]] = {}
+        for error in errors:
+            if error["type"] == "extra_forbidden":
+                typos.setdefault(tuple(error["loc"][:-1]), []).append(str(error["loc"][-1]))
+        for error in errors:
+            _report_pydantic(error, data, report, typos)
+    code = data.get("code", ".")
+    code_dir = (absolute.parent / code).resolve() if isinstance(code, str) else None
+    if import_entries and code_dir is not None and not code_dir.is_dir():
+        report.add(("code",), f"code folder {code_dir} does not exist",
+                   "code: is relative to the topology file", poison=True)
+    entries_ok = import_entries and ("code",) not in report.poisoned
+    check(data, report, code_dir=code_dir if entries_ok else None)
+    if report.problems or topology is None or code_dir is None:
+        raise TopologyError(report.sorted(data))
+    return TopologyFile(path=absolute, topology=topology, code_dir=code_dir)
+
+
+class _YamlReader:
+    """Builds plain Python data from the YAML node tree, recording positions by path."""
+
+    def __init__(self, text: str, report: Report, environ: Mapping[str, str]) -> None:
+        self.text = text
+        self.report = report
+        self.environ = environ
+        self.values: dict[YamlPath, tuple[int, int]] = {}
+        self.keys: dict[YamlPath, tuple[int, int]] = {}
+        report.values, report.keys = self.values, self.keys
+        self.loader = yaml.SafeLoader(text)
+        self.building: set[int] = set()
+
+    def read(self) -> Any:
+        try:
+            node = self.loader.get_single_node()
+            return None if node is None else self._build(node, ())
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            what = str(exc.problem or exc.context)
+            if exc.problem and exc.context:
+                what += f" ({exc.context})"
+            hint = ("indent with spaces, not tabs" if "\\t" in what else
+                    "fix the YAML at this position (indentation, quotes, colons)")
+            at = (mark.line + 1, mark.column + 1) if mark else None
+            self.report.add((), f"YAML syntax error: {what}", hint, at=at)
+        except yaml.YAMLError as exc:
+            self.report.add((), f"YAML error: {exc}", "fix the YAML syntax")
+        finally:
+            self.loader.dispose()
+        raise TopologyError(self.report.sorted())
+
+    def _build(self, node: yaml.Node, path: YamlPath) -> Any:
+        self.values.setdefault(path, _position(node))
+        if id(node) in self.building:
+            self.report.add(path, "recursive YAML alias", "an alias cannot contain itself")
+            return None
+        self.building.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
+            if isinstance(node, yaml.SequenceNode):
+                return [self._build(item, (*path, i)) for i, item in enumerate(node.value)]
+            value = self.loader.construct_object(node, deep=True)
+            return self._expand(value, path) if isinstance(value, str) else value
+        finally:
+            self.building.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: YamlPath) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        merged: list[yaml.Node] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merged += value_node.value if isinstance(value_node, yaml.SequenceNode) else [
+                    value_node]
+                continue
+            key = self.loader.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                self.report.add(path, "a mapping key must be a plain value",
+                                "use a string key", at=_position(key_node))
+                continue
+            if key in out:
+                first = self.keys[(*path, key)][0]
+                self.report.add((*path, key), f"duplicate key {key!r}",
+                                f"{key!r} is already set on line {first}; keep one of them",
+                                at=_position(key_node))
+                continue
+            self.keys[(*path, key)] = _position(key_node)
+            out[key] = self._build(value_node, (*path, key))
+        for merge in merged:  # explicit keys win over merged ones, as YAML says
+            extra = self._build(merge, path)
+            if isinstance(extra, dict):
+                for key, value in extra.items():
+                    out.setdefault(key, value)
+        return out
+
+    def _expand(self, text: str, path: YamlPath) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            if match.group("escape"):
+                return "$"
+            name, default = match.group("name"), match.group("default")
+            if not _VAR_NAME.match(name):
+                self.report.add(path, f"invalid variable name in {match.group(0)!r}",
+                                "write ${NAME} or ${NAME:-default}", poison=True)
+                return match.group(0)
+            value = self.environ.get(name)
+            if value:
+                return value
+            if default is not None:
+                return default
+            if value is None:
+                self.report.add(path, f"${{{name}}} is not set",
+                                f"export {name}=..., or write ${{{name}:-default}}", poison=True)
+            return value or ""
+
+        return _VAR.sub(substitute, text)
+
+
+def _position(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _lookup(data: Any, loc: tuple[Any, ...]) -> tuple[YamlPath, bool]:
+    """The longest prefix of a pydantic ``loc`` present in the data; True if all of it is."""
+    node, path = data, ()
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return path, False
+        path = (*path, part)
+    return path, True
+
+
+def _model_at(path: YamlPath) -> type[BaseModel]:
+    if len(path) == 2 and path[0] in ("spouts", "workers"):
+        return Spout if path[0] == "spouts" else Worker
+    if len(path) == 2 and path[0] == "hosts":
+        return Host
+    return Settings if path[:1] == ("settings",) else Topology
+
+
+def _report_pydantic(
+    error: Mapping[str, Any], data: dict[str, Any], report: Report,
+    typos: Mapping[tuple[Any, ...], list[str]],
+) -> None:
+    """One pydantic error as a located problem; a missing key explained by a typo is skipped."""
+    loc = tuple(error["loc"])
+    path, complete = _lookup(data, loc)
+    kind, msg = error["type"], str(error["msg"]).removeprefix("Value error, ")
+    if kind == "missing" and not complete and len(loc) > len(path):
+        field = str(loc[len(path)])
+    else:
+        field = next((p for p in reversed(path) if isinstance(p, str)), "topology")
+    value = error.get("input")
+    if kind == "invalid_key":
+        report.add(path, f"key {loc[-1]!r} is not a string", "quote the key, or remove it",
+                   at_key=True)
+    elif kind == "extra_forbidden":
+        allowed = list(_model_at(path[:-1]).model_fields)
+        close = difflib.get_close_matches(field, allowed, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "allowed keys: " + ", ".join(allowed)
+        report.add(path, f"unknown key {field!r}", hint, at_key=True)
+    elif kind == "missing":
+        if difflib.get_close_matches(field, typos.get(path, []), n=1):
+            return  # "unknown key 'inptus'" already says it
+        report.add(path, f"missing required key {field!r}", _MISSING_HINTS.get(
+            field, f"add {field}:"))
+    elif kind == "string_pattern_mismatch" and field == "name":
+        report.add(path, f"invalid name {value!r}", "use lowercase letters, digits, '_' or '-', "
+                   "starting with a letter or digit")
+    elif kind == "string_pattern_mismatch":
+        report.add(path, f"{field} {value!r} is not module:attr",
+                   "write it as module:function or module:Class")
+    elif field == "parallelism" and kind == "greater_than_equal":
+        report.add(path, f"parallelism must be at least 1, not {value!r}",
+                   "set parallelism: 1 or more")
+    elif kind == "too_short" and field in ("inputs", "spouts"):
+        what = "a worker needs at least one input" if field == "inputs" else (
+            "a topology needs at least one spout")
+        report.add(path, what, _MISSING_HINTS[field])
+    else:
+        report.add(path, f"{field}: {msg}", f"fix the value of {field} (see SPEC §2)")
+
+
+_MISSING_HINTS = {
+    "name": "add name: lowercase letters, digits, '_' or '-'",
+    "entry": "add entry: module:function or module:Class",
+    "inputs": "add inputs: [...] naming the spouts or workers it consumes",
+    "spouts": "add spouts: with at least one spout",
+}
