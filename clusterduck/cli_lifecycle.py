@@ -236,7 +236,8 @@ def logs(name: str | None, component: str | None, follow: bool, lines: int) -> N
                     (f"{comp.name}/{i}", f"{record.hosts[host].run_dir}/logs/{comp.name}.{i}.log"))
     if component in (None, "supervisor"):
         for host, rec in record.hosts.items():
-            files.setdefault(host, []).append((f"supervisor@{host}", f"{rec.run_dir}/supervisor.log"))
+            files.setdefault(host, []).append(
+                (f"supervisor@{host}", f"{rec.run_dir}/supervisor.log"))
     cluster = deploy.Cluster(record)
     try:
         if follow:

@@ -15,6 +15,7 @@ A *sink* is a component nothing else reads from; its return values are what you 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sys
@@ -76,12 +77,16 @@ def run_inprocess(path: str | Path | TopologyFile) -> TopologyResult:
     result = TopologyResult(outputs={c.name: [] for c in topo.sinks()})
     with _inside(tf.code_dir):
         logics: dict[str, list[WorkerLogic]] = {}
+        contexts: dict[str, list[InstanceContext]] = {}
         closers = []
         for worker in topo.workers:
             logics[worker.name] = []
+            contexts[worker.name] = []
             for i in range(worker.parallelism):
-                set_context(InstanceContext(topo.name, worker.name, i, worker.parallelism,
-                                            worker.host_of(i)))
+                ctx = InstanceContext(topo.name, worker.name, i, worker.parallelism,
+                                      worker.host_of(i))
+                contexts[worker.name].append(ctx)
+                set_context(ctx)
                 code = load_user_code(worker, tf.code_dir)
                 logics[worker.name].append(
                     WorkerLogic(worker, topo, code.call, metrics=Metrics(),
@@ -112,6 +117,7 @@ def run_inprocess(path: str | Path | TopologyFile) -> TopologyResult:
                     turn[worker.name] = (i + 1) % worker.parallelism
                     parts = {i: batch}
                 for i, part in parts.items():
+                    set_context(contexts[worker.name][i])  # who am I, for this call
                     deliver(worker.name, logics[worker.name][i].feed(origin, part))
 
         for spout in topo.spouts:
@@ -119,11 +125,22 @@ def run_inprocess(path: str | Path | TopologyFile) -> TopologyResult:
                 set_context(InstanceContext(topo.name, spout.name, i, spout.parallelism,
                                             spout.host_of(i)))
                 code = load_user_code(spout, tf.code_dir)
-                code.call(lambda seq, value, _s=spout.name: deliver(_s, [(seq, value)]))
+
+                def dispatch(seq: int, value: Any, _s: str = spout.name) -> None:
+                    deliver(_s, [(seq, value)])
+
+                if code.is_async:
+                    async def dispatch_async(seq: int, value: Any) -> None:
+                        dispatch(seq, value)
+
+                    asyncio.run(code.call(dispatch_async))
+                else:
+                    code.call(dispatch)
                 if code.close:
                     code.close()
         for name in topo.topological_order():
-            for logic in logics.get(name, []):
+            for i, logic in enumerate(logics.get(name, [])):
+                set_context(contexts[name][i])
                 deliver(name, logic.finish())
         for close in closers:
             if close is not None:

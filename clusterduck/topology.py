@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -58,7 +58,7 @@ def _as_host_tuple(value: Any) -> Any:
     return value
 
 
-Duration = Annotated[Union[float, None], BeforeValidator(parse_duration)]
+Duration = Annotated[float | None, BeforeValidator(parse_duration)]
 HostList = Annotated[tuple[str, ...], BeforeValidator(_as_host_tuple), Field(min_length=1)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 

@@ -49,7 +49,7 @@ class HostConnection(Protocol):
         """Run a command to completion (argv is quoted for the remote shell)."""
 
     def ship(self, local_dir: Path, remote_dir: str) -> ShipReport:
-        """Make ``remote_dir`` a copy of ``local_dir`` (minus SHIP_EXCLUDES), sending only changes."""
+        """Make ``remote_dir`` a copy of ``local_dir`` (minus SHIP_EXCLUDES), sending changes."""
 
     def read_file(self, path: str) -> bytes | None:
         """The file's bytes, or None when it does not exist."""

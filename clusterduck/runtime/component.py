@@ -57,7 +57,7 @@ def load_user_code(component: Component, code_dir: Path) -> UserCode:
     if inspect.isclass(target):
         instance = target(**args)
         close = getattr(instance, "close", None)
-        is_async = inspect.iscoroutinefunction(getattr(instance, "__call__", None))
+        is_async = inspect.iscoroutinefunction(type(instance).__call__)
         return UserCode(instance, close if callable(close) else None, is_async)
     is_async = inspect.iscoroutinefunction(target)
     call = functools.partial(target, **args) if args else target

@@ -68,22 +68,15 @@ class Outbox:
             # Encode each distinct list once (broadcast and "all" reuse it). The list is
             # kept in the cache so its id cannot be reused while the cache lives.
             encoded: dict[int, tuple[Batch, bytes]] = {}
-
-            def encode(part: Batch) -> bytes:
-                key = id(part)
-                if key not in encoded:
-                    encoded[key] = (part, self.codec.dumps(part))
-                return encoded[key][1]
-
             for out in self.outputs:
                 parts = out.route.split(chunk)
-                if parts is None:
-                    self._queue.append((out, None, encode(chunk), len(chunk)))
-                    self.queued_messages += len(chunk)
-                else:
-                    for index, part in parts.items():
-                        self._queue.append((out, index, encode(part), len(part)))
-                        self.queued_messages += len(part)
+                targets = [(None, chunk)] if parts is None else list(parts.items())
+                for index, part in targets:
+                    cached = encoded.get(id(part))
+                    if cached is None:
+                        cached = encoded[id(part)] = (part, self.codec.dumps(part))
+                    self._queue.append((out, index, cached[1], len(part)))
+                    self.queued_messages += len(part)
 
     def flush(self) -> bool:
         """Send what peers accept now; True when nothing is left queued."""

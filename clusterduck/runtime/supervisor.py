@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..topology import Spout, Topology
-from .transport import CurveKeys, Socket, Transport, poll, request
+from .transport import CurveKeys, Transport, poll, request
 
 __all__ = ["main"]
 
