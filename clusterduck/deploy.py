@@ -160,15 +160,16 @@ class Cluster:
         """Graceful drain (unless force), then kill what is left and sweep every host."""
         final: dict[str, Any] | None = None
         if not force:
-            self.each(lambda h: self.request(h, {"op": "stop"}))
+            self.each(self._ask_stop)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 final = self.status()
                 if on_wait:
                     on_wait(final)
-                if final["state"] in ("finished", "failed", "stopped") or all(
-                    s in ("finished", "failed", "unreachable") for s in final["hosts"].values()
-                ) and "unreachable" not in final["hosts"].values():
+                # Done when no host still runs anything that could drain: an unreachable
+                # host or a lost supervisor cannot drain, waiting would only cost time.
+                if all(s in ("finished", "failed", "unreachable")
+                       for s in final["hosts"].values()):
                     break
                 time.sleep(0.3)
         if final is None or final["state"] not in ("finished",):
@@ -176,12 +177,21 @@ class Cluster:
         self.each(self._kill_host)
         return final
 
+    def _ask_stop(self, host: str) -> None:
+        rec = self.record.hosts[host]
+        if rec.remote or _pid_alive(rec.pid):
+            try:
+                self.request(host, {"op": "stop"})
+            except ClusterduckError:
+                pass  # status will show the host unreachable; kill still sweeps it
+
     def _kill_host(self, host: str) -> None:
         rec = self.record.hosts[host]
-        try:
-            self.request(host, {"op": "kill"}, timeout=2.0)
-        except ClusterduckError:
-            pass
+        if rec.remote or _pid_alive(rec.pid):
+            try:
+                self.request(host, {"op": "kill"}, timeout=2.0)
+            except ClusterduckError:
+                pass
         if not rec.remote:
             sweep(rec.pid)
             return

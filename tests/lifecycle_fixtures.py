@@ -41,8 +41,12 @@ ACTIVE = ("starting", "running")
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.05,
-               what: str = "the condition") -> T:
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "the condition",
+) -> T:
     """Call ``predicate`` until it returns something truthy (returned); fail at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -78,8 +82,13 @@ def pid_alive(pid: int | None) -> bool:
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-            errors="replace").strip()
+        return (
+            Path(f"/proc/{pid}/cmdline")
+            .read_bytes()
+            .replace(b"\0", b" ")
+            .decode(errors="replace")
+            .strip()
+        )
     except OSError:
         return ""
 
@@ -154,15 +163,22 @@ class Clusterduck:
         self.names.append(name)
         return name
 
-    def run(self, *args: str, env: dict[str, str] | None = None,
-            timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*CLI, *args], env={**self.env, **(env or {})}, capture_output=True, text=True,
-            timeout=timeout, stdin=subprocess.DEVNULL, cwd=self.tmp,
+            [*CLI, *args],
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            cwd=self.tmp,
         )
 
-    def up(self, topology: str, name: str, *flags: str,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def up(
+        self, topology: str, name: str, *flags: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """``up`` of ``lifecycle_topologies/<topology>.yaml`` under the name ``name``."""
         if name not in self.names:
             self.names.append(name)
@@ -183,7 +199,8 @@ class Clusterduck:
 
     def record(self, name: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(
-            (self.home / "topologies" / name / "state.json").read_text())
+            (self.home / "topologies" / name / "state.json").read_text()
+        )
         return data
 
     def supervisor_pid(self, name: str) -> int:
@@ -232,6 +249,9 @@ class Clusterduck:
                     except ProcessLookupError:
                         pass
         for rest in left.values():
-            wait_until(lambda r=rest: not any(pid_alive(p) for p in r), timeout=10,
-                       what="leftover processes to die")
+            wait_until(
+                lambda r=rest: not any(pid_alive(p) for p in r),
+                timeout=10,
+                what="leftover processes to die",
+            )
         assert not left, f"`down --force` left processes behind (killed now): {left}"

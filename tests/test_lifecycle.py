@@ -61,8 +61,9 @@ def assert_nothing_left(name: str, pids: list[int]) -> None:
     """Every pid gone and no process naming the topology (a SIGKILL lands a moment later
     than the command that sent it returns, hence the short poll)."""
     wait_until(lambda: all_gone(pids), timeout=10, what=f"pids {pids} to be gone")
-    wait_until(lambda: not processes_matching(name), timeout=10,
-               what=f"no process of {name} in /proc")
+    wait_until(
+        lambda: not processes_matching(name), timeout=10, what=f"no process of {name} in /proc"
+    )
 
 
 # -- 1 ------------------------------------------------------------------------------------
@@ -168,8 +169,9 @@ def test_killed_supervisor_shows_broken_and_down_kills_everything(duck: Clusterd
     status = duck.status(name)
     assert status["state"] == "broken", status
 
-    # --timeout keeps the run short: nothing can drain without a supervisor.
-    stopped = duck.down(name, "--timeout", "5")
+    # A short --timeout: nothing can drain without a supervisor, and `down` would wait
+    # all of the default 30 s for it (see the report: deploy.Cluster.stop).
+    stopped = duck.down(name, "--timeout", "2")
     assert stopped.returncode == 0, stopped.stderr
     assert_nothing_left(name, pids)
 
@@ -179,8 +181,11 @@ def test_killed_supervisor_shows_broken_and_down_kills_everything(duck: Clusterd
 
 def test_crash_at_start_exits_2_and_leaves_nothing(duck: Clusterduck) -> None:
     name = duck.name("badstart")
-    checked = duck.run("validate", str(Path(__file__).parent / "lifecycle_topologies"
-                                       / "broken_start.yaml"), env={"LC_NAME": name})
+    checked = duck.run(
+        "validate",
+        str(Path(__file__).parent / "lifecycle_topologies" / "broken_start.yaml"),
+        env={"LC_NAME": name},
+    )
     assert checked.returncode == 0, checked.stderr  # the file is valid; only the start fails
 
     started = duck.up("broken_start", name)
@@ -217,13 +222,22 @@ def test_slow_sink_keeps_memory_bounded_with_back_pressure(duck: Clusterduck) ->
             pressure_seen.append(spout)
         return status if instance(status, "slow")["received"] >= target else None
 
-    final = wait_until(sample, timeout=90, interval=0.2,
-                       what=f"the slow sink to receive {target} messages")
+    final = wait_until(
+        sample, timeout=90, interval=0.2, what=f"the slow sink to receive {target} messages"
+    )
     assert len(samples) >= 3
     spout = instance(final, "flood")
     assert spout["emitted"] * PAYLOAD > RSS_BOUND_KB * 1024
     assert max(peak.values()) < RSS_BOUND_KB, {pid: f"{kb // 1024} MiB" for pid, kb in peak.items()}
     assert pressure_seen, [instance(s, "flood") for s in samples]
+    if os.environ.get("LC_VERBOSE"):
+        print(
+            {pid: f"{kb // 1024} MiB" for pid, kb in peak.items()},
+            len(samples),
+            spout["emitted"],
+            instance(final, "slow")["received"],
+            pressure_seen[-1],
+        )
 
 
 # -- 7 ------------------------------------------------------------------------------------
@@ -306,7 +320,9 @@ def test_up_wait_prints_sink_output_of_a_finite_topology(duck: Clusterduck) -> N
     final = duck.status(name)
     assert final["state"] == "finished"
     assert instance(final, "printer")["received"] == 20
-    assert not processes_matching(name)
+    wait_until(
+        lambda: not processes_matching(name), timeout=10, what=f"no process of {name} in /proc"
+    )
 
 
 def test_up_wait_exits_2_when_on_error_stop_fires(duck: Clusterduck) -> None:
@@ -315,5 +331,6 @@ def test_up_wait_exits_2_when_on_error_stop_fires(duck: Clusterduck) -> None:
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "fragile" in done.stdout + done.stderr
     assert duck.status(name)["state"] == "failed"
-    wait_until(lambda: not processes_matching(name), timeout=10,
-               what=f"no process of {name} in /proc")
+    wait_until(
+        lambda: not processes_matching(name), timeout=10, what=f"no process of {name} in /proc"
+    )

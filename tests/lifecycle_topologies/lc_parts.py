@@ -30,11 +30,12 @@ def endless(dispatch: Dispatch, delay: str = "0.001") -> None:
 
 
 def flood(dispatch: Dispatch, size: int = 4096) -> None:
-    """``size``-byte payloads forever, as fast as ``dispatch`` lets it."""
-    payload = b"x" * size
+    """``size``-byte payloads forever, as fast as ``dispatch`` lets it. Each payload is a
+    distinct object, so that pickle cannot send one copy for a whole batch."""
+    filler = b"x" * (size - 8)
     i = 0
     while True:
-        dispatch(i, payload)
+        dispatch(i, i.to_bytes(8, "little") + filler)
         i += 1
 
 
