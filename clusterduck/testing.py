@@ -190,6 +190,12 @@ def run_processes(
                     f"topology {topo.name!r} did not finish within {timeout:g}s; "
                     f"sinks still open: {sorted(expected - ended)}")
             if not inbox.raw.poll(200):
+                # Sinks that were killed (on_error: stop, a crash) never send end of
+                # stream: ask how the topology is doing instead of waiting forever.
+                status = deploy.topology_status(record)
+                if status["state"] in ("failed", "broken"):
+                    result.status = status
+                    return result
                 continue
             frames = inbox.recv()
             assert frames is not None
