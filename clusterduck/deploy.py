@@ -10,7 +10,6 @@ callback, errors are raised.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sys
 import time
@@ -31,6 +30,7 @@ from .exceptions import (
 from .launch.base import HostConnection
 from .launch.local import LocalHost
 from .loader import TopologyFile
+from .runtime.procfs import pid_alive
 from .runtime.supervisor import sweep
 from .runtime.transport import CurveKeys, generate_curve_keys, request
 from .state import HostRecord, TopologyRecord, clusterduck_home, load_all
@@ -102,7 +102,7 @@ class Cluster:
 
     def host_status(self, host: str) -> dict[str, Any]:
         rec = self.record.hosts[host]
-        if not rec.remote and not _pid_alive(rec.pid):
+        if not rec.remote and not pid_alive(rec.pid):
             return self._final_or_lost(host, "supervisor process is gone")
         try:
             return self.request(host, {"op": "status"})
@@ -179,7 +179,7 @@ class Cluster:
 
     def _ask_stop(self, host: str) -> None:
         rec = self.record.hosts[host]
-        if rec.remote or _pid_alive(rec.pid):
+        if rec.remote or pid_alive(rec.pid):
             try:
                 self.request(host, {"op": "stop"})
             except ClusterduckError:
@@ -187,7 +187,7 @@ class Cluster:
 
     def _kill_host(self, host: str) -> None:
         rec = self.record.hosts[host]
-        if rec.remote or _pid_alive(rec.pid):
+        if rec.remote or pid_alive(rec.pid):
             try:
                 self.request(host, {"op": "kill"}, timeout=2.0)
             except ClusterduckError:
@@ -228,21 +228,6 @@ def _overall(host_states: dict[str, str], recorded: str) -> str:
     if recorded == "stopped":
         return "stopped"
     return "running" if "running" in states else next(iter(states))
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 # -- up -------------------------------------------------------------------------------

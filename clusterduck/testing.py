@@ -33,8 +33,8 @@ from .runtime.codec import get_codec
 from .runtime.component import WorkerLogic, load_user_code
 from .runtime.context import InstanceContext, set_context
 from .runtime.metrics import Metrics
-from .runtime.routing import Route, stable_hash
-from .runtime.transport import CurveKeys, Transport, generate_curve_keys
+from .runtime.routing import Route
+from .runtime.transport import Transport, generate_curve_keys
 from .topology import Worker
 
 __all__ = ["TopologyResult", "run_inprocess", "run_processes"]
@@ -230,7 +230,3 @@ def _wait_finished(record: Any, deadline: float) -> dict[str, Any]:
             return status
         time.sleep(0.1)
 
-
-# Re-exported for users writing key functions that must agree with the runtime.
-stable_key_hash = stable_hash
-_ = CurveKeys

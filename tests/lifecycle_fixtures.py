@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.procs import cmdline, pid_alive, processes_matching, rss_kb, session_members
+
 __all__ = [
     "CLI",
     "TOPOLOGIES",
@@ -56,80 +58,6 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up after {timeout:g}s waiting for {what}")
         time.sleep(interval)
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat after the command name: [state, ppid, pgrp, session, …]."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def pid_alive(pid: int | None) -> bool:
-    """True while ``pid`` runs; a zombie (exited, not yet reaped) counts as gone."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    fields = _stat_fields(pid)
-    return fields is None or fields[0] not in ("Z", "X")
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return (
-            Path(f"/proc/{pid}/cmdline")
-            .read_bytes()
-            .replace(b"\0", b" ")
-            .decode(errors="replace")
-            .strip()
-        )
-    except OSError:
-        return ""
-
-
-def processes_matching(text: str) -> dict[int, str]:
-    """Live processes (not this one) whose command line contains ``text``: {pid: cmdline}."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        pid = int(entry.name)
-        cmdline = _cmdline(pid)
-        if text in cmdline and pid_alive(pid):
-            found[pid] = cmdline
-    return found
-
-
-def _session_members(session: int) -> dict[int, str]:
-    """Live clusterduck processes in the session ``session`` (a supervisor's, after setsid)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        fields = _stat_fields(pid)
-        if fields and int(fields[3]) == session and pid_alive(pid):
-            cmdline = _cmdline(pid)
-            if "clusterduck" in cmdline:
-                found[pid] = cmdline
-    return found
-
-
-def rss_kb(pid: int) -> int | None:
-    """Resident memory of ``pid`` in KiB (VmRSS), or None once it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def instance(status: dict[str, Any], component: str, index: int = 0) -> dict[str, Any]:
@@ -216,16 +144,16 @@ class Clusterduck:
         supervisor (and its session), and any process naming it on its command line."""
         found = processes_matching(name)
         for pid in self.seen_pids.get(name, set()):
-            if pid_alive(pid) and "clusterduck" in _cmdline(pid):
-                found[pid] = _cmdline(pid)
+            if pid_alive(pid) and "clusterduck" in cmdline(pid):
+                found[pid] = cmdline(pid)
         try:
             sup = self.supervisor_pid(name)
         except (OSError, KeyError, ValueError):
             sup = 0
-        if sup and pid_alive(sup) and "clusterduck" in _cmdline(sup):
-            found[sup] = _cmdline(sup)
+        if sup and pid_alive(sup) and "clusterduck" in cmdline(sup):
+            found[sup] = cmdline(sup)
         if sup:
-            found.update(_session_members(sup))
+            found.update(session_members(sup))
         return found
 
     # -- teardown --------------------------------------------------------------------

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.procs import pid_alive
+
 __all__ = ["Cluster", "NetnsHost", "SshHome", "make_ssh_home", "skip_reason"]
 
 PREFIX = "cdt-"            # namespace names: cdt-<pid>-h1 …
@@ -76,21 +78,11 @@ def _kill_namespace(netns: str) -> None:
         time.sleep(0.02)  # let the kernel reap before listing again (bounded loop)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stale(owner: str) -> bool:
     """A leftover is stale when the pytest process that made it is gone."""
     if not owner.isdigit() or int(owner) == os.getpid():
         return False
-    return not _pid_alive(int(owner))
+    return not pid_alive(int(owner))
 
 
 def cleanup_leftovers() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.netns import Cluster, SshHome
+from tests.procs import cmdline
 
 pytestmark = pytest.mark.ssh
 
@@ -94,11 +95,7 @@ def clusterduck_pids(cluster: Cluster) -> dict[str, list[int]]:
         pids = subprocess.run(["ip", "netns", "pids", h.netns], capture_output=True,
                               text=True).stdout.split()
         for pid in pids:
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"clusterduck" in cmd:
+            if "clusterduck" in cmdline(int(pid)):
                 found.setdefault(h.name, []).append(int(pid))
     return found
 

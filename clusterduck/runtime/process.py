@@ -79,6 +79,8 @@ class ComponentProcess:
         self.started = bool(spec.get("start"))
         self.stopping = False
         self._next_report = 0.0
+        # A spout's hand-off from its thread to the I/O loop (empty for workers).
+        self._queue: deque[tuple[int, Any]] = deque()
 
     # -- talking to the supervisor ------------------------------------------------
 
@@ -89,8 +91,7 @@ class ComponentProcess:
         backlog = self.outbox.queued_messages if self.outbox else 0
         if self.logic is not None:
             backlog += self.logic.backlog()
-        if self.is_spout:
-            backlog += len(self._queue)
+        backlog += len(self._queue)
         self.say(
             op,
             state=self.state,
@@ -308,12 +309,9 @@ class ComponentProcess:
 
     # -- spouts ----------------------------------------------------------------------
 
-    _queue: deque[tuple[int, Any]] = deque()
-
     def run_spout(self, code: UserCode) -> None:
         self.wait_for(lambda: self.started or self.stopping)
-        queue: deque[tuple[int, Any]] = deque()
-        self._queue = queue
+        queue = self._queue
         room = threading.Event()
         wake_recv, wake_send = self.transport.pair_signal(f"wake-{os.getpid()}")
         io_idle = [False]

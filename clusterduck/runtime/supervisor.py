@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..topology import Spout, Topology
+from ..topology import Topology
+from .procfs import session_members
 from .transport import CurveKeys, Transport, poll, request
 
 __all__ = ["main"]
@@ -54,7 +55,6 @@ KILL_GRACE = 3.0
 class Instance:
     component: str
     index: int
-    is_spout: bool
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
     state: str = "starting"
@@ -66,7 +66,6 @@ class Instance:
     lost: int = 0
     restart_at: float | None = None
     error: str | None = None
-    exit_code: int | None = None
 
     @property
     def name(self) -> str:
@@ -92,11 +91,7 @@ class Supervisor:
         self.instances: dict[str, Instance] = {}
         for comp, index, host in self.topology.instances():
             if host == self.host:
-                inst = Instance(
-                    comp, index,
-                    isinstance(self.topology.component(comp), Spout),
-                    self.logs / f"{comp}.{index}.log",
-                )
+                inst = Instance(comp, index, self.logs / f"{comp}.{index}.log")
                 self.instances[inst.name] = inst
         self.wiring: dict[str, Any] | None = None
         self.peers: list[str] = []
@@ -156,7 +151,6 @@ class Supervisor:
                 continue
             code = inst.popen.returncode
             inst.popen = None
-            inst.exit_code = code
             if inst.state == "finished" or (code == 0 and inst.state != "starting"):
                 inst.state = "finished"
                 continue
@@ -401,21 +395,12 @@ def _tail(path: Path, lines: int) -> str:
 def sweep(session: int) -> int:
     """Kill every clusterduck process left in a supervisor's session; how many."""
     killed = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
+    for pid in session_members(session):
         try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[3]) == session and b"clusterduck" in cmdline:
-            try:
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-            except ProcessLookupError:
-                pass
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+        except ProcessLookupError:
+            pass
     return killed
 
 
