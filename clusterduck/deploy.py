@@ -31,7 +31,7 @@ from .launch.base import HostConnection
 from .launch.local import LocalHost
 from .loader import TopologyFile
 from .runtime.procfs import pid_alive
-from .runtime.supervisor import sweep
+from .runtime.supervisor import sweep, topology_marker
 from .runtime.transport import CurveKeys, generate_curve_keys, request
 from .state import HostRecord, TopologyRecord, clusterduck_home, load_all
 from .topology import LOCALHOST, Host, Topology
@@ -193,11 +193,12 @@ class Cluster:
             except ClusterduckError:
                 pass
         if not rec.remote:
-            sweep(rec.pid)
+            sweep(rec.pid, self.record.name)
             return
         try:
             self.conn(host).run(
-                [rec.python, "-m", "clusterduck.runtime.supervisor", "--sweep", str(rec.pid)],
+                [rec.python, "-m", "clusterduck.runtime.supervisor", "--sweep", str(rec.pid),
+                 self.record.name],
                 timeout=20,
             )
         except ClusterduckError:
@@ -322,7 +323,8 @@ def _prepare_hosts(tf: TopologyFile, record: TopologyRecord, conns: dict[str, Ho
             "run_dir": run_dir, "bind_host": bind_host, "advertise": advertise,
             "curve": record.curve, "env": topo.host(name).env,
         }
-        result = conn.run([rec.python, "-m", "clusterduck.runtime.supervisor"],
+        result = conn.run([rec.python, "-m", "clusterduck.runtime.supervisor",
+                           *topology_marker(topo.name)],
                           stdin=json.dumps(spec).encode(), timeout=START_TIMEOUT)
         if result.returncode != 0 or not result.stdout.strip():
             raise StartFailed(name, "the supervisor did not start",
@@ -330,7 +332,7 @@ def _prepare_hosts(tf: TopologyFile, record: TopologyRecord, conns: dict[str, Ho
                               hint="see the log lines above; run `clusterduck logs` for more")
         ready = json.loads(result.stdout.strip().splitlines()[-1])
         rec.control, rec.pid = ready["control"], ready["pid"]
-        rec.run_dir = ready.get("run_dir", run_dir)
+        rec.run_dir = ready["run_dir"]  # absolute: `~` expanded on that host
         record.save()
 
     _in_parallel(list(record.hosts), prepare)

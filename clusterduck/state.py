@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from .exceptions import StateError
 __all__ = ["HostRecord", "TopologyRecord", "clusterduck_home", "find", "load_all"]
 
 ACTIVE = ("starting", "running")
+# `up` prepares hosts in parallel threads and each saves the record as it goes.
+_SAVE_LOCK = threading.Lock()
 
 
 def clusterduck_home() -> Path:
@@ -56,6 +59,10 @@ class TopologyRecord:
         return self.status in ACTIVE
 
     def save(self) -> None:
+        with _SAVE_LOCK:
+            self._save()
+
+    def _save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         data = asdict(self)
         curve = data.pop("curve")

@@ -35,7 +35,6 @@ from .runtime.context import InstanceContext, set_context
 from .runtime.metrics import Metrics
 from .runtime.routing import Route
 from .runtime.transport import Transport, generate_curve_keys
-from .topology import Worker
 
 __all__ = ["TopologyResult", "run_inprocess", "run_processes"]
 
@@ -94,16 +93,7 @@ def run_inprocess(path: str | Path | TopologyFile) -> TopologyResult:
                 closers.append(code.close)
         turn: dict[str, int] = {}
 
-        def route_of(worker: Worker) -> Route:
-            mode = "seq" if worker.bundle else worker.grouping
-            key = None
-            if mode == "key" and worker.key:
-                from .entries import resolve_entry
-
-                key = resolve_entry(worker.key, tf.code_dir)
-            return Route(worker.name, worker.parallelism, mode, key)
-
-        routes = {w.name: route_of(w) for w in topo.workers}
+        routes = {w.name: Route.for_worker(w, tf.code_dir) for w in topo.workers}
 
         def deliver(origin: str, batch: list[tuple[int, Any]]) -> None:
             if not batch:

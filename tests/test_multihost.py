@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -77,14 +78,12 @@ def cli(ssh_home: SshHome, tmp_path: Path) -> Any:
         runner("down", name, "--force", timeout=120)
 
 
-def hosts_block(cluster: Cluster, python: str | None = None, only: list[str] | None = None
-                ) -> str:
+def hosts_block(cluster: Cluster, workdirs: dict[str, str] | None = None) -> str:
     lines = ["hosts:"]
     for h in cluster.hosts:
-        if only and h.name not in only:
-            continue
+        workdir = (workdirs or {}).get(h.name, str(h.workdir))
         lines += [f"  {h.name}:", f"    address: {h.name}",
-                  f"    python: {python or sys.executable}", f"    workdir: {h.workdir}"]
+                  f"    python: {sys.executable}", f"    workdir: {workdir}"]
     return "\n".join(lines) + "\n"
 
 
@@ -134,14 +133,15 @@ workers:
     return path
 
 
-def write_stream(tmp_path: Path, cluster: Cluster, name: str = "stream3") -> Path:
+def write_stream(tmp_path: Path, cluster: Cluster, name: str = "stream3",
+                 workdirs: dict[str, str] | None = None) -> Path:
     code = tmp_path / "stream"
     code.mkdir(exist_ok=True)
     (code / "stream.py").write_text(STREAM_MODULE)
     path = tmp_path / f"{name}.yaml"
     path.write_text(f"""name: {name}
 code: stream
-{hosts_block(cluster)}
+{hosts_block(cluster, workdirs)}
 spouts:
   - name: src
     entry: stream:forever
@@ -187,8 +187,19 @@ def test_wordcount_over_three_hosts(cli: CLI, netns_hosts: Cluster, tmp_path: Pa
     assert clusterduck_pids(netns_hosts) == {}
 
 
-def test_status_and_down_across_hosts(cli: CLI, netns_hosts: Cluster, tmp_path: Path) -> None:
-    path = write_stream(tmp_path, netns_hosts)
+@pytest.fixture
+def remote_home_workdir() -> Any:
+    """A workdir written with `~`, as the default `~/.clusterduck` is: `~` is the remote
+    user's home (root's, on these hosts), not the home of whoever runs `up`."""
+    relative = f".cdt-tilde-{os.getpid()}"
+    yield f"~/{relative}", Path(pwd.getpwnam("root").pw_dir) / relative
+    shutil.rmtree(Path(pwd.getpwnam("root").pw_dir) / relative, ignore_errors=True)
+
+
+def test_status_and_down_across_hosts(cli: CLI, netns_hosts: Cluster, tmp_path: Path,
+                                      remote_home_workdir: tuple[str, Path]) -> None:
+    tilde, expanded = remote_home_workdir
+    path = write_stream(tmp_path, netns_hosts, workdirs={"h2": tilde})
     result = cli("up", str(path))
     assert result.returncode == 0, result.stderr
     status = wait_until(
@@ -201,6 +212,10 @@ def test_status_and_down_across_hosts(cli: CLI, netns_hosts: Cluster, tmp_path: 
     assert set(by_host) == {"h1", "h2", "h3"}
     assert all(state == "running" for states in by_host.values() for state in states)
     assert set(clusterduck_pids(netns_hosts)) == {"h1", "h2", "h3"}
+    assert (expanded / "runs" / "stream3" / "logs" / "dbl.0.log").exists()
+    assert (expanded / "code" / "stream3" / "stream.py").exists()
+    logs = cli("logs", "stream3", "supervisor", "-n", "3")
+    assert logs.returncode == 0 and str(expanded) in logs.stdout
 
     down = cli("down", "stream3")
     assert down.returncode == 0, down.stderr

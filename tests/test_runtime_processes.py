@@ -236,3 +236,60 @@ def test_on_error_stop_ends_run_processes_with_state_failed() -> None:
     (fragile,) = instances(result, "fragile")
     assert fragile["errors"] == 1
     assert set(result.values("fragile")) <= set(range(5))  # nothing from 5 on
+
+
+# -- errors outside the worker function, and topologies that cannot finish --------------
+
+
+def test_a_raising_key_function_drops_only_its_messages() -> None:
+    result = run("badkey")
+
+    got = result.values("by_key")
+    assert sorted(v[1] for v in got) == [i for i in range(400) if i % 40 != 7]
+    (pairs,) = instances(result, "pairs")
+    assert pairs["errors"] == 10  # counted by the sender, whose routing raised
+    assert "KeyError" in (pairs["last_error"] or "")
+
+
+def test_an_unencodable_result_drops_only_that_message() -> None:
+    result = run("unencodable")
+
+    assert sorted(result.values("sink")) == [i for i in range(500) if i % 10]
+    (odd,) = instances(result, "odd")
+    assert odd["errors"] == 50
+    assert "set" in (odd["last_error"] or "")
+
+
+def test_a_bundled_input_that_runs_ahead_forever_does_not_stall() -> None:
+    # Far more odd ids than a bundled worker holds before it pauses an input, and than
+    # the sockets between the processes can buffer.
+    count = 300_000
+    result = run("filtered_diamond", COUNT=str(count))
+
+    assert sorted(result.outputs["joined"]) == [(i, i) for i in range(0, count, 2)]
+    (joined,) = instances(result, "joined")
+    never_complete = joined["anomalies"].get("incomplete_bundle", 0) + joined["anomalies"].get(
+        "bundle_overflow", 0)
+    assert never_complete == count // 2  # every odd id, counted once, memory bounded
+
+
+def test_an_instance_that_keeps_crashing_fails_the_topology() -> None:
+    result = run_processes(topology("crashing"), timeout=TIMEOUT)
+
+    assert result.status["state"] == "failed"
+    (doomed,) = instances(result, "doomed")
+    assert doomed["restarts"] == 5
+    assert doomed["state"] == "crashed"
+    assert "gave up" in (doomed["last_error"] or "")
+
+
+def test_a_restarted_worker_learns_that_its_input_already_ended(tmp_path: Path) -> None:
+    marker = tmp_path / "crashed.txt"
+    result = run("crash_once", MARKER=str(marker))  # asserts the state is "finished"
+
+    assert marker.exists()
+    (fragile,) = instances(result, "fragile")
+    assert fragile["restarts"] == 1
+    # What the dead process held is lost (SPEC §5); nothing arrives twice.
+    values = result.values("fragile")
+    assert len(values) == len(set(values)) and set(values) <= set(range(10))

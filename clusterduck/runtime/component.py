@@ -26,7 +26,7 @@ from .bundler import Bundler
 from .metrics import Metrics
 from .sequencer import Sequencer
 
-__all__ = ["FatalError", "UserCode", "WorkerLogic", "load_user_code"]
+__all__ = ["FatalError", "UserCode", "WorkerLogic", "load_user_code", "message_failed"]
 
 log = logging.getLogger("clusterduck.runtime")
 
@@ -38,6 +38,22 @@ MAX_PENDING = 100_000
 
 class FatalError(Exception):
     """A user function raised under ``on_error: stop``: the topology must end."""
+
+
+def message_failed(
+    component: str, seq: int, exc: Exception, metrics: Metrics, *, stop: bool, where: str = ""
+) -> None:
+    """SPEC §1 for one message: traceback logged with its seq id, counted, dropped —
+    or, under ``on_error: stop``, the end of the topology."""
+    metrics.errors += 1
+    metrics.last_error = f"seq {seq}: {where}{type(exc).__name__}: {exc}"
+    log.error(
+        "%s raised on seq %d%s (message dropped):\n%s",
+        component, seq, f" in {where.rstrip(': ')}" if where else "",
+        "".join(traceback.format_exception(exc)).rstrip(),
+    )
+    if stop:
+        raise FatalError(f"{component} raised on seq {seq}: {exc!r} (on_error: stop)") from exc
 
 
 @dataclass
@@ -193,13 +209,4 @@ class WorkerLogic:
             self._failed(seq, exc)
 
     def _failed(self, seq: int, exc: Exception) -> None:
-        self.metrics.errors += 1
-        self.metrics.last_error = f"seq {seq}: {type(exc).__name__}: {exc}"
-        log.error(
-            "%s raised on seq %d (message dropped):\n%s",
-            self.name,
-            seq,
-            "".join(traceback.format_exception(exc)).rstrip(),
-        )
-        if self.stop_on_error:
-            raise FatalError(f"{self.name} raised on seq {seq}: {exc!r} (on_error: stop)") from exc
+        message_failed(self.name, seq, exc, self.metrics, stop=self.stop_on_error)

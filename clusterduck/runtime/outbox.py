@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .codec import Codec
-from .routing import Route
+from .routing import OnError, Route
 
 __all__ = ["MAX_BATCH", "Outbox", "Output", "data_header", "eos_header"]
 
@@ -45,16 +45,19 @@ class Output:
 
 class Outbox:
     def __init__(
-        self, outputs: list[Output], codec: Codec, header: bytes, eos: bytes
+        self, outputs: list[Output], codec: Codec, header: bytes, eos: bytes,
+        on_error: OnError,
     ) -> None:
         self.outputs = outputs
         self.codec = codec
         self.header = header
         self.eos = eos
+        # A message that cannot be routed (its key raised) or encoded is dropped and
+        # reported here, with its seq id, like an error in the user's function.
+        self.on_error = on_error
         # Queued frames: (output, instance index or None for "any instance", payload, count)
         self._queue: deque[tuple[Output, int | None, bytes, int]] = deque()
         self.queued_messages = 0
-        self.sent_messages = 0
 
     @property
     def pending(self) -> bool:
@@ -67,16 +70,33 @@ class Outbox:
             chunk = batch[start : start + MAX_BATCH] if len(batch) > MAX_BATCH else batch
             # Encode each distinct list once (broadcast and "all" reuse it). The list is
             # kept in the cache so its id cannot be reused while the cache lives.
-            encoded: dict[int, tuple[Batch, bytes]] = {}
+            encoded: dict[int, tuple[Batch, bytes, int]] = {}
             for out in self.outputs:
-                parts = out.route.split(chunk)
+                parts = out.route.split(chunk, self.on_error)
                 targets = [(None, chunk)] if parts is None else list(parts.items())
                 for index, part in targets:
                     cached = encoded.get(id(part))
                     if cached is None:
-                        cached = encoded[id(part)] = (part, self.codec.dumps(part))
-                    self._queue.append((out, index, cached[1], len(part)))
-                    self.queued_messages += len(part)
+                        cached = encoded[id(part)] = (part, *self._encode(part))
+                    _, payload, count = cached
+                    if count:
+                        self._queue.append((out, index, payload, count))
+                        self.queued_messages += count
+
+    def _encode(self, part: Batch) -> tuple[bytes, int]:
+        """The whole batch in one call; if that fails, find and drop the bad messages."""
+        try:
+            return self.codec.dumps(part), len(part)
+        except Exception:  # noqa: BLE001 - isolate below, message by message
+            good = []
+            for item in part:
+                try:
+                    self.codec.dumps([item])
+                except Exception as exc:  # noqa: BLE001
+                    self.on_error(item[0], exc)
+                else:
+                    good.append(item)
+            return (self.codec.dumps(good) if good else b""), len(good)
 
     def flush(self) -> bool:
         """Send what peers accept now; True when nothing is left queued."""
@@ -91,7 +111,6 @@ class Outbox:
                 return False
             queue.popleft()
             self.queued_messages -= count
-            self.sent_messages += count
         return True
 
     def _send_any(self, out: Output, frames: tuple[bytes, bytes]) -> bool:

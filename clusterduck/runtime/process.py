@@ -30,7 +30,7 @@ from typing import Any
 from ..topology import Spout, Topology, Worker
 from .anomalies import Anomalies
 from .codec import get_codec
-from .component import FatalError, UserCode, WorkerLogic, load_user_code
+from .component import FatalError, UserCode, WorkerLogic, load_user_code, message_failed
 from .context import InstanceContext, set_context
 from .metrics import Metrics
 from .outbox import MAX_BATCH, Outbox, Output, data_header, eos_header
@@ -47,6 +47,9 @@ CONNECT_TIMEOUT = 60.0
 SPOUT_QUEUE = 2 * MAX_BATCH
 # Frames read from one inbox before looking at control and timers again.
 READ_BURST = 16
+# How long a bundled worker keeps an input that runs ahead paused while its other inputs
+# deliver nothing, before it reads on (memory then stays bounded by bundle eviction).
+PAUSE_GRACE = 2.0
 
 EXIT_FINISHED = 0
 EXIT_USER_FAILURE = 3  # user code failed to load, or on_error: stop fired: no restart
@@ -77,7 +80,7 @@ class ComponentProcess:
         self.logic: WorkerLogic | None = None
         self.ended: set[str] = set(spec.get("ended") or [])
         self.started = bool(spec.get("start"))
-        self.stopping = False
+        self.stopping = bool(spec.get("stop"))  # restarted during a graceful down
         self._next_report = 0.0
         # A spout's hand-off from its thread to the I/O loop (empty for workers).
         self._queue: deque[tuple[int, Any]] = deque()
@@ -164,40 +167,36 @@ class ComponentProcess:
         endpoints: dict[str, dict[str, str]] = wiring["endpoints"]
         outputs: list[Output] = []
         me = self.component.name
+        labels: dict[Socket, str] = {}
         for worker in self.topology.downstream(me):
-            if worker.bundle:
-                mode = "seq"
-            elif worker.grouping == "key":
-                mode = "key"
-            else:
-                mode = worker.grouping
-            key = None
-            if mode == "key" and worker.key:
-                from ..entries import resolve_entry
-
-                key = resolve_entry(worker.key, Path(self.spec["code_dir"]))
-            sockets = [
-                self.transport.push(endpoints[f"{worker.name}/{i}"][me])
-                for i in range(worker.parallelism)
-            ]
-            outputs.append(Output(Route(worker.name, worker.parallelism, mode, key), sockets))
+            sockets = []
+            for i in range(worker.parallelism):
+                sock = self.transport.push(endpoints[f"{worker.name}/{i}"][me])
+                labels[sock] = f"{worker.name}/{i} on {worker.host_of(i)} ({sock.endpoint})"
+                sockets.append(sock)
+            route = Route.for_worker(worker, Path(self.spec["code_dir"]))
+            outputs.append(Output(route, sockets))
         collector = wiring.get("collector")
         if collector and not outputs:
-            outputs.append(Output(Route("(collector)", 1, "all"), [self.transport.push(collector)]))
-        all_sockets = [s for out in outputs for s in out.sockets]
-        missing = self.transport.wait_connected(all_sockets, CONNECT_TIMEOUT)
+            sock = self.transport.push(collector)
+            labels[sock] = f"the test collector ({collector})"
+            outputs.append(Output(Route("(collector)", 1, "all"), [sock]))
+        missing = self.transport.wait_connected(labels, CONNECT_TIMEOUT)
         if missing:
             raise ConnectionError(
-                "could not reach downstream "
-                + ", ".join(s.endpoint for s in missing)
-                + f" within {CONNECT_TIMEOUT:g}s (firewall, or a host address others cannot reach?)"
+                "could not reach downstream " + ", ".join(labels[s] for s in missing)
+                + f" within {CONNECT_TIMEOUT:g}s (a firewall, or a host address that other "
+                "hosts cannot reach? set hosts.<name>.address)"
             )
-        return Outbox(
-            outputs,
-            self.codec,
-            data_header(me, self.index),
-            eos_header(me, self.index),
-        )
+        stop = (self.topology.on_error_of(self.component)
+                if isinstance(self.component, Worker) else self.topology.settings.on_error)
+
+        def failed(seq: int, exc: Exception) -> None:
+            message_failed(self.name, seq, exc, self.metrics, stop=stop == "stop",
+                           where="routing or encoding: ")
+
+        return Outbox(outputs, self.codec, data_header(me, self.index),
+                      eos_header(me, self.index), failed)
 
     def wait_room(self, sockets: list[Socket]) -> None:
         """Block on a full downstream, still answering the supervisor."""
@@ -254,13 +253,15 @@ class ComponentProcess:
         )
         outbox = self.outbox
         assert outbox is not None
-        expected = {
-            f"{name}/{i}"
+        senders = {
+            name: {f"{name}/{i}" for i in range(self.topology.component(name).parallelism)}
             for name in self.component.inputs
-            for i in range(self.topology.component(name).parallelism)
         }
-        codec_loads = self.codec.loads
-        while not expected <= self.ended:
+        open_inputs = {name for name, who in senders.items() if not who <= self.ended}
+        inbox_of = {name: sock for sock, name in self.inboxes.items()}
+        starved_since: float | None = None
+        starving = False
+        while open_inputs:
             self.maybe_report()
             if outbox.pending and not outbox.flush():
                 self.wait_room(outbox.blocked_sockets())
@@ -270,42 +271,62 @@ class ComponentProcess:
             if deadline is not None and now >= deadline:
                 outbox.emit(logic.poll_timers())
                 continue
-            readers = [self.control, *self._open_inboxes(logic, expected)]
+            # A bundled worker stops reading an input that runs ahead so that the lagging
+            # one catches up — only while every input is open (an ended input can no longer
+            # complete anything) and until the others stay silent for PAUSE_GRACE (an input
+            # that filters ids out would otherwise never let it resume: a deadlock).
+            ahead = set()
+            if len(open_inputs) == len(senders):
+                ahead = {name for name in open_inputs if logic.should_pause(name)}
+            reading = open_inputs if starving else open_inputs - ahead
             timeout = self._next_report - now
             if deadline is not None:
                 timeout = min(timeout, deadline - now)
-            readable, _ = poll(readers, timeout=max(0.0, timeout))
+            readable, _ = poll([self.control, *(inbox_of[n] for n in reading)],
+                               timeout=max(0.0, timeout))
+            heard: set[str] = set()
             for sock in readable:
                 if sock is self.control:
                     self.handle_control()
-                    continue
-                name = self.inboxes[sock]
-                for _ in range(READ_BURST):
-                    frames = sock.recv(block=False)
-                    if frames is None:
-                        break
-                    header = frames[0]
-                    if header[:1] == b"E":
-                        self.ended.add(header[1:].decode())
-                        self.report()
-                        continue
-                    outbox.emit(logic.feed(name, codec_loads(frames[1])))
-                    if not outbox.flush():
-                        break
+                elif not outbox.pending:  # nothing more is read while output waits
+                    heard.add(self.inboxes[sock])
+                    self._read_burst(sock, logic, outbox, senders, open_inputs)
+            if not ahead or (heard - ahead and not starving):
+                # Caught up, or the lagging inputs speak: pausing works, keep it.
+                starved_since, starving = None, False
+            elif not starving:
+                # Once the others stayed silent that long, read on until the input is no
+                # longer ahead; bundle eviction bounds the memory meanwhile.
+                starved_since = starved_since or time.monotonic()
+                starving = time.monotonic() - starved_since > PAUSE_GRACE
         outbox.emit(logic.finish())
 
-    def _open_inboxes(self, logic: WorkerLogic, expected: set[str]) -> list[Socket]:
-        """Inboxes to read now: a bundled worker stops reading an input that runs ahead,
-        unless some input has already ended (then nothing would ever catch up)."""
-        inputs_done = {
-            name for name in set(self.inboxes.values())
-            if all(e in self.ended for e in expected if e.startswith(name + "/"))
-        }
-        pause_allowed = not inputs_done
-        return [
-            sock for sock, name in self.inboxes.items()
-            if name not in inputs_done and not (pause_allowed and logic.should_pause(name))
-        ]
+    def _read_burst(self, sock: Socket, logic: WorkerLogic, outbox: Outbox,
+                    senders: dict[str, set[str]], open_inputs: set[str]) -> None:
+        """Up to READ_BURST frames from one inbox, stopping when output backs up."""
+        name = self.inboxes[sock]
+        for _ in range(READ_BURST):
+            frames = sock.recv(block=False)
+            if frames is None:
+                return
+            header = frames[0]
+            if header[:1] == b"E":
+                self.ended.add(header[1:].decode())
+                if senders[name] <= self.ended:
+                    open_inputs.discard(name)
+                self.report()
+                continue
+            try:
+                batch = self.codec.loads(frames[1])
+            except Exception as exc:  # noqa: BLE001 - a peer's bad frame must not kill us
+                self.metrics.errors += 1
+                self.metrics.last_error = f"undecodable frame from {header[1:].decode()}: {exc}"
+                log.error("%s: dropped an undecodable frame from %s: %s",
+                          self.name, header[1:].decode(), exc)
+                continue
+            outbox.emit(logic.feed(name, batch))
+            if not outbox.flush():
+                return
 
     # -- spouts ----------------------------------------------------------------------
 

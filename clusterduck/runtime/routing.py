@@ -11,11 +11,16 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from ..entries import resolve_entry
+from ..topology import Worker
 
 __all__ = ["Route", "stable_hash"]
 
 Batch = list[tuple[int, Any]]
+OnError = Callable[[int, Exception], None]
 
 
 def stable_hash(key: Any) -> int:
@@ -42,8 +47,21 @@ class Route:
     mode: str  # "shuffle" | "seq" | "key" | "all"
     key: Callable[[Any], Any] | None = None
 
-    def split(self, batch: Batch) -> dict[int, Batch] | None:
-        """Sub-batches per instance index; None means "any one instance" (shuffle)."""
+    @classmethod
+    def for_worker(cls, worker: Worker, code_dir: Path) -> Route:
+        """How messages reach ``worker``'s instances (SPEC §1)."""
+        if worker.bundle:
+            return cls(worker.name, worker.parallelism, "seq")
+        key = None
+        if worker.grouping == "key" and worker.key:
+            key = resolve_entry(worker.key, code_dir)
+        return cls(worker.name, worker.parallelism, worker.grouping, key)  # type: ignore[arg-type]
+
+    def split(self, batch: Batch, on_error: OnError | None = None) -> dict[int, Batch] | None:
+        """Sub-batches per instance index; None means "any one instance" (shuffle).
+
+        A ``key`` function that raises drops that message and reports it to ``on_error``,
+        like an error in a worker function."""
         k = self.parallelism
         if self.mode == "shuffle":
             return None if k > 1 else {0: batch}
@@ -57,5 +75,12 @@ class Route:
             key = self.key
             assert key is not None
             for item in batch:
-                parts.setdefault(stable_hash(key(item[1])) % k, []).append(item)
+                try:
+                    index = stable_hash(key(item[1])) % k
+                except Exception as exc:  # noqa: BLE001 - user code may raise anything
+                    if on_error is None:
+                        raise
+                    on_error(item[0], exc)
+                    continue
+                parts.setdefault(index, []).append(item)
         return parts

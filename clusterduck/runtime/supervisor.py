@@ -20,8 +20,8 @@ requests of ``clusterduck up/status/down`` on a ROUTER socket:
 When every local instance has finished (or failed for good) it writes ``final.json`` —
 what ``status`` shows afterwards — and exits.
 
-``python -m clusterduck.runtime.supervisor --sweep SID`` kills what is left of a
-session (used by ``down --force`` when the supervisor itself is gone).
+``python -m clusterduck.runtime.supervisor --sweep SID NAME`` kills what is left of
+topology NAME in a session (used by ``down`` also when the supervisor itself is gone).
 """
 
 from __future__ import annotations
@@ -32,12 +32,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..topology import Topology
+from .process import EXIT_USER_FAILURE
 from .procfs import session_members
 from .transport import CurveKeys, Transport, poll, request
 
@@ -46,6 +48,8 @@ __all__ = ["main"]
 log = logging.getLogger("clusterduck.supervisor")
 
 MAX_RESTARTS = 5
+# A supervisor that `up` never asks to spawn (the CLI died, or gave up) leaves by itself.
+SPAWN_DEADLINE = 180.0
 BACKOFF_START = 0.5
 BACKOFF_MAX = 10.0
 KILL_GRACE = 3.0
@@ -96,7 +100,9 @@ class Supervisor:
         self.wiring: dict[str, Any] | None = None
         self.peers: list[str] = []
         self.started = False
-        self.stopping = False
+        self.stopping = False  # graceful: spouts stop, everything drains
+        self.killed = False  # kill/abort: nothing is restarted any more
+        self.spawned = False
         self.failure: str | None = None
         self.waiters: list[tuple[bytes, str, float]] = []  # (client id, op, deadline)
         self.greeted: set[str] = set()
@@ -115,36 +121,83 @@ class Supervisor:
             "advertise": self.spec["advertise"],
             "supervisor": self.procs.endpoint,
             "curve": self.spec.get("curve"),
+            "stop": self.stopping,
         }
         if restart:
             proc_spec.update(
                 ports=inst.ports, wiring=self.wiring, start=True,
-                ended=inst.report.get("ended", []),
+                ended=sorted(set(inst.report.get("ended", [])) | self.finished_upstreams(inst)),
             )
         env = {**os.environ, **self.spec.get("env", {}), "PYTHONUNBUFFERED": "1"}
-        logfile = open(inst.log_path, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            inst.popen = subprocess.Popen(
-                [sys.executable, "-m", "clusterduck.runtime.process",
-                 f"{self.topology.name}/{inst.name}"],
-                stdin=subprocess.PIPE, stdout=logfile, stderr=subprocess.STDOUT,
-                cwd=self.spec["code_dir"], env=env,
-            )
-        finally:
-            logfile.close()
-        assert inst.popen.stdin is not None
-        inst.popen.stdin.write(json.dumps(proc_spec).encode())
-        inst.popen.stdin.close()
-        inst.state = "starting"
-        inst.ready = restart and inst.ready
         inst.restart_at = None
+        try:
+            with open(inst.log_path, "ab") as logfile:
+                inst.popen = subprocess.Popen(
+                    [sys.executable, "-m", "clusterduck.runtime.process",
+                     *topology_marker(self.topology.name), inst.name],
+                    stdin=subprocess.PIPE, stdout=logfile, stderr=subprocess.STDOUT,
+                    cwd=self.spec["code_dir"], env=env,
+                )
+            assert inst.popen.stdin is not None
+            inst.popen.stdin.write(json.dumps(proc_spec).encode())
+            inst.popen.stdin.close()
+        except OSError as exc:
+            inst.state = "failed"
+            inst.error = f"could not start {inst.name} in {self.spec['code_dir']}: {exc}"
+            log.error("%s", inst.error)
+            return
+        inst.state = "starting"
+        if not restart:
+            inst.ready = False
         log.info("started %s (pid %d)%s", inst.name, inst.popen.pid,
                  f", restart {inst.restarts}" if restart else "")
+
+    def finished_upstreams(self, inst: Instance) -> set[str]:
+        """Upstream instances that already finished: their end of stream may have died
+        with the crashed process, and they will not send it again.
+
+        Peers are asked in parallel; a peer supervisor that does not answer has exited,
+        which it does only once all of its instances are done."""
+        comp = self.topology.component(inst.component)
+        inputs = set(getattr(comp, "inputs", []))
+        if not inputs:
+            return set()
+        rows: list[dict[str, Any]] = list(self.status()["instances"])
+        peers = [p for p in self.peers if p != self.control.endpoint]
+        answers: dict[str, dict[str, Any] | None] = {}
+
+        def ask(peer: str) -> None:
+            try:
+                answers[peer] = request(peer, {"op": "status"}, timeout=2, curve=self.curve)
+            except Exception:  # noqa: BLE001
+                answers[peer] = None
+
+        threads = [threading.Thread(target=ask, args=(p,), daemon=True) for p in peers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(3)
+        done_hosts = set()
+        for peer in peers:
+            answer = answers.get(peer)
+            if answer is None:
+                done_hosts.add(peer)
+            else:
+                rows.extend(answer.get("instances", []))
+        finished = {f"{r['component']}/{r['index']}" for r in rows
+                    if r["component"] in inputs and r["state"] == "finished"}
+        if done_hosts:  # every instance of a gone supervisor is done
+            answered = {f"{r['component']}/{r['index']}" for r in rows}
+            for name in inputs:
+                for i in range(self.topology.component(name).parallelism):
+                    if f"{name}/{i}" not in answered:
+                        finished.add(f"{name}/{i}")
+        return finished
 
     def check_children(self) -> None:
         now = time.monotonic()
         for inst in self.instances.values():
-            if inst.restart_at is not None and now >= inst.restart_at and not self.stopping:
+            if inst.restart_at is not None and now >= inst.restart_at and not self.killed:
                 self.spawn(inst, restart=True)
                 continue
             if inst.popen is None or inst.popen.poll() is None:
@@ -154,13 +207,15 @@ class Supervisor:
             if inst.state == "finished" or (code == 0 and inst.state != "starting"):
                 inst.state = "finished"
                 continue
-            if code == 3 or inst.state == "failed":
+            if code == EXIT_USER_FAILURE or inst.state == "failed":
                 inst.state = "failed"
+                self._gave_up(inst)
                 continue
             why = f"exited with {_describe_exit(code)}"
             log.warning("%s %s", inst.name, why)
             inst.error = why
-            if not self.started or self.stopping:
+            if not self.started or self.killed:
+                # A crash while starting fails `up` instead of looping on restarts.
                 inst.state = "failed" if not self.started else "crashed"
             elif inst.restarts < MAX_RESTARTS:
                 inst.lost += int(inst.report.get("backlog", 0))
@@ -170,6 +225,13 @@ class Supervisor:
             else:
                 inst.state = "crashed"
                 inst.error = f"{why}; gave up after {MAX_RESTARTS} restarts"
+                self._gave_up(inst)
+
+    def _gave_up(self, inst: Instance) -> None:
+        """An instance gone for good after the start: its downstream would wait forever
+        for its end of stream, so the topology fails rather than hang."""
+        if self.started and not self.killed:
+            self.fail_topology(f"{inst.name}: {inst.error or 'failed'}")
 
     def on_process_message(self, ident: bytes, msg: dict[str, Any]) -> None:
         inst = self.instances.get(ident.decode())
@@ -190,6 +252,8 @@ class Supervisor:
                 inst.ready = True
                 if self.started:
                     self.send_to(inst, {"op": "start"})
+                if self.stopping:
+                    self.send_to(inst, {"op": "stop"})
             if op == "fatal":
                 inst.state = "failed"
                 inst.error = msg.get("last_error")
@@ -219,14 +283,20 @@ class Supervisor:
         if self.failure:
             return
         self.failure = reason
+        self.killed = True
         log.error("topology failed: %s", reason)
         for peer in self.peers:
             if peer != self.control.endpoint:
-                try:
-                    request(peer, {"op": "abort", "reason": reason}, timeout=2, curve=self.curve)
-                except Exception:  # noqa: BLE001 - a dead peer is already stopped
-                    log.warning("could not tell %s to abort", peer)
+                # In the background: the loop keeps answering while peers are told.
+                threading.Thread(target=self._tell_abort, args=(peer, reason),
+                                 daemon=True).start()
         self.kill_all()
+
+    def _tell_abort(self, peer: str, reason: str) -> None:
+        try:
+            request(peer, {"op": "abort", "reason": reason}, timeout=2, curve=self.curve)
+        except Exception:  # noqa: BLE001 - a dead peer is already stopped
+            log.warning("could not tell %s to abort", peer)
 
     # -- control requests ------------------------------------------------------------
 
@@ -275,6 +345,7 @@ class Supervisor:
         op = msg.get("op")
         reply: dict[str, Any] | None = {"ok": True}
         if op == "spawn":
+            self.spawned = True
             for name in reversed(self.topology.topological_order()):
                 for inst in self.instances.values():
                     if inst.component == name:
@@ -297,12 +368,11 @@ class Supervisor:
         elif op == "stop":
             self.stopping = True
             for inst in self.instances.values():
-                inst.restart_at = None
                 self.send_to(inst, {"op": "stop"})
         elif op in ("kill", "abort"):
             if op == "abort":
                 self.failure = self.failure or msg.get("reason", "aborted by a peer")
-            self.stopping = True
+            self.stopping = self.killed = True
             self.kill_all()
         else:
             reply = {"ok": False, "error": f"unknown op {op!r}"}
@@ -358,6 +428,9 @@ class Supervisor:
                 break
             if not self.instances and self.stopping:
                 break
+            if not self.spawned and time.time() - self.began > SPAWN_DEADLINE:
+                log.error("nobody asked to spawn within %gs; exiting", SPAWN_DEADLINE)
+                break
         self.write_final()
 
     def write_final(self) -> None:
@@ -386,16 +459,25 @@ def _describe_exit(code: int) -> str:
 
 def _tail(path: Path, lines: int) -> str:
     try:
-        data = path.read_bytes()[-20_000:]
+        with path.open("rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 20_000))
+            data = fh.read()
     except OSError:
         return ""
     return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
 
 
-def sweep(session: int) -> int:
-    """Kill every clusterduck process left in a supervisor's session; how many."""
+def topology_marker(name: str) -> list[str]:
+    """Arguments every process of topology ``name`` carries, so that a sweep after pid
+    reuse can never hit another topology's processes (and ``ps`` shows whose it is)."""
+    return ["--topology", name]
+
+
+def sweep(session: int, topology: str) -> int:
+    """Kill every process of ``topology`` left in a supervisor's session; how many."""
     killed = 0
-    for pid in session_members(session):
+    marker = "\0".join(topology_marker(topology)).encode() + b"\0"
+    for pid in session_members(session, marker):
         try:
             os.kill(pid, signal.SIGKILL)
             killed += 1
@@ -405,6 +487,9 @@ def sweep(session: int) -> int:
 
 
 def _daemonize_and_run(spec: dict[str, Any]) -> int:
+    # `~` in a host's workdir means that host's home: expanded here, on the host.
+    for key in ("run_dir", "code_dir"):
+        spec[key] = os.path.expanduser(spec[key])
     run_dir = Path(spec["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "final.json").unlink(missing_ok=True)
@@ -431,15 +516,19 @@ def _daemonize_and_run(spec: dict[str, Any]) -> int:
         stream=sys.stderr, level=logging.INFO,
         format=f"%(asctime)s %(levelname)s [supervisor {spec['host']}] %(message)s",
     )
+    sup: Supervisor | None = None
     try:
         sup = Supervisor(spec)
-        ready = {"control": sup.control.endpoint, "pid": os.getpid()}
+        ready = {"control": sup.control.endpoint, "pid": os.getpid(),
+                 "run_dir": spec["run_dir"], "code_dir": spec["code_dir"]}
         os.write(write_fd, (json.dumps(ready) + "\n").encode())
         os.close(write_fd)
         sup.run()
         sup.transport.close(linger_ms=0)
     except Exception:
         log.exception("supervisor failed")
+        if sup is not None:
+            sup.kill_all()
         os._exit(1)
     os._exit(0)
 
@@ -447,7 +536,7 @@ def _daemonize_and_run(spec: dict[str, Any]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["--sweep"]:
-        print(sweep(int(args[1])))
+        print(sweep(int(args[1]), args[2]))
         return 0
     spec = json.loads(sys.stdin.read())
     return _daemonize_and_run(spec)

@@ -7,6 +7,7 @@ YAML, set by the test to a place under its ``tmp_path``.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -21,9 +22,9 @@ Dispatch = Callable[[int, Any], None]
 # -- spouts ------------------------------------------------------------------------------
 
 
-def count_up(dispatch: Dispatch, count: int = 100) -> None:
-    """Ids 0..count-1, each with its own id as value."""
-    for i in range(count):
+def count_up(dispatch: Dispatch, count: int | str = 100) -> None:
+    """Ids 0..count-1, each with its own id as value (``count`` may come from ``${VAR}``)."""
+    for i in range(int(count)):
         dispatch(i, i)
 
 
@@ -183,3 +184,56 @@ class MarkAt:
         if value == self.at:
             self.marker.write_text("ran\n", encoding="utf-8")
         return value
+
+
+def key_refuses_seven(value: tuple[str, int]) -> str:
+    """A ``key`` function that raises for one key: those messages are dropped, counted."""
+    if value[0] == "k7":
+        raise KeyError("k7 has no home")
+    return value[0]
+
+
+def unencodable_every_tenth(value: int) -> Any:
+    """Every 10th result is a set, which msgpack cannot carry."""
+    return {value} if value % 10 == 0 else value
+
+
+def crash_process(value: int) -> int:
+    """Dies the hard way on every message: restarts cannot help."""
+    os._exit(17)
+
+
+def slow_count(dispatch: Dispatch, count: int = 100, delay: float = 0.25) -> None:
+    """Ids 0..count-1, paced: the stream outlives a worker's restarts."""
+    for i in range(count):
+        dispatch(i, i)
+        time.sleep(delay)
+
+
+class CrashOnce:
+    """Kills its process on the first message it ever sees (remembered in ``marker``)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = Path(marker)
+
+    def __call__(self, value: int) -> int:
+        if not self.marker.exists():
+            self.marker.write_text("crashed\n", encoding="utf-8")
+            os._exit(17)
+        return value
+
+
+def padded(dispatch: Dispatch, count: int | str = 100, pad: int = 200) -> None:
+    """(i, padding) for ids 0..count-1: enough bytes to fill every socket buffer."""
+    padding = "x" * pad
+    for i in range(int(count)):
+        dispatch(i, (i, padding + str(i)))  # a distinct object each, as real data is
+
+
+def even_ids(value: tuple[int, str]) -> tuple[int, str] | None:
+    return value if value[0] % 2 == 0 else None
+
+
+def join_ids(direct: tuple[int, str], filtered: tuple[int, str]) -> int:
+    assert direct == filtered
+    return direct[0]
