@@ -55,15 +55,19 @@ def _sink_output(record: TopologyRecord, lines: int = 15) -> list[tuple[str, str
                 host = comp.host_of(i)
                 path = f"{record.hosts[host].run_dir}/logs/{comp.name}.{i}.log"
                 try:
-                    data = cluster.conn(host).read_file(path) or b""
+                    text = _tail(cluster, host, path, lines)
                 except ClusterduckError:
                     continue
-                text = "\n".join(data.decode(errors="replace").splitlines()[-lines:])
                 if text.strip():
                     shown.append((f"{comp.name}/{i}", text))
     finally:
         cluster.close()
     return shown
+
+
+def _tail(cluster: deploy.Cluster, host: str, path: str, lines: int) -> str:
+    """The last lines of a file on its host (``tail`` there: nothing else crosses SSH)."""
+    return cluster.conn(host).run(["tail", "-n", str(lines), path], timeout=30).stdout
 
 
 def _stop(record: TopologyRecord, timeout: float, force: bool) -> dict[str, Any]:
@@ -130,11 +134,14 @@ def _follow(record: TopologyRecord, out: Console) -> dict[str, Any]:
                 if status["state"] in ("failing",):
                     break
     except KeyboardInterrupt:
+        # The user asked for it: stop gracefully, show where it got, exit 130.
         _console(err=True).print("interrupted: stopping gracefully (Ctrl-C again to force)")
         try:
-            return _stop(record, DOWN_TIMEOUT, force=False)
+            final = _stop(record, DOWN_TIMEOUT, force=False)
         except KeyboardInterrupt:
-            return _stop(record, 0, force=True)
+            final = _stop(record, 0, force=True)
+        out.print(status_table(final))
+        raise
     if status["state"] not in ("finished",):
         return _stop(record, 5, force=True) | {"state": "failed",
                                                "problems": status.get("problems", [])}
@@ -245,9 +252,8 @@ def logs(name: str | None, component: str | None, follow: bool, lines: int) -> N
         else:
             for host, entries in files.items():
                 for label, path in entries:
-                    result = cluster.conn(host).run(["tail", "-n", str(lines), path], timeout=30)
                     click.echo(f"==> {label} ({host}:{path}) <==")
-                    click.echo(result.stdout.rstrip("\n") or "(empty)")
+                    click.echo(_tail(cluster, host, path, lines).rstrip("\n") or "(empty)")
     finally:
         cluster.close()
 

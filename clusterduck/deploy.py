@@ -31,7 +31,7 @@ from .launch.base import HostConnection
 from .launch.local import LocalHost
 from .loader import TopologyFile
 from .runtime.procfs import pid_alive
-from .runtime.supervisor import sweep, topology_marker
+from .runtime.supervisor import instance_row, sweep, topology_marker
 from .runtime.transport import CurveKeys, generate_curve_keys, request
 from .state import HostRecord, TopologyRecord, clusterduck_home, load_all
 from .topology import LOCALHOST, Host, Topology
@@ -84,19 +84,8 @@ class Cluster:
         return request(rec.control, message, timeout=timeout, curve=self.curve)
 
     def each(self, fn: Callable[[str], Any]) -> dict[str, Any]:
-        """Run ``fn(host)`` for every started host in parallel; exceptions are returned."""
-        hosts = [h for h, r in self.record.hosts.items() if r.control]
-        results: dict[str, Any] = {}
-        if not hosts:
-            return results
-        with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-            futures = {h: pool.submit(fn, h) for h in hosts}
-            for h, fut in futures.items():
-                try:
-                    results[h] = fut.result()
-                except Exception as exc:  # noqa: BLE001 - the caller decides
-                    results[h] = exc
-        return results
+        """``fn(host)`` for every host with a supervisor, in parallel (see in_parallel)."""
+        return in_parallel([h for h, r in self.record.hosts.items() if r.control], fn)
 
     # -- status ----------------------------------------------------------------------
 
@@ -139,7 +128,7 @@ class Cluster:
             rows = []
             for i in range(comp.parallelism):
                 host = comp.host_of(i)
-                row = by_instance.get((comp.name, i)) or _unknown_row(
+                row = by_instance.get((comp.name, i)) or instance_row(
                     comp.name, i, host, "unreachable" if host_states.get(host) == "unreachable"
                     else "starting")
                 row = {k: v for k, v in row.items() if k != "component"}
@@ -155,8 +144,7 @@ class Cluster:
 
     # -- stopping --------------------------------------------------------------------
 
-    def stop(self, timeout: float, *, force: bool = False,
-             on_wait: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def stop(self, timeout: float, *, force: bool = False) -> dict[str, Any]:
         """Graceful drain (unless force), then kill what is left and sweep every host."""
         final: dict[str, Any] | None = None
         if not force:
@@ -164,16 +152,14 @@ class Cluster:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 final = self.status()
-                if on_wait:
-                    on_wait(final)
                 # Done when no host still runs anything that could drain: an unreachable
                 # host or a lost supervisor cannot drain, waiting would only cost time.
                 if all(s in ("finished", "failed", "unreachable")
                        for s in final["hosts"].values()):
                     break
                 time.sleep(0.3)
-        if final is None or final["state"] not in ("finished",):
-            final = self.status() if final is None else final
+        if final is None:
+            final = self.status()
         self.each(self._kill_host)
         return final
 
@@ -210,11 +196,6 @@ class Cluster:
         self._conns.clear()
 
 
-def _unknown_row(component: str, index: int, host: str, state: str) -> dict[str, Any]:
-    return {"component": component, "index": index, "host": host, "pid": None, "state": state,
-            "endpoint": None, "received": 0, "emitted": 0, "errors": 0, "anomalies": {},
-            "backlog": 0, "rate": 0.0, "restarts": 0, "uptime": 0.0, "last_error": None}
-
 
 def _overall(host_states: dict[str, str], recorded: str) -> str:
     states = set(host_states.values())
@@ -246,8 +227,7 @@ def start(
     topo = tf.topology
     for rec in load_all():
         if rec.name == topo.name and rec.active:
-            cluster = Cluster(rec)
-            if cluster.status()["state"] not in ("finished", "failed", "broken", "stopped"):
+            if topology_status(rec)["state"] not in ("finished", "failed", "broken", "stopped"):
                 raise StateError(
                     f"topology {topo.name!r} is already running (started from {rec.file}); "
                     f"stop it first with `clusterduck down {topo.name}`"
@@ -335,7 +315,7 @@ def _prepare_hosts(tf: TopologyFile, record: TopologyRecord, conns: dict[str, Ho
         rec.run_dir = ready["run_dir"]  # absolute: `~` expanded on that host
         record.save()
 
-    _in_parallel(list(record.hosts), prepare)
+    raise_first_error(in_parallel(list(record.hosts), prepare))
 
 
 def _spawn_and_wire(cluster: Cluster, collector: str | None, progress: Progress) -> None:
@@ -351,11 +331,7 @@ def _spawn_and_wire(cluster: Cluster, collector: str | None, progress: Progress)
                                   component=reply.get("component"),
                                   log_tail=reply.get("log_tail", ""))
             return reply
-        replies = cluster.each(one)
-        errors = [r for r in replies.values() if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
-        return replies
+        return raise_first_error(cluster.each(one))
 
     endpoints: dict[str, dict[str, str]] = {}
     for reply in step("spawn", {}).values():
@@ -413,16 +389,26 @@ def _local_address_towards(record: TopologyRecord, conns: dict[str, HostConnecti
         "set hosts.localhost.address in the topology file")
 
 
-def _in_parallel(items: list[str], fn: Callable[[str], None]) -> None:
-    errors: list[BaseException] = []
-    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
-        for fut in [pool.submit(fn, i) for i in items]:
+def in_parallel(items: list[str], fn: Callable[[str], Any]) -> dict[str, Any]:
+    """``fn(item)`` for every item at once (hosts are slow, not busy): result or exception."""
+    results: dict[str, Any] = {}
+    if not items:
+        return results
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        futures = {item: pool.submit(fn, item) for item in items}
+        for item, fut in futures.items():
             try:
-                fut.result()
-            except BaseException as exc:  # noqa: BLE001
-                errors.append(exc)
-    if errors:
-        raise errors[0]
+                results[item] = fut.result()
+            except Exception as exc:  # noqa: BLE001 - the caller decides
+                results[item] = exc
+    return results
+
+
+def raise_first_error(results: dict[str, Any]) -> dict[str, Any]:
+    for result in results.values():
+        if isinstance(result, Exception):
+            raise result
+    return results
 
 
 def topology_status(record: TopologyRecord) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Two ways, one result type:
 * ``run_inprocess(path)`` — no sockets, no processes: spouts run one after another in the
   calling thread and every message is pushed synchronously through the same bundling,
   sequencing and routing code the real processes use. Fast and deterministic; use it for
-  the logic of your functions.
+  the logic of your functions. Worker errors are counted as in a real run; an exception
+  from a spout, or ``FatalError`` under ``on_error: stop``, reaches your test.
 * ``run_processes(path)`` — the real thing on this machine: a supervisor, one process
   per instance, ZeroMQ in between, exactly as ``clusterduck up`` starts it; what the
   sinks return is collected over a socket. Use it to test the deployment too.

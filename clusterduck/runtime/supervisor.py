@@ -304,25 +304,17 @@ class Supervisor:
         rows = []
         for inst in self.instances.values():
             rep = inst.report
-            rows.append({
-                "component": inst.component,
-                "index": inst.index,
-                "host": self.host,
-                "pid": inst.popen.pid if inst.popen else rep.get("pid"),
-                "state": inst.state,
-                "endpoint": next(iter(inst.endpoints.values()), None),
-                "received": rep.get("received", 0),
-                "emitted": rep.get("emitted", 0),
-                "errors": rep.get("errors", 0),
-                "anomalies": rep.get("anomalies", {}),
-                "backlog": rep.get("backlog", 0),
-                "blocked_seconds": rep.get("blocked_seconds", 0.0),
-                "rate": rep.get("rate", 0.0) if inst.state == "running" else 0.0,
-                "restarts": inst.restarts,
-                "lost": inst.lost,
-                "uptime": rep.get("uptime", 0.0),
-                "last_error": rep.get("last_error") or inst.error,
-            })
+            row = instance_row(inst.component, inst.index, self.host, inst.state)
+            row.update({key: rep[key] for key in _REPORTED if key in rep})
+            row.update(
+                pid=inst.popen.pid if inst.popen else rep.get("pid"),
+                endpoint=next(iter(inst.endpoints.values()), None),
+                rate=row["rate"] if inst.state == "running" else 0.0,
+                restarts=inst.restarts,
+                lost=inst.lost,
+                last_error=rep.get("last_error") or inst.error,
+            )
+            rows.append(row)
         return {
             "host": self.host,
             "pid": os.getpid(),
@@ -446,6 +438,19 @@ class Supervisor:
             if self.control in readable:
                 while (frames := self.control.recv(block=False)) is not None:
                     self.control.send_json(final, prefix=[frames[0], b""])
+
+
+# What a process's own report fills in a status row.
+_REPORTED = ("received", "emitted", "errors", "anomalies", "backlog", "blocked_seconds",
+             "rate", "uptime")
+
+
+def instance_row(component: str, index: int, host: str, state: str) -> dict[str, Any]:
+    """One instance in ``status`` (the documented ``--json`` row), before any report."""
+    return {"component": component, "index": index, "host": host, "pid": None,
+            "state": state, "endpoint": None, "received": 0, "emitted": 0, "errors": 0,
+            "anomalies": {}, "backlog": 0, "blocked_seconds": 0.0, "rate": 0.0,
+            "restarts": 0, "lost": 0, "uptime": 0.0, "last_error": None}
 
 
 def _describe_exit(code: int) -> str:

@@ -269,22 +269,21 @@ def request(
     *,
     timeout: float = 5.0,
     curve: CurveKeys | None = None,
-    transport: Transport | None = None,
 ) -> dict[str, Any]:
-    """One JSON request to a ROUTER control socket; raises ControlTimeout."""
-    own = transport is None
-    tr = transport or Transport(curve)
+    """One JSON request to a ROUTER control socket; raises ControlTimeout.
+
+    A context of its own each time: callers are threads of the CLI and the supervisor,
+    and a request is rare enough (a status poll) that the millisecond does not matter."""
+    tr = Transport(curve)
     sock = tr.dealer(endpoint)
     try:
-        sock.raw.send_multipart([b"", json.dumps(message).encode()])
+        sock.send_json(message, prefix=[b""])
         if not sock.raw.poll(int(timeout * 1000)):
             raise ControlTimeout(endpoint, str(message.get("op")), timeout)
         frames = sock.raw.recv_multipart()
         return json.loads(frames[-1])
     finally:
-        sock.raw.close(linger=0)
-        if own:
-            tr.close(linger_ms=0)
+        tr.close(linger_ms=0)
 
 
 def _bracket(host: str) -> str:
