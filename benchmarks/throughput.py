@@ -157,15 +157,22 @@ def run_clusterduck(n: int, serializer: str) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", "-n", type=int, default=200_000)
-    parser.add_argument("--serializer", default="pickle", choices=["pickle", "msgpack", "json"],
-                        help="clusterduck's serializer (the raw pipelines always pickle)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs of each pipeline; the best one is reported")
+    parser.add_argument(
+        "--serializer",
+        default="pickle",
+        choices=["pickle", "msgpack", "json"],
+        help="clusterduck's serializer (the raw pipelines always pickle)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each pipeline; the best one is reported"
+    )
     args = parser.parse_args(argv)
     n, repeat = args.messages, args.repeat
-    print(f"{n:,} messages (i, 'x'), spout -> worker -> worker -> sink, 4 processes, "
-          f"tcp loopback, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-          f"pyzmq {zmq.__version__}; best of {repeat}")
+    print(
+        f"{n:,} messages (i, 'x'), spout -> worker -> worker -> sink, 4 processes, "
+        f"tcp loopback, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"pyzmq {zmq.__version__}; best of {repeat}"
+    )
 
     raw_one = max(n / run_raw(n, 1) for _ in range(repeat))
     print(f"  raw pyzmq, 1 message/frame        {raw_one:>12,.0f} msgs/s")
@@ -175,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     seconds, whole = min(runs)
     duck = n / seconds
     label = f"clusterduck ({args.serializer})"
-    print(f"  {label:<32}{duck:>12,.0f} msgs/s"
-          f"   (whole run incl. start-up and shutdown: {whole:.2f}s)")
+    print(
+        f"  {label:<32}{duck:>12,.0f} msgs/s"
+        f"   (whole run incl. start-up and shutdown: {whole:.2f}s)"
+    )
     print(f"  clusterduck / raw per-message     {duck / raw_one:>12.2f}x")
     print(f"  clusterduck / raw batched         {duck / raw_batched:>12.2f}x")
     return 0

@@ -109,8 +109,7 @@ def validate(file: Path, as_json: bool) -> None:
         try:
             result = {"ok": True, "errors": [], "summary": summary(load(file).topology)}
         except TopologyError as exc:
-            result = {"ok": False, "errors": [p.to_dict() for p in exc.problems],
-                      "summary": None}
+            result = {"ok": False, "errors": [p.to_dict() for p in exc.problems], "summary": None}
     click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     if not result["ok"]:
         sys.exit(TopologyError.exit_code)
@@ -118,9 +117,15 @@ def validate(file: Path, as_json: bool) -> None:
 
 @main.command()
 @topology_file
-@click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="text",
-              show_default=True,
-              help="text for a terminal, dot for Graphviz, mermaid for Markdown.")
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="text for a terminal, dot for Graphviz, mermaid for Markdown.",
+)
 @handle_errors
 def graph(file: Path, fmt: str) -> None:
     """Draw FILE's DAG with each component's kind, flags, parallelism and hosts.
@@ -134,8 +139,13 @@ def graph(file: Path, fmt: str) -> None:
 def _register_lifecycle() -> None:
     from . import cli_lifecycle as lifecycle
 
-    for command in (lifecycle.up, lifecycle.status, lifecycle.down, lifecycle.logs,
-                    lifecycle.list_topologies):
+    for command in (
+        lifecycle.up,
+        lifecycle.status,
+        lifecycle.down,
+        lifecycle.logs,
+        lifecycle.list_topologies,
+    ):
         main.add_command(command)
 
 

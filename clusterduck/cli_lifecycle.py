@@ -88,12 +88,24 @@ def _stop(record: TopologyRecord, timeout: float, force: bool) -> dict[str, Any]
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--wait", "mode", flag_value="wait",
-              help="Follow live throughput until the topology finishes (Ctrl-C: graceful down).")
-@click.option("--detach", "mode", flag_value="detach", default=True,
-              help="Return once every process is ready (the default).")
-@click.option("--accept-new-host-keys", is_flag=True,
-              help="Trust and record SSH host keys not yet in ~/.ssh/known_hosts.")
+@click.option(
+    "--wait",
+    "mode",
+    flag_value="wait",
+    help="Follow live throughput until the topology finishes (Ctrl-C: graceful down).",
+)
+@click.option(
+    "--detach",
+    "mode",
+    flag_value="detach",
+    default=True,
+    help="Return once every process is ready (the default).",
+)
+@click.option(
+    "--accept-new-host-keys",
+    is_flag=True,
+    help="Trust and record SSH host keys not yet in ~/.ssh/known_hosts.",
+)
 @_handle
 def up(file: Path, mode: str, accept_new_host_keys: bool) -> None:
     """Validate FILE, start every process on every host, and wire them together."""
@@ -103,12 +115,16 @@ def up(file: Path, mode: str, accept_new_host_keys: bool) -> None:
     with HostProgress(err, topo.hosts_used()) as progress:
         record = deploy.start(tf, progress=progress, accept_new_host_keys=accept_new_host_keys)
     n = len(topo.instances())
-    err.print(f"[green]started[/] {topo.name}: {n} processes on "
-              f"{len(record.hosts)} host(s) ({', '.join(record.hosts)})")
+    err.print(
+        f"[green]started[/] {topo.name}: {n} processes on "
+        f"{len(record.hosts)} host(s) ({', '.join(record.hosts)})"
+    )
     if mode != "wait":
         out.print(status_table(deploy.topology_status(record)))
-        err.print(f"follow it with `clusterduck status {topo.name} --watch`, "
-                  f"stop it with `clusterduck down {topo.name}`")
+        err.print(
+            f"follow it with `clusterduck status {topo.name} --watch`, "
+            f"stop it with `clusterduck down {topo.name}`"
+        )
         return
     final = _follow(record, out)
     out.print(status_table(final))
@@ -116,17 +132,24 @@ def up(file: Path, mode: str, accept_new_host_keys: bool) -> None:
         out.print(f"[bold]── {name} printed ──[/]")
         out.print(text, markup=False, highlight=False)
     if final["state"] != "finished":
-        raise RuntimeFault(f"topology {topo.name} ended {final['state']}: "
-                           + "; ".join(final.get("problems") or []) +
-                           f" (see `clusterduck logs {topo.name}`)")
+        raise RuntimeFault(
+            f"topology {topo.name} ended {final['state']}: "
+            + "; ".join(final.get("problems") or [])
+            + f" (see `clusterduck logs {topo.name}`)"
+        )
 
 
 def _follow(record: TopologyRecord, out: Console) -> dict[str, Any]:
     """Refresh throughput until the topology ends; Ctrl-C runs a graceful down."""
     status = deploy.topology_status(record)
     try:
-        with Live(throughput_table(status), console=out, refresh_per_second=4,
-                  transient=True, auto_refresh=out.is_terminal) as live:
+        with Live(
+            throughput_table(status),
+            console=out,
+            refresh_per_second=4,
+            transient=True,
+            auto_refresh=out.is_terminal,
+        ) as live:
             while status["state"] not in ENDED and status["state"] != "broken":
                 time.sleep(0.5)
                 status = deploy.topology_status(record)
@@ -143,8 +166,10 @@ def _follow(record: TopologyRecord, out: Console) -> dict[str, Any]:
         out.print(status_table(final))
         raise
     if status["state"] not in ("finished",):
-        return _stop(record, 5, force=True) | {"state": "failed",
-                                               "problems": status.get("problems", [])}
+        return _stop(record, 5, force=True) | {
+            "state": "failed",
+            "problems": status.get("problems", []),
+        }
     # Finished: make sure nothing lingers (supervisors exit by themselves).
     record.final = status
     record.status = "finished"
@@ -168,8 +193,9 @@ def status(name: str | None, as_json: bool, watch: bool) -> None:
         out.print(status_table(deploy.topology_status(record)))
         return
     try:
-        with Live(status_table(deploy.topology_status(record)), console=out,
-                  refresh_per_second=2) as live:
+        with Live(
+            status_table(deploy.topology_status(record)), console=out, refresh_per_second=2
+        ) as live:
             while True:
                 time.sleep(1)
                 record = find(record.name)
@@ -180,8 +206,13 @@ def status(name: str | None, as_json: bool, watch: bool) -> None:
 
 @click.command()
 @click.argument("name", required=False)
-@click.option("--timeout", type=float, default=DOWN_TIMEOUT, show_default=True,
-              help="Seconds to drain before killing.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=DOWN_TIMEOUT,
+    show_default=True,
+    help="Seconds to drain before killing.",
+)
 @click.option("--force", is_flag=True, help="Kill at once, without draining.")
 @_handle
 def down(name: str | None, timeout: float, force: bool) -> None:
@@ -191,9 +222,11 @@ def down(name: str | None, timeout: float, force: bool) -> None:
     with err.status(f"stopping {record.name} …") if err.is_terminal else _nothing():
         final = _stop(record, 0 if force else timeout, force)
     counts = sum(r["received"] for c in final["components"] for r in c["instances"])
-    err.print(f"[green]down[/] {record.name}: {final['state']}; "
-              f"{counts:,} messages received in total; logs kept "
-              f"(`clusterduck logs {record.name}`)")
+    err.print(
+        f"[green]down[/] {record.name}: {final['state']}; "
+        f"{counts:,} messages received in total; logs kept "
+        f"(`clusterduck logs {record.name}`)"
+    )
 
 
 class _nothing:
@@ -222,8 +255,7 @@ def list_topologies() -> None:
 @click.argument("name", required=False)
 @click.argument("component", required=False)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
-@click.option("-n", "lines", type=int, default=20, show_default=True,
-              help="Lines per process.")
+@click.option("-n", "lines", type=int, default=20, show_default=True, help="Lines per process.")
 @_handle
 def logs(name: str | None, component: str | None, follow: bool, lines: int) -> None:
     """Logs of every process (or of COMPONENT), fetched from their hosts."""
@@ -233,18 +265,21 @@ def logs(name: str | None, component: str | None, follow: bool, lines: int) -> N
     if component is not None and component not in names + ["supervisor"]:
         raise ClusterduckError(
             f"topology {record.name} has no component {component!r} "
-            f"(components: {', '.join(names)}, or 'supervisor')")
+            f"(components: {', '.join(names)}, or 'supervisor')"
+        )
     files: dict[str, list[tuple[str, str]]] = {}
     for comp in topo.components:
         if component in (None, comp.name):
             for i in range(comp.parallelism):
                 host = comp.host_of(i)
                 files.setdefault(host, []).append(
-                    (f"{comp.name}/{i}", f"{record.hosts[host].run_dir}/logs/{comp.name}.{i}.log"))
+                    (f"{comp.name}/{i}", f"{record.hosts[host].run_dir}/logs/{comp.name}.{i}.log")
+                )
     if component in (None, "supervisor"):
         for host, rec in record.hosts.items():
             files.setdefault(host, []).append(
-                (f"supervisor@{host}", f"{rec.run_dir}/supervisor.log"))
+                (f"supervisor@{host}", f"{rec.run_dir}/supervisor.log")
+            )
     cluster = deploy.Cluster(record)
     try:
         if follow:
@@ -258,8 +293,9 @@ def logs(name: str | None, component: str | None, follow: bool, lines: int) -> N
         cluster.close()
 
 
-def _follow_logs(cluster: deploy.Cluster, files: dict[str, list[tuple[str, str]]],
-                 lines: int) -> None:
+def _follow_logs(
+    cluster: deploy.Cluster, files: dict[str, list[tuple[str, str]]], lines: int
+) -> None:
     """``tail -F`` on every host at once, lines prefixed with their process."""
     merged: queue.Queue[str] = queue.Queue()
 

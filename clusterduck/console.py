@@ -17,9 +17,16 @@ __all__ = ["HostProgress", "list_table", "status_table", "throughput_table"]
 
 STEPS = ["connect", "check", "ship", "start", "spawn", "wire", "ready"]
 _STATE_STYLE = {
-    "running": "green", "finished": "blue", "draining": "yellow", "starting": "yellow",
-    "failed": "red", "crashed": "red", "unreachable": "red", "broken": "red",
-    "stopped": "dim", "failing": "red",
+    "running": "green",
+    "finished": "blue",
+    "draining": "yellow",
+    "starting": "yellow",
+    "failed": "red",
+    "crashed": "red",
+    "unreachable": "red",
+    "broken": "red",
+    "stopped": "dim",
+    "failing": "red",
 }
 
 
@@ -46,21 +53,39 @@ def status_table(status: dict[str, Any]) -> Group:
     """One row per instance, as SPEC §3 lists the columns."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col, justify in [
-        ("component", "left"), ("#", "right"), ("host", "left"), ("pid", "right"),
-        ("state", "left"), ("received", "right"), ("emitted", "right"),
-        ("errors", "right"), ("anomalies", "left"), ("backlog", "right"),
-        ("rate/s", "right"), ("restarts", "right"), ("uptime", "right"),
+        ("component", "left"),
+        ("#", "right"),
+        ("host", "left"),
+        ("pid", "right"),
+        ("state", "left"),
+        ("received", "right"),
+        ("emitted", "right"),
+        ("errors", "right"),
+        ("anomalies", "left"),
+        ("backlog", "right"),
+        ("rate/s", "right"),
+        ("restarts", "right"),
+        ("uptime", "right"),
         ("last error", "left"),
     ]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for comp in status["components"]:
         for row in comp["instances"]:
             table.add_row(
-                comp["name"], str(row["index"]), row["host"], str(row["pid"] or "-"),
-                _state(row["state"]), f"{row['received']:,}", f"{row['emitted']:,}",
-                str(row["errors"]), _anomalies(row.get("anomalies") or {}),
-                f"{row['backlog']:,}", f"{row['rate']:,.0f}", str(row["restarts"]),
-                _duration(row.get("uptime")), (row.get("last_error") or "")[:60],
+                comp["name"],
+                str(row["index"]),
+                row["host"],
+                str(row["pid"] or "-"),
+                _state(row["state"]),
+                f"{row['received']:,}",
+                f"{row['emitted']:,}",
+                str(row["errors"]),
+                _anomalies(row.get("anomalies") or {}),
+                f"{row['backlog']:,}",
+                f"{row['rate']:,.0f}",
+                str(row["restarts"]),
+                _duration(row.get("uptime")),
+                (row.get("last_error") or "")[:60],
             )
     head = Text.assemble(
         ("topology ", ""), (status["name"], "bold"), ("  ", ""), _state(status["state"])
@@ -74,20 +99,33 @@ def status_table(status: dict[str, Any]) -> Group:
 def throughput_table(status: dict[str, Any]) -> Group:
     """The short per-component view ``up --wait`` refreshes."""
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("component", "instances", "received", "emitted", "rate/s", "errors",
-                "backlog", "state"):
+    for col in (
+        "component",
+        "instances",
+        "received",
+        "emitted",
+        "rate/s",
+        "errors",
+        "backlog",
+        "state",
+    ):
         table.add_column(col, justify="left" if col in ("component", "state") else "right")
     for comp in status["components"]:
         rows = comp["instances"]
         states = sorted({r["state"] for r in rows})
         table.add_row(
-            comp["name"], str(len(rows)),
-            f"{sum(r['received'] for r in rows):,}", f"{sum(r['emitted'] for r in rows):,}",
-            f"{sum(r['rate'] for r in rows):,.0f}", str(sum(r["errors"] for r in rows)),
-            f"{sum(r['backlog'] for r in rows):,}", ", ".join(states),
+            comp["name"],
+            str(len(rows)),
+            f"{sum(r['received'] for r in rows):,}",
+            f"{sum(r['emitted'] for r in rows):,}",
+            f"{sum(r['rate'] for r in rows):,.0f}",
+            str(sum(r["errors"] for r in rows)),
+            f"{sum(r['backlog'] for r in rows):,}",
+            ", ".join(states),
         )
-    head = Text.assemble(("topology ", ""), (status["name"], "bold"), ("  ", ""),
-                         _state(status["state"]))
+    head = Text.assemble(
+        ("topology ", ""), (status["name"], "bold"), ("  ", ""), _state(status["state"])
+    )
     return Group(head, table)
 
 
@@ -97,8 +135,11 @@ def list_table(records: list[Any]) -> Table:
         table.add_column(col)
     for rec in records:
         table.add_row(
-            rec.name, _state(rec.status), ", ".join(rec.hosts),
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.started_at)), rec.file,
+            rec.name,
+            _state(rec.status),
+            ", ".join(rec.hosts),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.started_at)),
+            rec.file,
         )
     return table
 
@@ -118,8 +159,9 @@ class HostProgress:
 
     def __enter__(self) -> HostProgress:
         if self.console.is_terminal:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=8,
-                              transient=False)
+            self._live = Live(
+                self._render(), console=self.console, refresh_per_second=8, transient=False
+            )
             self._live.__enter__()
         return self
 

@@ -49,8 +49,9 @@ def _no_progress(host: str, step: str, detail: str = "") -> None:
     pass
 
 
-def open_connection(name: str, host: Host, *, accept_new_host_keys: bool = False,
-                    remote: bool = True) -> HostConnection:
+def open_connection(
+    name: str, host: Host, *, accept_new_host_keys: bool = False, remote: bool = True
+) -> HostConnection:
     if not remote:
         return LocalHost()
     from .launch.ssh import SSHHost  # paramiko is imported only when a host is remote
@@ -71,13 +72,16 @@ class Cluster:
         if host not in self._conns:
             rec = self.record.hosts[host]
             self._conns[host] = open_connection(
-                host, Host(**rec.connect), remote=rec.remote,
+                host,
+                Host(**rec.connect),
+                remote=rec.remote,
                 accept_new_host_keys=self.accept_new_host_keys,
             )
         return self._conns[host]
 
-    def request(self, host: str, message: dict[str, Any], timeout: float | None = None
-                ) -> dict[str, Any]:
+    def request(
+        self, host: str, message: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
         rec = self.record.hosts[host]
         if timeout is None:
             timeout = REMOTE_REQUEST_TIMEOUT if rec.remote else LOCAL_REQUEST_TIMEOUT
@@ -106,8 +110,13 @@ class Cluster:
             data = None
         if data:
             return json.loads(data)
-        return {"host": host, "pid": rec.pid, "state": "unreachable", "failure": why,
-                "instances": []}
+        return {
+            "host": host,
+            "pid": rec.pid,
+            "state": "unreachable",
+            "failure": why,
+            "instances": [],
+        }
 
     def status(self) -> dict[str, Any]:
         topo = Topology.model_validate(self.record.topology)
@@ -129,8 +138,11 @@ class Cluster:
             for i in range(comp.parallelism):
                 host = comp.host_of(i)
                 row = by_instance.get((comp.name, i)) or instance_row(
-                    comp.name, i, host, "unreachable" if host_states.get(host) == "unreachable"
-                    else "starting")
+                    comp.name,
+                    i,
+                    host,
+                    "unreachable" if host_states.get(host) == "unreachable" else "starting",
+                )
                 row = {k: v for k, v in row.items() if k != "component"}
                 rows.append(row)
             components.append({"name": comp.name, "kind": comp.kind, "instances": rows})
@@ -154,8 +166,7 @@ class Cluster:
                 final = self.status()
                 # Done when no host still runs anything that could drain: an unreachable
                 # host or a lost supervisor cannot drain, waiting would only cost time.
-                if all(s in ("finished", "failed", "unreachable")
-                       for s in final["hosts"].values()):
+                if all(s in ("finished", "failed", "unreachable") for s in final["hosts"].values()):
                     break
                 time.sleep(0.3)
         if final is None:
@@ -183,8 +194,14 @@ class Cluster:
             return
         try:
             self.conn(host).run(
-                [rec.python, "-m", "clusterduck.runtime.supervisor", "--sweep", str(rec.pid),
-                 self.record.name],
+                [
+                    rec.python,
+                    "-m",
+                    "clusterduck.runtime.supervisor",
+                    "--sweep",
+                    str(rec.pid),
+                    self.record.name,
+                ],
                 timeout=20,
             )
         except ClusterduckError:
@@ -194,7 +211,6 @@ class Cluster:
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
-
 
 
 def _overall(host_states: dict[str, str], recorded: str) -> str:
@@ -234,7 +250,9 @@ def start(
                 )
     remote_hosts = [h for h in topo.hosts_used() if topo.is_remote(h)]
     record = TopologyRecord(
-        name=topo.name, file=str(tf.path), code_dir=str(tf.code_dir),
+        name=topo.name,
+        file=str(tf.path),
+        code_dir=str(tf.code_dir),
         topology=topo.model_dump(mode="json"),
         curve=(curve or generate_curve_keys()).to_dict() if topo.uses_curve else None,
     )
@@ -244,11 +262,14 @@ def start(
         remote = topo.is_remote(name)
         host = topo.host(name)
         record.hosts[name] = HostRecord(
-            name=name, remote=remote, connect=host.model_dump(mode="json"),
+            name=name,
+            remote=remote,
+            connect=host.model_dump(mode="json"),
             python=host.python if remote else sys.executable,
         )
-        conns[name] = open_connection(name, host, remote=remote,
-                                      accept_new_host_keys=accept_new_host_keys)
+        conns[name] = open_connection(
+            name, host, remote=remote, accept_new_host_keys=accept_new_host_keys
+        )
     record.forget()
     record.save()
     cluster = Cluster(record, accept_new_host_keys=accept_new_host_keys)
@@ -268,8 +289,14 @@ def start(
     return record
 
 
-def _prepare_hosts(tf: TopologyFile, record: TopologyRecord, conns: dict[str, HostConnection],
-                   home: Path, multi_host: bool, progress: Progress) -> None:
+def _prepare_hosts(
+    tf: TopologyFile,
+    record: TopologyRecord,
+    conns: dict[str, HostConnection],
+    home: Path,
+    multi_host: bool,
+    progress: Progress,
+) -> None:
     topo = tf.topology
     local_address = topo.host(LOCALHOST).address
 
@@ -299,17 +326,27 @@ def _prepare_hosts(tf: TopologyFile, record: TopologyRecord, conns: dict[str, Ho
                 bind_host = advertise = "127.0.0.1"
         progress(name, "start", "supervisor")
         spec = {
-            "topology": record.topology, "host": name, "code_dir": code_dir,
-            "run_dir": run_dir, "bind_host": bind_host, "advertise": advertise,
-            "curve": record.curve, "env": topo.host(name).env,
+            "topology": record.topology,
+            "host": name,
+            "code_dir": code_dir,
+            "run_dir": run_dir,
+            "bind_host": bind_host,
+            "advertise": advertise,
+            "curve": record.curve,
+            "env": topo.host(name).env,
         }
-        result = conn.run([rec.python, "-m", "clusterduck.runtime.supervisor",
-                           *topology_marker(topo.name)],
-                          stdin=json.dumps(spec).encode(), timeout=START_TIMEOUT)
+        result = conn.run(
+            [rec.python, "-m", "clusterduck.runtime.supervisor", *topology_marker(topo.name)],
+            stdin=json.dumps(spec).encode(),
+            timeout=START_TIMEOUT,
+        )
         if result.returncode != 0 or not result.stdout.strip():
-            raise StartFailed(name, "the supervisor did not start",
-                              log_tail=(result.stderr or result.stdout)[-3000:],
-                              hint="see the log lines above; run `clusterduck logs` for more")
+            raise StartFailed(
+                name,
+                "the supervisor did not start",
+                log_tail=(result.stderr or result.stdout)[-3000:],
+                hint="see the log lines above; run `clusterduck logs` for more",
+            )
         ready = json.loads(result.stdout.strip().splitlines()[-1])
         rec.control, rec.pid = ready["control"], ready["pid"]
         rec.run_dir = ready["run_dir"]  # absolute: `~` expanded on that host
@@ -324,13 +361,18 @@ def _spawn_and_wire(cluster: Cluster, collector: str | None, progress: Progress)
     def step(op: str, payload: dict[str, Any]) -> dict[str, Any]:
         def one(host: str) -> dict[str, Any]:
             progress(host, op, "")
-            reply = cluster.request(host, {"op": op, "timeout": START_TIMEOUT, **payload},
-                                    timeout=START_TIMEOUT + 5)
+            reply = cluster.request(
+                host, {"op": op, "timeout": START_TIMEOUT, **payload}, timeout=START_TIMEOUT + 5
+            )
             if not reply.get("ok"):
-                raise StartFailed(host, f"{reply.get('component')}: {reply.get('error')}",
-                                  component=reply.get("component"),
-                                  log_tail=reply.get("log_tail", ""))
+                raise StartFailed(
+                    host,
+                    f"{reply.get('component')}: {reply.get('error')}",
+                    component=reply.get("component"),
+                    log_tail=reply.get("log_tail", ""),
+                )
             return reply
+
         return raise_first_error(cluster.each(one))
 
     endpoints: dict[str, dict[str, str]] = {}
@@ -354,23 +396,32 @@ def _check_python(host: str, conn: HostConnection, python: str) -> None:
         "        found[mod] = None; found[mod + '_error'] = repr(e)\n"
         "print(json.dumps(found))\n"
     )
-    fix = (f"install it there (`{python} -m pip install clusterduck=={__version__}`) or point "
-           f"hosts.{host}.python at an interpreter that has it")
+    fix = (
+        f"install it there (`{python} -m pip install clusterduck=={__version__}`) or point "
+        f"hosts.{host}.python at an interpreter that has it"
+    )
     result = conn.run([python, "-c", probe], timeout=30)
     if result.returncode != 0:
         raise RemotePythonError(
-            host, f"interpreter {python!r} did not run: {result.stderr.strip()[-500:]}", fix)
+            host, f"interpreter {python!r} did not run: {result.stderr.strip()[-500:]}", fix
+        )
     found = json.loads(result.stdout.strip().splitlines()[-1])
     if not found.get("clusterduck"):
         raise RemotePythonError(
-            host, f"{python} (Python {found['python']}) cannot import clusterduck "
-                  f"({found.get('clusterduck_error')})", fix)
+            host,
+            f"{python} (Python {found['python']}) cannot import clusterduck "
+            f"({found.get('clusterduck_error')})",
+            fix,
+        )
     if not found.get("zmq"):
         raise RemotePythonError(host, f"{python} cannot import zmq", fix)
     if found["clusterduck"].split(".")[:2] != __version__.split(".")[:2]:
         raise RemotePythonError(
-            host, f"{python} has clusterduck {found['clusterduck']}, this machine has "
-                  f"{__version__}: versions must match in major.minor", fix)
+            host,
+            f"{python} has clusterduck {found['clusterduck']}, this machine has "
+            f"{__version__}: versions must match in major.minor",
+            fix,
+        )
 
 
 def _local_address_towards(record: TopologyRecord, conns: dict[str, HostConnection]) -> str:
@@ -385,8 +436,10 @@ def _local_address_towards(record: TopologyRecord, conns: dict[str, HostConnecti
             except OSError:
                 continue
     raise LaunchError(
-        LOCALHOST, "cannot tell which address remote hosts should use to reach this machine",
-        "set hosts.localhost.address in the topology file")
+        LOCALHOST,
+        "cannot tell which address remote hosts should use to reach this machine",
+        "set hosts.localhost.address in the topology file",
+    )
 
 
 def in_parallel(items: list[str], fn: Callable[[str], Any]) -> dict[str, Any]:

@@ -47,8 +47,11 @@ def resolve_entry(entry: str, code_dir: Path) -> object:
     """The callable named by ``module:attr``, imported with ``code_dir`` first on sys.path."""
     module_name, sep, attr_path = entry.partition(":")
     if not sep or not module_name or not attr_path:
-        raise EntryError(entry, f"entry {entry!r} is not module:attr",
-                         "write it as module:function or module:Class")
+        raise EntryError(
+            entry,
+            f"entry {entry!r} is not module:attr",
+            "write it as module:function or module:Class",
+        )
     code_dir = Path(code_dir).resolve()
     _put_first_on_path(code_dir)
     _forget_stale_module(module_name, code_dir)
@@ -61,14 +64,21 @@ def resolve_entry(entry: str, code_dir: Path) -> object:
         try:
             obj = getattr(obj, part)
         except AttributeError as exc:
-            close = difflib.get_close_matches(part, [n for n in dir(obj) if not n.startswith("_")],
-                                              n=1)
-            hint = f"did you mean {module_name}:{close[0]}?" if close else (
-                f"define {part} in {module_name}, or fix the entry")
+            close = difflib.get_close_matches(
+                part, [n for n in dir(obj) if not n.startswith("_")], n=1
+            )
+            hint = (
+                f"did you mean {module_name}:{close[0]}?"
+                if close
+                else (f"define {part} in {module_name}, or fix the entry")
+            )
             raise EntryError(entry, f"{module_name!r} has no attribute {part!r}", hint) from exc
     if not callable(obj):
-        raise EntryError(entry, f"{entry} is a {type(obj).__name__}, not a function or class",
-                         "point the entry at a function or a class")
+        raise EntryError(
+            entry,
+            f"{entry} is a {type(obj).__name__}, not a function or class",
+            "point the entry at a function or a class",
+        )
     return obj
 
 
@@ -171,19 +181,25 @@ def _forget_stale_module(module_name: str, code_dir: Path) -> None:
     origin_path = Path(origin).resolve()
     from_other = any(origin_path.is_relative_to(d) for d in _CODE_DIRS if d != str(code_dir))
     spec = importlib.machinery.PathFinder.find_spec(top, [str(code_dir)])
-    shadowed = spec is not None and spec.origin is not None and Path(
-        spec.origin).resolve() != origin_path
+    shadowed = (
+        spec is not None and spec.origin is not None and Path(spec.origin).resolve() != origin_path
+    )
     if from_other or shadowed:
         for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
             del sys.modules[name]
 
 
 def _import_error(entry: str, module_name: str, code_dir: Path, exc: BaseException) -> EntryError:
-    if isinstance(exc, ModuleNotFoundError) and exc.name and (
-        module_name == exc.name or module_name.startswith(exc.name + ".")
+    if (
+        isinstance(exc, ModuleNotFoundError)
+        and exc.name
+        and (module_name == exc.name or module_name.startswith(exc.name + "."))
     ):
-        return EntryError(entry, f"no module {module_name!r} in {code_dir}",
-                          "check the module name in entry, or the topology's code: folder")
+        return EntryError(
+            entry,
+            f"no module {module_name!r} in {code_dir}",
+            "check the module name in entry, or the topology's code: folder",
+        )
     summary = traceback.format_exception_only(type(exc), exc)[-1].strip()
     where = ""
     frames = traceback.extract_tb(exc.__traceback__)

@@ -17,10 +17,21 @@ FORMATS = ("text", "dot", "mermaid")
 _GAP = 3  # columns between two boxes of a layer
 # (up, down, left, right) -> box-drawing character
 _LINES = {
-    (1, 1, 0, 0): "│", (0, 0, 1, 1): "─", (0, 1, 0, 1): "┌", (0, 1, 1, 0): "┐",
-    (1, 0, 0, 1): "└", (1, 0, 1, 0): "┘", (1, 1, 0, 1): "├", (1, 1, 1, 0): "┤",
-    (0, 1, 1, 1): "┬", (1, 0, 1, 1): "┴", (1, 1, 1, 1): "┼", (1, 0, 0, 0): "│",
-    (0, 1, 0, 0): "│", (0, 0, 1, 0): "─", (0, 0, 0, 1): "─",
+    (1, 1, 0, 0): "│",
+    (0, 0, 1, 1): "─",
+    (0, 1, 0, 1): "┌",
+    (0, 1, 1, 0): "┐",
+    (1, 0, 0, 1): "└",
+    (1, 0, 1, 0): "┘",
+    (1, 1, 0, 1): "├",
+    (1, 1, 1, 0): "┤",
+    (0, 1, 1, 1): "┬",
+    (1, 0, 1, 1): "┴",
+    (1, 1, 1, 1): "┼",
+    (1, 0, 0, 0): "│",
+    (0, 1, 0, 0): "│",
+    (0, 0, 1, 0): "─",
+    (0, 0, 0, 1): "─",
 }
 
 
@@ -52,9 +63,11 @@ def _facts(comp: Component) -> list[str]:
 
 def _summary(topology: Topology) -> str:
     hosts = topology.hosts_used()
-    return (f"{topology.name}: {len(topology.components)} components, "
-            f"{len(topology.instances())} instances, "
-            f"{len(hosts)} host{'s' if len(hosts) != 1 else ''} ({', '.join(hosts)})")
+    return (
+        f"{topology.name}: {len(topology.components)} components, "
+        f"{len(topology.instances())} instances, "
+        f"{len(hosts)} host{'s' if len(hosts) != 1 else ''} ({', '.join(hosts)})"
+    )
 
 
 # -- text ---------------------------------------------------------------------------

@@ -49,8 +49,13 @@ def load(
         text = absolute.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        problem = Problem(shown, None, None, f"cannot read the topology file: {reason}",
-                          "check the path; a topology file is UTF-8 YAML")
+        problem = Problem(
+            shown,
+            None,
+            None,
+            f"cannot read the topology file: {reason}",
+            "check the path; a topology file is UTF-8 YAML",
+        )
         raise TopologyError([problem]) from exc
     report = Report(file=shown)
     data = _YamlReader(text, report, os.environ if environ is None else environ).read()
@@ -58,8 +63,11 @@ def load(
         report.add((), "the file is empty", "start from topologies/wordcount.yaml")
         raise TopologyError(report.sorted())
     if not isinstance(data, dict):
-        report.add((), "a topology file must be a mapping of keys (name:, spouts:, …)",
-                   "start from topologies/wordcount.yaml")
+        report.add(
+            (),
+            "a topology file must be a mapping of keys (name:, spouts:, …)",
+            "start from topologies/wordcount.yaml",
+        )
         raise TopologyError(report.sorted())
 
     topology: Topology | None = None
@@ -76,8 +84,12 @@ def load(
     code = data.get("code", ".")
     code_dir = (absolute.parent / code).resolve() if isinstance(code, str) else None
     if import_entries and code_dir is not None and not code_dir.is_dir():
-        report.add(("code",), f"code folder {code_dir} does not exist",
-                   "code: is relative to the topology file", poison=True)
+        report.add(
+            ("code",),
+            f"code folder {code_dir} does not exist",
+            "code: is relative to the topology file",
+            poison=True,
+        )
     entries_ok = import_entries and ("code",) not in report.poisoned
     check(data, report, code_dir=code_dir if entries_ok else None)
     if report.problems or topology is None or code_dir is None:
@@ -107,8 +119,11 @@ class _YamlReader:
             what = str(exc.problem or exc.context)
             if exc.problem and exc.context:
                 what += f" ({exc.context})"
-            hint = ("indent with spaces, not tabs" if "\\t" in what else
-                    "fix the YAML at this position (indentation, quotes, colons)")
+            hint = (
+                "indent with spaces, not tabs"
+                if "\\t" in what
+                else "fix the YAML at this position (indentation, quotes, colons)"
+            )
             at = (mark.line + 1, mark.column + 1) if mark else None
             self.report.add((), f"YAML syntax error: {what}", hint, at=at)
         except yaml.YAMLError as exc:
@@ -138,21 +153,29 @@ class _YamlReader:
         merged: list[yaml.Node] = []
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
-                merged += value_node.value if isinstance(value_node, yaml.SequenceNode) else [
-                    value_node]
+                merged += (
+                    value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                )
                 continue
             key = self.loader.construct_object(key_node, deep=True)
             try:
                 hash(key)
             except TypeError:
-                self.report.add(path, "a mapping key must be a plain value",
-                                "use a string key", at=_position(key_node))
+                self.report.add(
+                    path,
+                    "a mapping key must be a plain value",
+                    "use a string key",
+                    at=_position(key_node),
+                )
                 continue
             if key in out:
                 first = self.keys[(*path, key)][0]
-                self.report.add((*path, key), f"duplicate key {key!r}",
-                                f"{key!r} is already set on line {first}; keep one of them",
-                                at=_position(key_node))
+                self.report.add(
+                    (*path, key),
+                    f"duplicate key {key!r}",
+                    f"{key!r} is already set on line {first}; keep one of them",
+                    at=_position(key_node),
+                )
                 continue
             self.keys[(*path, key)] = _position(key_node)
             out[key] = self._build(value_node, (*path, key))
@@ -169,8 +192,12 @@ class _YamlReader:
                 return "$"
             name, default = match.group("name"), match.group("default")
             if not _VAR_NAME.match(name):
-                self.report.add(path, f"invalid variable name in {match.group(0)!r}",
-                                "write ${NAME} or ${NAME:-default}", poison=True)
+                self.report.add(
+                    path,
+                    f"invalid variable name in {match.group(0)!r}",
+                    "write ${NAME} or ${NAME:-default}",
+                    poison=True,
+                )
                 return match.group(0)
             value = self.environ.get(name)
             if value:
@@ -178,8 +205,12 @@ class _YamlReader:
             if default is not None:
                 return default
             if value is None:
-                self.report.add(path, f"${{{name}}} is not set",
-                                f"export {name}=..., or write ${{{name}:-default}}", poison=True)
+                self.report.add(
+                    path,
+                    f"${{{name}}} is not set",
+                    f"export {name}=..., or write ${{{name}:-default}}",
+                    poison=True,
+                )
             return value or ""
 
         return _VAR.sub(substitute, text)
@@ -212,7 +243,9 @@ def _model_at(path: YamlPath) -> type[BaseModel]:
 
 
 def _report_pydantic(
-    error: Mapping[str, Any], data: dict[str, Any], report: Report,
+    error: Mapping[str, Any],
+    data: dict[str, Any],
+    report: Report,
     typos: Mapping[tuple[Any, ...], list[str]],
 ) -> None:
     """One pydantic error as a located problem; a missing key explained by a typo is skipped."""
@@ -225,8 +258,9 @@ def _report_pydantic(
         field = next((p for p in reversed(path) if isinstance(p, str)), "topology")
     value = error.get("input")
     if kind == "invalid_key":
-        report.add(path, f"key {loc[-1]!r} is not a string", "quote the key, or remove it",
-                   at_key=True)
+        report.add(
+            path, f"key {loc[-1]!r} is not a string", "quote the key, or remove it", at_key=True
+        )
     elif kind == "extra_forbidden":
         allowed = list(_model_at(path[:-1]).model_fields)
         close = difflib.get_close_matches(field, allowed, n=1)
@@ -235,20 +269,31 @@ def _report_pydantic(
     elif kind == "missing":
         if difflib.get_close_matches(field, typos.get(path, []), n=1):
             return  # "unknown key 'inptus'" already says it
-        report.add(path, f"missing required key {field!r}", _MISSING_HINTS.get(
-            field, f"add {field}:"))
+        report.add(
+            path, f"missing required key {field!r}", _MISSING_HINTS.get(field, f"add {field}:")
+        )
     elif kind == "string_pattern_mismatch" and field == "name":
-        report.add(path, f"invalid name {value!r}", "use lowercase letters, digits, '_' or '-', "
-                   "starting with a letter or digit")
+        report.add(
+            path,
+            f"invalid name {value!r}",
+            "use lowercase letters, digits, '_' or '-', starting with a letter or digit",
+        )
     elif kind == "string_pattern_mismatch":
-        report.add(path, f"{field} {value!r} is not module:attr",
-                   "write it as module:function or module:Class")
+        report.add(
+            path,
+            f"{field} {value!r} is not module:attr",
+            "write it as module:function or module:Class",
+        )
     elif field == "parallelism" and kind == "greater_than_equal":
-        report.add(path, f"parallelism must be at least 1, not {value!r}",
-                   "set parallelism: 1 or more")
+        report.add(
+            path, f"parallelism must be at least 1, not {value!r}", "set parallelism: 1 or more"
+        )
     elif kind == "too_short" and field in ("inputs", "spouts"):
-        what = "a worker needs at least one input" if field == "inputs" else (
-            "a topology needs at least one spout")
+        what = (
+            "a worker needs at least one input"
+            if field == "inputs"
+            else ("a topology needs at least one spout")
+        )
         report.add(path, what, _MISSING_HINTS[field])
     else:
         report.add(path, f"{field}: {msg}", f"fix the value of {field} (see SPEC §2)")

@@ -83,14 +83,15 @@ def run_inprocess(path: str | Path | TopologyFile) -> TopologyResult:
             logics[worker.name] = []
             contexts[worker.name] = []
             for i in range(worker.parallelism):
-                ctx = InstanceContext(topo.name, worker.name, i, worker.parallelism,
-                                      worker.host_of(i))
+                ctx = InstanceContext(
+                    topo.name, worker.name, i, worker.parallelism, worker.host_of(i)
+                )
                 contexts[worker.name].append(ctx)
                 set_context(ctx)
                 code = load_user_code(worker, tf.code_dir)
                 logics[worker.name].append(
-                    WorkerLogic(worker, topo, code.call, metrics=Metrics(),
-                                anomalies=Anomalies()))
+                    WorkerLogic(worker, topo, code.call, metrics=Metrics(), anomalies=Anomalies())
+                )
                 closers.append(code.close)
         turn: dict[str, int] = {}
 
@@ -113,14 +114,16 @@ def run_inprocess(path: str | Path | TopologyFile) -> TopologyResult:
 
         for spout in topo.spouts:
             for i in range(spout.parallelism):
-                set_context(InstanceContext(topo.name, spout.name, i, spout.parallelism,
-                                            spout.host_of(i)))
+                set_context(
+                    InstanceContext(topo.name, spout.name, i, spout.parallelism, spout.host_of(i))
+                )
                 code = load_user_code(spout, tf.code_dir)
 
                 def dispatch(seq: int, value: Any, _s: str = spout.name) -> None:
                     deliver(_s, [(seq, value)])
 
                 if code.is_async:
+
                     async def dispatch_async(seq: int, value: Any) -> None:
                         dispatch(seq, value)
 
@@ -138,10 +141,18 @@ def run_inprocess(path: str | Path | TopologyFile) -> TopologyResult:
                 close()
         result.status = {
             "components": [
-                {"name": name, "instances": [
-                    {"received": lg.metrics.received, "emitted": lg.metrics.emitted,
-                     "errors": lg.metrics.errors, "anomalies": lg.anomalies.as_dict()}
-                    for lg in logs]}
+                {
+                    "name": name,
+                    "instances": [
+                        {
+                            "received": lg.metrics.received,
+                            "emitted": lg.metrics.emitted,
+                            "errors": lg.metrics.errors,
+                            "anomalies": lg.anomalies.as_dict(),
+                        }
+                        for lg in logs
+                    ],
+                }
                 for name, logs in logics.items()
             ]
         }
@@ -179,7 +190,8 @@ def run_processes(
             if time.monotonic() > deadline:
                 raise RuntimeFault(
                     f"topology {topo.name!r} did not finish within {timeout:g}s; "
-                    f"sinks still open: {sorted(expected - ended)}")
+                    f"sinks still open: {sorted(expected - ended)}"
+                )
             if not inbox.raw.poll(200):
                 # Sinks that were killed (on_error: stop, a crash) never send end of
                 # stream: ask how the topology is doing instead of waiting forever.
@@ -195,7 +207,8 @@ def run_processes(
                 ended.add(origin)
             else:
                 result.outputs[origin.split("/")[0]].extend(
-                    (seq, value) for seq, value in codec.loads(frames[1]))
+                    (seq, value) for seq, value in codec.loads(frames[1])
+                )
         result.status = _wait_finished(record, deadline)
     finally:
         if record is not None:
@@ -220,4 +233,3 @@ def _wait_finished(record: Any, deadline: float) -> dict[str, Any]:
         if status["state"] in ("finished", "failed") or time.monotonic() > deadline:
             return status
         time.sleep(0.1)
-

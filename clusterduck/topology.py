@@ -203,6 +203,4 @@ class Topology(_Frozen):
 
     def instances(self) -> list[tuple[str, int, str]]:
         """Every (component, index, host) the topology runs."""
-        return [
-            (c.name, i, c.host_of(i)) for c in self.components for i in range(c.parallelism)
-        ]
+        return [(c.name, i, c.host_of(i)) for c in self.components for i in range(c.parallelism)]

@@ -153,8 +153,9 @@ def _components(raw: Mapping[str, Any]) -> list[_Comp]:
     for section, kind in (("spouts", "spout"), ("workers", "worker")):
         items = raw.get(section)
         if isinstance(items, (list, tuple)):
-            comps += [_Comp(kind, (section, i), c) for i, c in enumerate(items)
-                      if isinstance(c, Mapping)]
+            comps += [
+                _Comp(kind, (section, i), c) for i, c in enumerate(items) if isinstance(c, Mapping)
+            ]
     return comps
 
 
@@ -165,9 +166,12 @@ def _check_names(comps: list[_Comp], report: Report) -> None:
             continue
         if comp.name in first:
             line, _ = report.where((*first[comp.name].path, "name"))
-            report.add((*comp.path, "name"), f"duplicate name {comp.name!r}",
-                       f"rename one of them; {comp.name!r} is first defined on line {line}",
-                       comp.name)
+            report.add(
+                (*comp.path, "name"),
+                f"duplicate name {comp.name!r}",
+                f"rename one of them; {comp.name!r} is first defined on line {line}",
+                comp.name,
+            )
         else:
             first[comp.name] = comp
 
@@ -178,21 +182,29 @@ def _check_inputs(comps: list[_Comp], report: Report) -> None:
         inputs = comp.inputs()
         if comp.kind == "spout":
             if inputs or comp.raw.get("inputs"):
-                report.add((*comp.path, "inputs"), "a spout takes no inputs",
-                           "remove inputs:, or move it under workers: to consume other components",
-                           comp.name, at_key=True)
+                report.add(
+                    (*comp.path, "inputs"),
+                    "a spout takes no inputs",
+                    "remove inputs:, or move it under workers: to consume other components",
+                    comp.name,
+                    at_key=True,
+                )
             continue
         seen: set[str] = set()
         for index, name in inputs:
             path = (*comp.path, "inputs", index)
             if name in seen:
-                report.add(path, f"input {name!r} is listed twice",
-                           "list each input once", comp.name)
+                report.add(
+                    path, f"input {name!r} is listed twice", "list each input once", comp.name
+                )
             seen.add(name)
             if name not in names:
                 close = difflib.get_close_matches(name, names, n=1)
-                hint = (f"did you mean {close[0]!r}?" if close else
-                        "inputs name spouts or workers of this file: " + _few(names))
+                hint = (
+                    f"did you mean {close[0]!r}?"
+                    if close
+                    else "inputs name spouts or workers of this file: " + _few(names)
+                )
                 report.add(path, f"input {name!r} names no spout or worker", hint, comp.name)
 
 
@@ -208,8 +220,11 @@ def _check_hosts(hosts: Any, comps: list[_Comp], report: Report) -> None:
         for path, host in comp.hosts():
             if host not in declared:
                 close = difflib.get_close_matches(host, sorted(declared), n=1)
-                hint = (f"did you mean {close[0]!r}?" if close else
-                        f"declare {host!r} under hosts:, or use {LOCALHOST}")
+                hint = (
+                    f"did you mean {close[0]!r}?"
+                    if close
+                    else f"declare {host!r} under hosts:, or use {LOCALHOST}"
+                )
                 report.add(path, f"host {host!r} is not declared under hosts:", hint, comp.name)
 
 
@@ -223,24 +238,45 @@ def _check_flags(comps: list[_Comp], report: Report) -> None:
         grouping = comp.get("grouping", str, "shuffle")
         here = comp.path
         if sequential and parallelism > 1:
-            report.add((*here, "sequential"), "sequential needs parallelism: 1",
-                       "strict order is kept by one instance; set parallelism: 1",
-                       comp.name, at_key=True)
+            report.add(
+                (*here, "sequential"),
+                "sequential needs parallelism: 1",
+                "strict order is kept by one instance; set parallelism: 1",
+                comp.name,
+                at_key=True,
+            )
         if sequential and not bundle and len(comp.inputs()) > 1:
-            report.add((*here, "sequential"), "sequential on a worker with several inputs",
-                       "add bundle: true to order bundles, or keep a single input",
-                       comp.name, at_key=True)
+            report.add(
+                (*here, "sequential"),
+                "sequential on a worker with several inputs",
+                "add bundle: true to order bundles, or keep a single input",
+                comp.name,
+                at_key=True,
+            )
         if grouping == "key" and comp.raw.get("key") is None:
-            report.add((*here, "grouping"), "grouping: key without key:",
-                       "add key: module:function mapping a value to its key",
-                       comp.name, at_key=True)
+            report.add(
+                (*here, "grouping"),
+                "grouping: key without key:",
+                "add key: module:function mapping a value to its key",
+                comp.name,
+                at_key=True,
+            )
         if grouping != "key" and comp.raw.get("key") is not None:
-            report.add((*here, "key"), f"key: is only used with grouping: key (not {grouping})",
-                       "add grouping: key, or remove key:", comp.name, at_key=True)
+            report.add(
+                (*here, "key"),
+                f"key: is only used with grouping: key (not {grouping})",
+                "add grouping: key, or remove key:",
+                comp.name,
+                at_key=True,
+            )
         if bundle and grouping == "key":
-            report.add((*here, "grouping"), "a bundled worker cannot use grouping: key",
-                       "bundles are routed by sequence id; remove grouping: key",
-                       comp.name, at_key=True)
+            report.add(
+                (*here, "grouping"),
+                "a bundled worker cannot use grouping: key",
+                "bundles are routed by sequence id; remove grouping: key",
+                comp.name,
+                at_key=True,
+            )
 
 
 def _check_cycles(comps: list[_Comp], report: Report) -> None:
@@ -248,8 +284,11 @@ def _check_cycles(comps: list[_Comp], report: Report) -> None:
     for comp in comps:
         if comp.name is not None:
             by_name.setdefault(comp.name, comp)
-    edges = {name: [i for _, i in by_name[name].inputs() if i in by_name]
-             for name in by_name if by_name[name].kind == "worker"}
+    edges = {
+        name: [i for _, i in by_name[name].inputs() if i in by_name]
+        for name in by_name
+        if by_name[name].kind == "worker"
+    }
     reach = {name: _reachable(name, edges) for name in by_name}
     reported: set[str] = set()
     for name in by_name:  # file order: the first member of each loop carries the report
@@ -262,9 +301,13 @@ def _check_cycles(comps: list[_Comp], report: Report) -> None:
         text = " → ".join([*loop, name])
         others = [m for m in members if m not in loop]
         extra = f"; also in the loop: {', '.join(others)}" if others else ""
-        report.add((*by_name[name].path, "inputs"), f"cycle: {text}{extra}",
-                   f"a topology is a DAG: drop one input among {', '.join(members)}",
-                   name, at_key=True)
+        report.add(
+            (*by_name[name].path, "inputs"),
+            f"cycle: {text}{extra}",
+            f"a topology is a DAG: drop one input among {', '.join(members)}",
+            name,
+            at_key=True,
+        )
 
 
 def _reachable(start: str, edges: Mapping[str, Sequence[str]]) -> set[str]:
@@ -312,18 +355,34 @@ def _check_entries(comp: _Comp, code_dir: Path, report: Report) -> None:
     if isinstance(obj, type):
         why = init_problem(obj, args)
         if why:
-            report.add(args_path, f"{entry}(**args) fails: {why}",
-                       "a class entry is instantiated once with args; make them match __init__",
-                       comp.name, at_key="args" in comp.raw)
+            report.add(
+                args_path,
+                f"{entry}(**args) fails: {why}",
+                "a class entry is instantiated once with args; make them match __init__",
+                comp.name,
+                at_key="args" in comp.raw,
+            )
         args = {}
     if comp.kind == "spout":
-        _report_bind(report, comp, entry, bind_problem(obj, 1, args), "dispatch",
-                     "a spout is called as spout(dispatch, **args)")
+        _report_bind(
+            report,
+            comp,
+            entry,
+            bind_problem(obj, 1, args),
+            "dispatch",
+            "a spout is called as spout(dispatch, **args)",
+        )
     elif comp.get("bundle", bool, False):
         _check_bundle_arity(comp, entry, obj, args, report)
     else:
-        _report_bind(report, comp, entry, bind_problem(obj, 1, args), "value",
-                     "a worker is called with one value per message: def fn(value)")
+        _report_bind(
+            report,
+            comp,
+            entry,
+            bind_problem(obj, 1, args),
+            "value",
+            "a worker is called with one value per message: def fn(value)",
+        )
     key = comp.get("key", str, None)
     if key is not None and ":" in key:
         _check_key(comp, key, code_dir, report)
@@ -339,14 +398,22 @@ def _check_bundle_arity(
         report.add((*comp.path, "entry"), str(exc), "define __call__ on the class", comp.name)
         return
     if low <= count and (high is None or count <= high):
-        _report_bind(report, comp, entry, bind_problem(obj, count, args), "bundle",
-                     "a bundled worker is called with one value per input")
+        _report_bind(
+            report,
+            comp,
+            entry,
+            bind_problem(obj, count, args),
+            "bundle",
+            "a bundled worker is called with one value per input",
+        )
         return
     takes = str(low) if low == high else f"{low} to {high}" if high is not None else f"{low}+"
-    report.add((*comp.path, "entry"),
-               f"bundled worker has {count} inputs but {entry} takes {takes} positional "
-               "arguments", "give it one parameter per input, in the order inputs: lists them",
-               comp.name)
+    report.add(
+        (*comp.path, "entry"),
+        f"bundled worker has {count} inputs but {entry} takes {takes} positional arguments",
+        "give it one parameter per input, in the order inputs: lists them",
+        comp.name,
+    )
 
 
 def _check_key(comp: _Comp, key: str, code_dir: Path, report: Report) -> None:
@@ -356,14 +423,30 @@ def _check_key(comp: _Comp, key: str, code_dir: Path, report: Report) -> None:
         report.add((*comp.path, "key"), exc.message, exc.hint, comp.name)
         return
     if not isinstance(key_fn, type):
-        _report_bind(report, comp, key, bind_problem(key_fn, 1), "value",
-                     "a key function takes one value and returns a hashable key", field="key")
+        _report_bind(
+            report,
+            comp,
+            key,
+            bind_problem(key_fn, 1),
+            "value",
+            "a key function takes one value and returns a hashable key",
+            field="key",
+        )
 
 
 def _report_bind(
-    report: Report, comp: _Comp, entry: str, why: str | None, called_with: str, hint: str,
+    report: Report,
+    comp: _Comp,
+    entry: str,
+    why: str | None,
+    called_with: str,
+    hint: str,
     field: str = "entry",
 ) -> None:
     if why:
-        report.add((*comp.path, field), f"{entry} cannot be called with {called_with}: {why}",
-                   hint, comp.name)
+        report.add(
+            (*comp.path, field),
+            f"{entry} cannot be called with {called_with}: {why}",
+            hint,
+            comp.name,
+        )

@@ -20,8 +20,9 @@ WriteTopology = Callable[..., Path]
 def write_topology(tmp_path: Path) -> WriteTopology:
     """Write dedented YAML as tmp_path/topology.yaml, plus ``modules`` {name: source}."""
 
-    def write(yaml_text: str, modules: dict[str, str] | None = None,
-              name: str = "topology.yaml") -> Path:
+    def write(
+        yaml_text: str, modules: dict[str, str] | None = None, name: str = "topology.yaml"
+    ) -> Path:
         for module, source in (modules or {}).items():
             (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
         path = tmp_path / name

@@ -45,9 +45,7 @@ def netns_hosts(netns_cluster: Cluster) -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def ssh_home(
-    netns_hosts: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> SshHome:
+def ssh_home(netns_hosts: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SshHome:
     """HOME=<tmp> with ~/.ssh/{config,known_hosts,id_ed25519} for h1..h3; no ssh-agent."""
     home = make_ssh_home(netns_hosts, tmp_path / "home")
     monkeypatch.setenv("HOME", str(home.home))

@@ -28,7 +28,7 @@ from tests.procs import pid_alive
 
 __all__ = ["Cluster", "NetnsHost", "SshHome", "make_ssh_home", "skip_reason"]
 
-PREFIX = "cdt-"            # namespace names: cdt-<pid>-h1 …
+PREFIX = "cdt-"  # namespace names: cdt-<pid>-h1 …
 SUBNET = "10.231.7"
 BRIDGE_ADDR = f"{SUBNET}.1"
 SSHD = "/usr/sbin/sshd"
@@ -60,7 +60,9 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def _keygen(path: Path, comment: str) -> None:
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-        check=True, capture_output=True, timeout=30,
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
 
 
@@ -91,7 +93,7 @@ def cleanup_leftovers() -> None:
     for ns in names:
         if not ns.startswith(PREFIX):
             continue
-        owner = ns[len(PREFIX):].split("-")[0]
+        owner = ns[len(PREFIX) :].split("-")[0]
         if not _stale(owner):
             if owner != str(os.getpid()):
                 raise RuntimeError(
@@ -111,8 +113,9 @@ def cleanup_leftovers() -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _wait_tcp(address: str, port: int, proc: subprocess.Popen[bytes], log: Path,
-              timeout: float = 15.0) -> None:
+def _wait_tcp(
+    address: str, port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 15.0
+) -> None:
     """Poll until something accepts on address:port; fail early if sshd died."""
     deadline = time.monotonic() + timeout
     while True:
@@ -124,8 +127,7 @@ def _wait_tcp(address: str, port: int, proc: subprocess.Popen[bytes], log: Path,
         except OSError:
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"sshd on {address}:{port} not accepting after {timeout}s: "
-                    f"{log.read_text()}"
+                    f"sshd on {address}:{port} not accepting after {timeout}s: {log.read_text()}"
                 ) from None
             time.sleep(0.05)
 
@@ -137,8 +139,8 @@ class NetnsHost:
     name: str
     netns: str
     address: str
-    veth: str          # the end inside the namespace
-    veth_peer: str     # the end enslaved to the bridge (the "switch port")
+    veth: str  # the end inside the namespace
+    veth_peer: str  # the end enslaved to the bridge (the "switch port")
     workdir: Path
     config_dir: Path
     host_key: Path
@@ -159,9 +161,21 @@ class NetnsHost:
         log = self.config_dir / "sshd.log"
         with open(log, "ab") as out:
             self.sshd = subprocess.Popen(
-                ["ip", "netns", "exec", self.netns, SSHD, "-D", "-e",
-                 "-f", str(self.config_dir / "sshd_config")],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.netns,
+                    SSHD,
+                    "-D",
+                    "-e",
+                    "-f",
+                    str(self.config_dir / "sshd_config"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
             )
         _wait_tcp(self.address, self.port, self.sshd, log)
 
@@ -185,8 +199,12 @@ class NetnsHost:
 
     def exec(self, argv: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         """Run a command inside this host's namespace (for tests' own probes)."""
-        return subprocess.run(["ip", "netns", "exec", self.netns, *argv],
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            ["ip", "netns", "exec", self.netns, *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
 @dataclass
@@ -235,9 +253,13 @@ class Cluster:
             (host_dir / "etc").mkdir(parents=True)
             (host_dir / "work").mkdir()
             host = NetnsHost(
-                name=name, netns=netns, address=f"{SUBNET}.{10 + i}",
-                veth=f"cdt{self.tag}{name}", veth_peer=f"cdt{self.tag}{name}p",
-                workdir=host_dir / "work", config_dir=host_dir / "etc",
+                name=name,
+                netns=netns,
+                address=f"{SUBNET}.{10 + i}",
+                veth=f"cdt{self.tag}{name}",
+                veth_peer=f"cdt{self.tag}{name}p",
+                workdir=host_dir / "work",
+                config_dir=host_dir / "etc",
                 host_key=host_dir / "etc" / "ssh_host_ed25519_key",
             )
             self.hosts.append(host)
@@ -309,11 +331,13 @@ def make_ssh_home(cluster: Cluster, home: Path) -> SshHome:
     shutil.copy(cluster.client_key.with_suffix(".pub"), key.with_suffix(".pub"))
     key.chmod(0o600)
     config = ssh_dir / "config"
-    config.write_text("".join(
-        f"Host {h.name}\n    HostName {h.address}\n    User root\n"
-        f"    Port {h.port}\n    IdentityFile {key}\n"
-        for h in cluster.hosts
-    ))
+    config.write_text(
+        "".join(
+            f"Host {h.name}\n    HostName {h.address}\n    User root\n"
+            f"    Port {h.port}\n    IdentityFile {key}\n"
+            for h in cluster.hosts
+        )
+    )
     known_hosts = ssh_dir / "known_hosts"
     known_hosts.write_text(cluster.known_hosts_text())
     return SshHome(home, ssh_dir, config, known_hosts, key)

@@ -84,5 +84,3 @@ def rss_kb(pid: int) -> int | None:
     except OSError:
         return None
     return None
-
-

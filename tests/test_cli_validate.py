@@ -25,10 +25,13 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-@pytest.mark.parametrize("name, summary", [
-    ("wordcount", "4 components (1 spout, 3 workers), 6 instances, 1 host (localhost)"),
-    ("bundled", "3 components (2 spouts, 1 worker), 3 instances, 1 host (localhost)"),
-])
+@pytest.mark.parametrize(
+    "name, summary",
+    [
+        ("wordcount", "4 components (1 spout, 3 workers), 6 instances, 1 host (localhost)"),
+        ("bundled", "3 components (2 spouts, 1 worker), 3 instances, 1 host (localhost)"),
+    ],
+)
 def test_examples_validate(name: str, summary: str) -> None:
     code, out, err = run("validate", str(EXAMPLES / f"{name}.yaml"))
     assert (code, err) == (0, "")
@@ -58,16 +61,28 @@ def test_json_output(write_topology: WriteTopology) -> None:
     assert set(result["errors"][0]) == {"file", "line", "column", "component", "message", "hint"}
 
     code, out, _ = run("validate", "--json", str(EXAMPLES / "wordcount.yaml"))
-    assert code == 0 and json.loads(out) == {"ok": True, "errors": [], "summary": {
-        "name": "wordcount", "components": 4, "spouts": 1, "workers": 3, "instances": 6,
-        "hosts": ["localhost"]}}
+    assert code == 0 and json.loads(out) == {
+        "ok": True,
+        "errors": [],
+        "summary": {
+            "name": "wordcount",
+            "components": 4,
+            "spouts": 1,
+            "workers": 3,
+            "instances": 6,
+            "hosts": ["localhost"],
+        },
+    }
 
 
 def test_json_stays_pure_when_user_code_prints(write_topology: WriteTopology) -> None:
-    path = write_topology("""
+    path = write_topology(
+        """
         name: loud
         spouts: [{name: src, entry: "noisy:source"}]
-        """, {"noisy": "print('hello from import')\ndef source(dispatch):\n    pass\n"})
+        """,
+        {"noisy": "print('hello from import')\ndef source(dispatch):\n    pass\n"},
+    )
     code, out, err = run("validate", "--json", str(path))
     assert code == 0 and json.loads(out)["ok"] is True and "hello from import" in err
 
@@ -101,7 +116,11 @@ def test_real_process_reports_every_problem(write_topology: WriteTopology) -> No
     path = write_topology(ALL_AT_ONCE, MODULES)
     done = subprocess.run(
         [sys.executable, "-m", "clusterduck", "validate", str(path)],
-        capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 1 and done.stdout == ""
     for line, message in EXPECTED:

@@ -17,19 +17,27 @@ from clusterduck.topology import Topology
 
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
 
-WIDE = Topology.model_validate({
-    "name": "wide",
-    "hosts": {"edge1": {"address": "e1"}},
-    "spouts": [{"name": "a", "entry": "m:s"}, {"name": "b", "entry": "m:s", "host": "edge1"}],
-    "workers": [
-        {"name": "c", "entry": "m:f", "inputs": ["a"]},
-        {"name": "d", "entry": "m:f", "inputs": ["a", "b"], "bundle": True},
-        {"name": "e", "entry": "m:f", "inputs": ["c", "d"], "bundle": True, "sequential": True},
-        {"name": "f", "entry": "m:f", "inputs": ["e", "a", "b"], "bundle": True,
-         "parallelism": 3, "host": ["edge1", "localhost"]},
-        {"name": "g", "entry": "m:f", "inputs": ["b"], "grouping": "all", "parallelism": 2},
-    ],
-})
+WIDE = Topology.model_validate(
+    {
+        "name": "wide",
+        "hosts": {"edge1": {"address": "e1"}},
+        "spouts": [{"name": "a", "entry": "m:s"}, {"name": "b", "entry": "m:s", "host": "edge1"}],
+        "workers": [
+            {"name": "c", "entry": "m:f", "inputs": ["a"]},
+            {"name": "d", "entry": "m:f", "inputs": ["a", "b"], "bundle": True},
+            {"name": "e", "entry": "m:f", "inputs": ["c", "d"], "bundle": True, "sequential": True},
+            {
+                "name": "f",
+                "entry": "m:f",
+                "inputs": ["e", "a", "b"],
+                "bundle": True,
+                "parallelism": 3,
+                "host": ["edge1", "localhost"],
+            },
+            {"name": "g", "entry": "m:f", "inputs": ["b"], "grouping": "all", "parallelism": 2},
+        ],
+    }
+)
 
 
 def example(name: str) -> Topology:
@@ -50,8 +58,10 @@ def test_text_is_layered_with_boxes_and_arrows() -> None:
     text = render(example("wordcount"), "text")
     rows = text.splitlines()
     assert rows[0] == "wordcount: 4 components, 6 instances, 1 host (localhost)"
-    row_of = {name: next(i for i, r in enumerate(rows) if f"│ {name} " in r)
-              for name in ("lines", "split", "count", "top")}
+    row_of = {
+        name: next(i for i, r in enumerate(rows) if f"│ {name} " in r)
+        for name in ("lines", "split", "count", "top")
+    }
     assert row_of["lines"] < row_of["split"] < row_of["count"] < row_of["top"]
     assert text.count("▼") == 3 and text.count("┌") == 4
     assert "spout ×1" in text and "worker ×2" in text and "grouping: key" in text
@@ -69,7 +79,8 @@ def test_text_joins_bundle_inputs_and_routes_long_edges() -> None:
     assert "grouping: all" in text and "worker ×3" in text
     # f is on the deepest layer, below e even though it also reads the spouts directly
     assert next(i for i, r in enumerate(rows) if "│ f " in r) > next(
-        i for i, r in enumerate(rows) if "│ e " in r)
+        i for i, r in enumerate(rows) if "│ e " in r
+    )
 
 
 def test_dot_edges_and_bundle_order() -> None:
@@ -82,8 +93,14 @@ def test_dot_edges_and_bundle_order() -> None:
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz not installed")
 def test_dot_renders_with_graphviz() -> None:
-    done = subprocess.run(["dot", "-Tsvg"], input=render(WIDE, "dot"), capture_output=True,
-                          text=True, timeout=30, check=False)
+    done = subprocess.run(
+        ["dot", "-Tsvg"],
+        input=render(WIDE, "dot"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -106,15 +123,24 @@ def topologies(draw: st.DrawFn) -> Topology:
     total = draw(st.integers(spouts, 9))
     names = [f"node-{i}" for i in range(total)]
     workers = [
-        {"name": names[i], "entry": "m:f", "parallelism": draw(st.integers(1, 3)),
-         "inputs": [names[j] for j in draw(st.lists(st.integers(0, i - 1), min_size=1,
-                                                    max_size=3, unique=True))]}
+        {
+            "name": names[i],
+            "entry": "m:f",
+            "parallelism": draw(st.integers(1, 3)),
+            "inputs": [
+                names[j]
+                for j in draw(st.lists(st.integers(0, i - 1), min_size=1, max_size=3, unique=True))
+            ],
+        }
         for i in range(spouts, total)
     ]
-    return Topology.model_validate({
-        "name": "random", "workers": workers,
-        "spouts": [{"name": n, "entry": "m:s"} for n in names[:spouts]],
-    })
+    return Topology.model_validate(
+        {
+            "name": "random",
+            "workers": workers,
+            "spouts": [{"name": n, "entry": "m:s"} for n in names[:spouts]],
+        }
+    )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

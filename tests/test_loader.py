@@ -25,13 +25,16 @@ def only(problems: list[Problem]) -> Problem:
 
 
 def test_valid_file_gives_absolute_paths(write_topology: WriteTopology, tmp_path: Path) -> None:
-    path = write_topology("""
+    path = write_topology(
+        """
         name: ok
         spouts:
           - {name: src, entry: "mod:source"}
         workers:
           - {name: work, entry: "mod:fn", inputs: [src]}
-        """, MODULE)
+        """,
+        MODULE,
+    )
     loaded = load(path)
     assert isinstance(loaded, TopologyFile)
     assert loaded.path == path.resolve() and loaded.path.is_absolute()
@@ -81,13 +84,16 @@ def test_tab_indentation_hint(write_topology: WriteTopology) -> None:
 
 
 def test_duplicate_yaml_key_is_an_error_at_the_duplicate(write_topology: WriteTopology) -> None:
-    path = write_topology("""
+    path = write_topology(
+        """
         name: x
         spouts:
           - name: a
             entry: mod:source
             entry: mod:other
-        """, MODULE)
+        """,
+        MODULE,
+    )
     problem = only(problems_of(path))
     assert (problem.line, problem.column) == (5, 5)
     assert problem.message == "duplicate key 'entry'"
@@ -95,36 +101,45 @@ def test_duplicate_yaml_key_is_an_error_at_the_duplicate(write_topology: WriteTo
 
 
 def test_duplicate_top_level_key(write_topology: WriteTopology) -> None:
-    path = write_topology("""
+    path = write_topology(
+        """
         name: x
         spouts: [{name: a, entry: mod:source}]
         name: y
-        """, MODULE)
+        """,
+        MODULE,
+    )
     problem = only(problems_of(path))
     assert (problem.line, problem.message) == (3, "duplicate key 'name'")
 
 
 def test_merge_keys_may_be_overridden(write_topology: WriteTopology) -> None:
-    path = write_topology("""
+    path = write_topology(
+        """
         name: x
         spouts: [{name: a, entry: mod:source}]
         workers:
           - &base {name: b, entry: mod:fn, inputs: [a]}
           - <<: *base
             name: c
-        """, MODULE)
+        """,
+        MODULE,
+    )
     assert [c.name for c in load(path).topology] == ["a", "b", "c"]
 
 
 def test_unknown_key_located_at_the_key_with_suggestion(write_topology: WriteTopology) -> None:
-    path = write_topology("""
+    path = write_topology(
+        """
         name: x
         spouts: [{name: a, entry: mod:source}]
         workers:
           - name: b
             entry: mod:fn
             inptus: [a]
-        """, MODULE)
+        """,
+        MODULE,
+    )
     problem = only(problems_of(path))  # no extra "missing inputs": the typo explains it
     assert (problem.line, problem.column) == (6, 5)
     assert problem.message == "unknown key 'inptus'"
@@ -132,33 +147,40 @@ def test_unknown_key_located_at_the_key_with_suggestion(write_topology: WriteTop
 
 
 def test_unknown_key_in_settings_and_hosts(write_topology: WriteTopology) -> None:
-    path = write_topology("""
+    path = write_topology(
+        """
         name: x
         hosts:
           edge: {adress: e.example}
         spouts: [{name: a, entry: mod:source}]
         settings: {serialiser: json}
-        """, MODULE)
+        """,
+        MODULE,
+    )
     found = {(p.line, p.message, p.hint) for p in problems_of(path)}
     assert (3, "unknown key 'adress'", "did you mean 'address'?") in found
     assert (5, "unknown key 'serialiser'", "did you mean 'serializer'?") in found
 
 
 def test_missing_required_key_located_at_its_mapping(write_topology: WriteTopology) -> None:
-    path = write_topology("""
+    path = write_topology(
+        """
         name: x
         spouts: [{name: a, entry: mod:source}]
         workers:
           - name: b
             inputs: [a]
-        """, MODULE)
+        """,
+        MODULE,
+    )
     problem = only(problems_of(path))
     assert (problem.line, problem.column) == (4, 5)
     assert problem.message == "missing required key 'entry'" and problem.component == "b"
 
 
 def test_bad_values_located_at_the_value(write_topology: WriteTopology) -> None:
-    path = write_topology("""
+    path = write_topology(
+        """
         name: x
         spouts: [{name: a, entry: mod:source}]
         workers:
@@ -169,7 +191,9 @@ def test_bad_values_located_at_the_value(write_topology: WriteTopology) -> None:
             gap_timeout: soon
         settings:
           serializer: yaml
-        """, MODULE)
+        """,
+        MODULE,
+    )
     found = {(p.line, p.column, p.component) for p in problems_of(path)}
     assert found == {(7, 15, "b"), (8, 18, "b"), (10, 15, None)}
 
@@ -220,32 +244,41 @@ def test_unset_variable_is_located_and_not_reported_twice(write_topology: WriteT
 
 
 def test_unset_variable_in_entry_hides_the_entry_error(write_topology: WriteTopology) -> None:
-    path = write_topology("""
+    path = write_topology(
+        """
         name: x
         spouts: [{name: a, entry: "${ENTRY}"}]
-        """, MODULE)
+        """,
+        MODULE,
+    )
     problem = only(problems_of(path, environ={}))
     assert (problem.line, problem.message) == (2, "${ENTRY} is not set")
 
 
 def test_problems_are_in_file_order(write_topology: WriteTopology) -> None:
-    path = write_topology("""
+    path = write_topology(
+        """
         name: x
         spouts: [{name: a, entry: mod:source}]
         workers:
           - {name: b, entry: mod:fn, inputs: [zz]}
           - {name: c, entry: mod:fn, inputs: [a], parallelism: 0}
           - {name: d, entry: mod:fn, inputs: [a], nope: 1}
-        """, MODULE)
+        """,
+        MODULE,
+    )
     lines = [p.line for p in problems_of(path)]
     assert lines == [4, 5, 6]
 
 
 def test_non_string_key_is_located(write_topology: WriteTopology) -> None:
-    path = write_topology("""
+    path = write_topology(
+        """
         name: x
         spouts: [{name: a, entry: mod:source}]
         3: three
-        """, MODULE)
+        """,
+        MODULE,
+    )
     problem = only(problems_of(path))
     assert (problem.line, problem.column, problem.message) == (3, 1, "key 3 is not a string")

@@ -47,13 +47,19 @@ def test_name_is_localhost() -> None:
 
 def test_run_output_exit_code_stdin_env() -> None:
     host = LocalHost()
-    result = host.run([sys.executable, "-c", "import sys,os; print(sys.stdin.read().upper());"
-                       "print(os.environ['CDT_X'], file=sys.stderr); sys.exit(4)"],
-                      stdin=b"hi", env={"CDT_X": "y z"})
+    result = host.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys,os; print(sys.stdin.read().upper());"
+            "print(os.environ['CDT_X'], file=sys.stderr); sys.exit(4)",
+        ],
+        stdin=b"hi",
+        env={"CDT_X": "y z"},
+    )
     assert (result.returncode, result.stdout, result.stderr) == (4, "HI\n", "y z\n")
     # env is merged over this process's environment, not a replacement for it.
-    assert host.run(["sh", "-c", 'printf %s "$PATH"'], env={"A": "1"}).stdout == \
-        os.environ["PATH"]
+    assert host.run(["sh", "-c", 'printf %s "$PATH"'], env={"A": "1"}).stdout == os.environ["PATH"]
 
 
 def test_missing_program_is_exit_127() -> None:
@@ -90,8 +96,10 @@ def test_ship_elsewhere_copies_changes(tmp_path: Path) -> None:
     assert again.sent == [] and again.unchanged == 2
     (code / "gone.txt").unlink()
     assert host.ship(code, str(target)).removed == ["gone.txt"]
-    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == \
-        ["pkg", "pkg/m.py"]
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == [
+        "pkg",
+        "pkg/m.py",
+    ]
 
 
 def test_is_excluded() -> None:

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.ssh
 REPO = Path(__file__).resolve().parent.parent
 WORDCOUNT = REPO / "topologies" / "wordcount"
 
-STREAM_MODULE = '''
+STREAM_MODULE = """
 import itertools, time
 
 def forever(dispatch, delay=0.001):
@@ -42,7 +42,7 @@ def double(x):
 
 def sink(x):
     return None
-'''
+"""
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
@@ -61,8 +61,13 @@ class CLI:
         self.env.pop("SSH_AUTH_SOCK", None)
 
     def __call__(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "clusterduck", *args], env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "clusterduck", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def status(self, name: str) -> dict[str, Any]:
         result = self("status", name, "--json", timeout=60)
@@ -82,8 +87,12 @@ def hosts_block(cluster: Cluster, workdirs: dict[str, str] | None = None) -> str
     lines = ["hosts:"]
     for h in cluster.hosts:
         workdir = (workdirs or {}).get(h.name, str(h.workdir))
-        lines += [f"  {h.name}:", f"    address: {h.name}",
-                  f"    python: {sys.executable}", f"    workdir: {workdir}"]
+        lines += [
+            f"  {h.name}:",
+            f"    address: {h.name}",
+            f"    python: {sys.executable}",
+            f"    workdir: {workdir}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -91,8 +100,9 @@ def clusterduck_pids(cluster: Cluster) -> dict[str, list[int]]:
     """Processes of ours (not sshd) in each host's namespace."""
     found: dict[str, list[int]] = {}
     for h in cluster.hosts:
-        pids = subprocess.run(["ip", "netns", "pids", h.netns], capture_output=True,
-                              text=True).stdout.split()
+        pids = subprocess.run(
+            ["ip", "netns", "pids", h.netns], capture_output=True, text=True
+        ).stdout.split()
         for pid in pids:
             if "clusterduck" in cmdline(int(pid)):
                 found.setdefault(h.name, []).append(int(pid))
@@ -100,8 +110,9 @@ def clusterduck_pids(cluster: Cluster) -> dict[str, list[int]]:
 
 
 def write_wordcount(tmp_path: Path, cluster: Cluster) -> Path:
-    shutil.copytree(WORDCOUNT, tmp_path / "wordcount",
-                    ignore=shutil.ignore_patterns("results", "__pycache__"))
+    shutil.copytree(
+        WORDCOUNT, tmp_path / "wordcount", ignore=shutil.ignore_patterns("results", "__pycache__")
+    )
     path = tmp_path / "wc3.yaml"
     path.write_text(f"""name: wc3
 code: wordcount
@@ -133,8 +144,9 @@ workers:
     return path
 
 
-def write_stream(tmp_path: Path, cluster: Cluster, name: str = "stream3",
-                 workdirs: dict[str, str] | None = None) -> Path:
+def write_stream(
+    tmp_path: Path, cluster: Cluster, name: str = "stream3", workdirs: dict[str, str] | None = None
+) -> Path:
     code = tmp_path / "stream"
     code.mkdir(exist_ok=True)
     (code / "stream.py").write_text(STREAM_MODULE)
@@ -196,15 +208,19 @@ def remote_home_workdir() -> Any:
     shutil.rmtree(Path(pwd.getpwnam("root").pw_dir) / relative, ignore_errors=True)
 
 
-def test_status_and_down_across_hosts(cli: CLI, netns_hosts: Cluster, tmp_path: Path,
-                                      remote_home_workdir: tuple[str, Path]) -> None:
+def test_status_and_down_across_hosts(
+    cli: CLI, netns_hosts: Cluster, tmp_path: Path, remote_home_workdir: tuple[str, Path]
+) -> None:
     tilde, expanded = remote_home_workdir
     path = write_stream(tmp_path, netns_hosts, workdirs={"h2": tilde})
     result = cli("up", str(path))
     assert result.returncode == 0, result.stderr
     status = wait_until(
-        lambda: (s := cli.status("stream3"))["components"][-1]["instances"][0]["received"] > 0
-        and s, what="messages reaching the sink")
+        lambda: (
+            (s := cli.status("stream3"))["components"][-1]["instances"][0]["received"] > 0 and s
+        ),
+        what="messages reaching the sink",
+    )
     by_host = collections.defaultdict(list)
     for comp in status["components"]:
         for row in comp["instances"]:
@@ -254,14 +270,14 @@ def test_unknown_host_key_refused_unless_accepted(
     assert all(h.address in recorded for h in netns_hosts.hosts)
 
 
-def test_remote_python_without_clusterduck(cli: CLI, netns_hosts: Cluster,
-                                           tmp_path: Path) -> None:
+def test_remote_python_without_clusterduck(cli: CLI, netns_hosts: Cluster, tmp_path: Path) -> None:
     venv = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     path = write_stream(tmp_path, netns_hosts, name="badpy")
     text = path.read_text().replace(
         f"    python: {sys.executable}\n    workdir: {netns_hosts['h2'].workdir}",
-        f"    python: {venv}/bin/python\n    workdir: {netns_hosts['h2'].workdir}")
+        f"    python: {venv}/bin/python\n    workdir: {netns_hosts['h2'].workdir}",
+    )
     path.write_text(text)
     result = cli("up", str(path))
     assert result.returncode == 2
@@ -279,9 +295,11 @@ def test_cut_link_shows_unreachable_and_force_down_cleans_rest(
     wait_until(lambda: cli.status("down1")["state"] == "running", what="running")
     netns_hosts["h3"].link_down()
     status = wait_until(
-        lambda: (s := cli.status("down1"))["state"] == "broken" and s, what="broken state")
-    h3_rows = [row for comp in status["components"] for row in comp["instances"]
-               if row["host"] == "h3"]
+        lambda: (s := cli.status("down1"))["state"] == "broken" and s, what="broken state"
+    )
+    h3_rows = [
+        row for comp in status["components"] for row in comp["instances"] if row["host"] == "h3"
+    ]
     assert h3_rows and all(row["state"] == "unreachable" for row in h3_rows)
 
     result = cli("down", "down1", "--force")

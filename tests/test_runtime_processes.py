@@ -180,8 +180,18 @@ def test_serializer_end_to_end(serializer: str) -> None:
     got = sorted(result.outputs["annotated"], key=lambda pair: pair[0])
     # Both codecs turn tuples into lists; everything else survives as it was.
     assert got == [
-        (i, {"id": i, "name": f"r{i}", "tags": ["a", "b"][: i % 3], "w": i / 4, "none": None,
-             "seen": True, "pair": [i, f"r{i}"]})
+        (
+            i,
+            {
+                "id": i,
+                "name": f"r{i}",
+                "tags": ["a", "b"][: i % 3],
+                "w": i / 4,
+                "none": None,
+                "seen": True,
+                "pair": [i, f"r{i}"],
+            },
+        )
         for i in range(50)
     ]
 
@@ -269,7 +279,8 @@ def test_a_bundled_input_that_runs_ahead_forever_does_not_stall() -> None:
     assert sorted(result.outputs["joined"]) == [(i, i) for i in range(0, count, 2)]
     (joined,) = instances(result, "joined")
     never_complete = joined["anomalies"].get("incomplete_bundle", 0) + joined["anomalies"].get(
-        "bundle_overflow", 0)
+        "bundle_overflow", 0
+    )
     assert never_complete == count // 2  # every odd id, counted once, memory bounded
 
 

@@ -108,8 +108,13 @@ def test_one_connection_is_reused(hosts) -> None:
 
 
 def test_explicit_host_fields_override_config(hosts, netns_hosts, ssh_home) -> None:
-    h1 = ssh(hosts, "x", Host(address=netns_hosts["h1"].address, user="root",
-                              identity_file=str(ssh_home.key), port=22))
+    h1 = ssh(
+        hosts,
+        "x",
+        Host(
+            address=netns_hosts["h1"].address, user="root", identity_file=str(ssh_home.key), port=22
+        ),
+    )
     assert h1.run(["id", "-un"]).stdout.strip() == "root"
 
 
@@ -134,8 +139,9 @@ def test_run_feeds_stdin(hosts) -> None:
 
 
 def test_run_sets_env(hosts) -> None:
-    result = ssh(hosts, "h1").run(["sh", "-c", 'printf %s "$FOO|$BAR"'],
-                                  env={"FOO": "a b 'c'", "BAR": "$HOME"})
+    result = ssh(hosts, "h1").run(
+        ["sh", "-c", 'printf %s "$FOO|$BAR"'], env={"FOO": "a b 'c'", "BAR": "$HOME"}
+    )
     assert result.stdout == "a b 'c'|$HOME"
 
 
@@ -262,9 +268,15 @@ def _tree(root: Path) -> set[str]:
 def test_ship_sends_only_changes(hosts, netns_hosts, tmp_path) -> None:
     code = tmp_path / "code"
     for rel, text in {
-        "main.py": "print(1)\n", "pkg/__init__.py": "", "pkg/mod.py": "X = 1\n",
-        "data/in.txt": "a\n", ".git/HEAD": "ref\n", "__pycache__/main.pyc": "x",
-        ".venv/bin/python": "x", "pkg/__pycache__/mod.cpython-311.pyc": "x", "junk.pyc": "x",
+        "main.py": "print(1)\n",
+        "pkg/__init__.py": "",
+        "pkg/mod.py": "X = 1\n",
+        "data/in.txt": "a\n",
+        ".git/HEAD": "ref\n",
+        "__pycache__/main.pyc": "x",
+        ".venv/bin/python": "x",
+        "pkg/__pycache__/mod.cpython-311.pyc": "x",
+        "junk.pyc": "x",
     }.items():
         (code / rel).parent.mkdir(parents=True, exist_ok=True)
         (code / rel).write_text(text)
@@ -275,8 +287,13 @@ def test_ship_sends_only_changes(hosts, netns_hosts, tmp_path) -> None:
     h1 = ssh(hosts, "h1")
 
     first = h1.ship(code, str(target))
-    assert sorted(first.sent) == ["data/in.txt", "main.py", "pkg/__init__.py", "pkg/mod.py",
-                                  "run.sh"]
+    assert sorted(first.sent) == [
+        "data/in.txt",
+        "main.py",
+        "pkg/__init__.py",
+        "pkg/mod.py",
+        "run.sh",
+    ]
     assert _tree(target) == set(first.sent)
     assert (target / "empty").is_dir()
     assert os.access(target / "run.sh", os.X_OK)

@@ -61,9 +61,12 @@ def problems(write_topology: WriteTopology, text: str, **kwargs: object) -> list
 def one(write_topology: WriteTopology, workers: str, spouts: str = "", hosts: str = "") -> Problem:
     """The single problem of a file with spout ``src`` plus the given YAML fragments."""
     text = (
-        "name: t\n" + textwrap.dedent(hosts)
-        + "spouts:\n- {name: src, entry: vmod:source}\n" + textwrap.dedent(spouts)
-        + "workers:\n" + textwrap.dedent(workers)
+        "name: t\n"
+        + textwrap.dedent(hosts)
+        + "spouts:\n- {name: src, entry: vmod:source}\n"
+        + textwrap.dedent(spouts)
+        + "workers:\n"
+        + textwrap.dedent(workers)
     )
     found = problems(write_topology, text)
     assert len(found) == 1, "\n".join(map(str, found))
@@ -73,102 +76,174 @@ def one(write_topology: WriteTopology, workers: str, spouts: str = "", hosts: st
 # Each case: the workers: fragment (its first line is line 5 of the file), expected
 # (line, component, message fragment).
 CASES = {
-    "duplicate name": ("""\
+    "duplicate name": (
+        """\
         - {name: a, entry: vmod:fn, inputs: [src]}
         - {name: a, entry: vmod:fn, inputs: [src]}
-        """, (6, "a", "duplicate name 'a'")),
-    "duplicate of a spout": ("""\
+        """,
+        (6, "a", "duplicate name 'a'"),
+    ),
+    "duplicate of a spout": (
+        """\
         - {name: src, entry: vmod:fn, inputs: [src]}
-        """, (5, "src", "duplicate name 'src'")),
-    "invalid name": ("""\
+        """,
+        (5, "src", "duplicate name 'src'"),
+    ),
+    "invalid name": (
+        """\
         - {name: Bad Name, entry: vmod:fn, inputs: [src]}
-        """, (5, "Bad Name", "invalid name 'Bad Name'")),
-    "unknown input": ("""\
+        """,
+        (5, "Bad Name", "invalid name 'Bad Name'"),
+    ),
+    "unknown input": (
+        """\
         - name: a
           entry: vmod:fn
           inputs: [src, scr]
-        """, (7, "a", "input 'scr' names no spout or worker")),
-    "self loop": ("""\
+        """,
+        (7, "a", "input 'scr' names no spout or worker"),
+    ),
+    "self loop": (
+        """\
         - {name: a, entry: vmod:fn, inputs: [a]}
-        """, (5, "a", "cycle: a → a")),
-    "parallelism below 1": ("""\
+        """,
+        (5, "a", "cycle: a → a"),
+    ),
+    "parallelism below 1": (
+        """\
         - {name: a, entry: vmod:fn, inputs: [src], parallelism: -1}
-        """, (5, "a", "parallelism must be at least 1")),
-    "no inputs": ("""\
+        """,
+        (5, "a", "parallelism must be at least 1"),
+    ),
+    "no inputs": (
+        """\
         - {name: a, entry: vmod:fn, inputs: []}
-        """, (5, "a", "a worker needs at least one input")),
-    "sequential multi-input": ("""\
+        """,
+        (5, "a", "a worker needs at least one input"),
+    ),
+    "sequential multi-input": (
+        """\
         - {name: b, entry: vmod:fn, inputs: [src]}
         - name: a
           entry: vmod:fn
           inputs: [src, b]
           sequential: true
-        """, (9, "a", "sequential on a worker with several inputs")),
-    "sequential parallel": ("""\
+        """,
+        (9, "a", "sequential on a worker with several inputs"),
+    ),
+    "sequential parallel": (
+        """\
         - name: a
           entry: vmod:fn
           inputs: [src]
           parallelism: 2
           sequential: true
-        """, (9, "a", "sequential needs parallelism: 1")),
-    "grouping key without key": ("""\
+        """,
+        (9, "a", "sequential needs parallelism: 1"),
+    ),
+    "grouping key without key": (
+        """\
         - name: a
           entry: vmod:fn
           inputs: [src]
           grouping: key
-        """, (8, "a", "grouping: key without key:")),
-    "key without grouping key": ("""\
+        """,
+        (8, "a", "grouping: key without key:"),
+    ),
+    "key without grouping key": (
+        """\
         - {name: a, entry: vmod:fn, inputs: [src], key: vmod:fn}
-        """, (5, "a", "key: is only used with grouping: key")),
-    "bundle arity function": ("""\
+        """,
+        (5, "a", "key: is only used with grouping: key"),
+    ),
+    "bundle arity function": (
+        """\
         - name: a
           entry: vmod:pair
           inputs: [src]
           bundle: true
-        """, (6, "a", "bundled worker has 1 inputs but vmod:pair takes 2")),
-    "bundle arity class": ("""\
+        """,
+        (6, "a", "bundled worker has 1 inputs but vmod:pair takes 2"),
+    ),
+    "bundle arity class": (
+        """\
         - {name: b, entry: vmod:fn, inputs: [src]}
         - name: a
           entry: vmod:Join
           inputs: [src, b]
           bundle: true
-        """, (7, "a", "bundled worker has 2 inputs but vmod:Join takes 3")),
-    "entry syntax error": ("""\
+        """,
+        (7, "a", "bundled worker has 2 inputs but vmod:Join takes 3"),
+    ),
+    "entry syntax error": (
+        """\
         - {name: a, entry: broken:oops, inputs: [src]}
-        """, (5, "a", "importing 'broken' failed (broken.py:1): SyntaxError")),
-    "entry dependency missing": ("""\
+        """,
+        (5, "a", "importing 'broken' failed (broken.py:1): SyntaxError"),
+    ),
+    "entry dependency missing": (
+        """\
         - {name: a, entry: needsdep:x, inputs: [src]}
-        """, (5, "a", "No module named 'not_installed_xyz'")),
-    "entry module missing": ("""\
+        """,
+        (5, "a", "No module named 'not_installed_xyz'"),
+    ),
+    "entry module missing": (
+        """\
         - {name: a, entry: nosuchmodule:x, inputs: [src]}
-        """, (5, "a", "no module 'nosuchmodule'")),
-    "entry attribute missing": ("""\
+        """,
+        (5, "a", "no module 'nosuchmodule'"),
+    ),
+    "entry attribute missing": (
+        """\
         - {name: a, entry: vmod:fm, inputs: [src]}
-        """, (5, "a", "'vmod' has no attribute 'fm'")),
-    "entry not callable": ("""\
+        """,
+        (5, "a", "'vmod' has no attribute 'fm'"),
+    ),
+    "entry not callable": (
+        """\
         - {name: a, entry: vmod:NOT_CALLABLE, inputs: [src]}
-        """, (5, "a", "is a int, not a function or class")),
-    "entry malformed": ("""\
+        """,
+        (5, "a", "is a int, not a function or class"),
+    ),
+    "entry malformed": (
+        """\
         - {name: a, entry: vmod.fn, inputs: [src]}
-        """, (5, "a", "entry 'vmod.fn' is not module:attr")),
-    "class instances not callable": ("""\
+        """,
+        (5, "a", "entry 'vmod.fn' is not module:attr"),
+    ),
+    "class instances not callable": (
+        """\
         - {name: a, entry: vmod:Mute, inputs: [src]}
-        """, (5, "a", "instances of Mute are not callable")),
-    "class args mismatch": ("""\
+        """,
+        (5, "a", "instances of Mute are not callable"),
+    ),
+    "class args mismatch": (
+        """\
         - name: a
           entry: vmod:Scale
           inputs: [src]
           args: {scael: 2}
-        """, (8, "a", "vmod:Scale(**args) fails")),
-    "plain worker arity": ("""\
+        """,
+        (8, "a", "vmod:Scale(**args) fails"),
+    ),
+    "plain worker arity": (
+        """\
         - {name: a, entry: vmod:pair, inputs: [src]}
-        """, (5, "a", "vmod:pair cannot be called with value")),
-    "key not importable": ("""\
+        """,
+        (5, "a", "vmod:pair cannot be called with value"),
+    ),
+    "key not importable": (
+        """\
         - {name: a, entry: vmod:fn, inputs: [src], grouping: key, key: vmod:nokey}
-        """, (5, "a", "'vmod' has no attribute 'nokey'")),
-    "key not callable": ("""\
+        """,
+        (5, "a", "'vmod' has no attribute 'nokey'"),
+    ),
+    "key not callable": (
+        """\
         - {name: a, entry: vmod:fn, inputs: [src], grouping: key, key: vmod:NOT_CALLABLE}
-        """, (5, "a", "not a function or class")),
+        """,
+        (5, "a", "not a function or class"),
+    ),
 }
 
 
@@ -182,48 +257,63 @@ def test_each_rejection_is_located(write_topology: WriteTopology, case: str) -> 
 
 
 def test_cycle_is_reported_once_naming_every_member(write_topology: WriteTopology) -> None:
-    problem = one(write_topology, """\
+    problem = one(
+        write_topology,
+        """\
         - {name: a, entry: vmod:pair, inputs: [src, c], bundle: true}
         - {name: b, entry: vmod:fn, inputs: [a]}
         - {name: c, entry: vmod:fn, inputs: [b]}
         - {name: d, entry: vmod:fn, inputs: [c]}
-        """)
+        """,
+    )
     assert (problem.line, problem.column, problem.component) == (5, 31, "a")
     assert problem.message == "cycle: a → b → c → a"
     assert "a, b, c" in problem.hint
 
 
 def test_spout_with_inputs(write_topology: WriteTopology) -> None:
-    problem = one(write_topology, "- {name: a, entry: vmod:fn, inputs: [src]}\n", spouts="""\
+    problem = one(
+        write_topology,
+        "- {name: a, entry: vmod:fn, inputs: [src]}\n",
+        spouts="""\
         - name: other
           entry: vmod:source
           inputs: [src]
-        """)
+        """,
+    )
     assert (problem.line, problem.component) == (6, "other")
     assert problem.message == "a spout takes no inputs"
 
 
 def test_undeclared_host(write_topology: WriteTopology) -> None:
-    problem = one(write_topology, """\
+    problem = one(
+        write_topology,
+        """\
         - {name: a, entry: vmod:fn, inputs: [src], host: [localhost, edge1]}
-        """, hosts="hosts:\n  edge2: {address: e2}\n")
+        """,
+        hosts="hosts:\n  edge2: {address: e2}\n",
+    )
     assert (problem.line, problem.column, problem.component) == (7, 62, "a")
     assert problem.message == "host 'edge1' is not declared under hosts:"
     assert problem.hint == "did you mean 'edge2'?"
 
 
 def test_localhost_and_declared_hosts_are_fine(write_topology: WriteTopology) -> None:
-    path = write_topology("""
+    path = write_topology(
+        """
         name: t
         hosts: {edge1: {address: e1}}
         spouts: [{name: src, entry: vmod:source, host: edge1}]
         workers: [{name: a, entry: vmod:fn, inputs: [src], host: [localhost, edge1]}]
-        """, MODULES)
+        """,
+        MODULES,
+    )
     assert load(path).topology.hosts_used() == ["edge1", "localhost"]
 
 
 def test_valid_features_pass(write_topology: WriteTopology) -> None:
-    path = write_topology("""
+    path = write_topology(
+        """
         name: t
         spouts:
           - {name: src, entry: vmod:source, args: {anything: 1}}
@@ -233,7 +323,9 @@ def test_valid_features_pass(write_topology: WriteTopology) -> None:
           - {name: m, entry: vmod:many, inputs: [src, src2], bundle: true, sequential: true}
           - {name: k, entry: vmod:fn, inputs: [m], grouping: key, key: vmod:fn, parallelism: 3}
           - {name: all, entry: vmod:fn, inputs: [k], grouping: all, parallelism: 2}
-        """, MODULES)
+        """,
+        MODULES,
+    )
     with pytest.raises(TopologyError) as info:
         load(path)
     # listing an input twice is legal for pydantic but certainly a mistake
@@ -282,21 +374,28 @@ def test_every_problem_in_one_run(write_topology: WriteTopology) -> None:
 
 
 def test_check_topology_on_a_model(write_topology: WriteTopology) -> None:
-    path = write_topology("""
+    path = write_topology(
+        """
         name: t
         spouts: [{name: src, entry: vmod:source}]
         workers: [{name: a, entry: vmod:fn, inputs: [src], sequential: true, parallelism: 2}]
-        """, MODULES)
+        """,
+        MODULES,
+    )
     with pytest.raises(TopologyError):
         load(path, import_entries=False)
     from clusterduck.topology import Topology
 
-    model = Topology.model_validate({
-        "name": "t", "spouts": [{"name": "s", "entry": "vmod:source"}],
-        "workers": [{"name": "w", "entry": "vmod:fn", "inputs": ["s", "nope"]}],
-    })
+    model = Topology.model_validate(
+        {
+            "name": "t",
+            "spouts": [{"name": "s", "entry": "vmod:source"}],
+            "workers": [{"name": "w", "entry": "vmod:fn", "inputs": ["s", "nope"]}],
+        }
+    )
     assert [p.message for p in check_topology(model, path.parent)] == [
-        "input 'nope' names no spout or worker"]
+        "input 'nope' names no spout or worker"
+    ]
 
 
 # -- entries -----------------------------------------------------------------------
@@ -339,8 +438,7 @@ def dags(draw: st.DrawFn) -> tuple[int, list[list[int]]]:
     total = draw(st.integers(spouts, 9))
     inputs = [[] for _ in range(spouts)]
     for node in range(spouts, total):
-        inputs.append(draw(st.lists(st.integers(0, node - 1), min_size=1, max_size=3,
-                                    unique=True)))
+        inputs.append(draw(st.lists(st.integers(0, node - 1), min_size=1, max_size=3, unique=True)))
     return spouts, inputs
 
 
@@ -350,7 +448,8 @@ def write_graph(path: Path, spouts: int, inputs: list[list[int]]) -> None:
     lines += ["workers:"] if len(inputs) > spouts else []
     lines += [
         f"  - {{name: n{i}, entry: m:f, inputs: [{', '.join(f'n{j}' for j in ins)}]}}"
-        for i, ins in enumerate(inputs) if i >= spouts
+        for i, ins in enumerate(inputs)
+        if i >= spouts
     ]
     path.write_text("\n".join(lines) + "\n")
 

@@ -16,8 +16,19 @@ from typing import Protocol
 __all__ = ["CommandResult", "HostConnection", "ShipReport", "SHIP_EXCLUDES"]
 
 # Never shipped with `code`: version control, caches and virtualenvs.
-SHIP_EXCLUDES = (".git", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache",
-                 ".pytest_cache", ".ruff_cache", "*.pyc", ".hypothesis", "env")
+SHIP_EXCLUDES = (
+    ".git",
+    "__pycache__",
+    ".venv",
+    "venv",
+    ".tox",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    "*.pyc",
+    ".hypothesis",
+    "env",
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,11 @@ class HostConnection(Protocol):
         """Open the connection (idempotent); raise a LaunchError subclass naming the host."""
 
     def run(
-        self, argv: list[str], *, stdin: bytes = b"", timeout: float = 60.0,
+        self,
+        argv: list[str],
+        *,
+        stdin: bytes = b"",
+        timeout: float = 60.0,
         env: dict[str, str] | None = None,
     ) -> CommandResult:
         """Run a command to completion (argv is quoted for the remote shell)."""

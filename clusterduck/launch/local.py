@@ -99,7 +99,7 @@ class LineStream(Iterator[str]):
         while True:
             newline = self._buffer.find(b"\n")
             if newline >= 0:
-                line, self._buffer = self._buffer[:newline], self._buffer[newline + 1:]
+                line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
                 return line.rstrip(b"\r").decode("utf-8", "replace")
             if self._done:
                 self.close()
@@ -165,14 +165,22 @@ class LocalHost:
         return merged
 
     def run(
-        self, argv: list[str], *, stdin: bytes = b"", timeout: float = 60.0,
+        self,
+        argv: list[str],
+        *,
+        stdin: bytes = b"",
+        timeout: float = 60.0,
         env: dict[str, str] | None = None,
     ) -> CommandResult:
         """Run ``argv`` to completion; a missing program gives exit 127 as a shell would."""
         try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=self._env(env), start_new_session=True,
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self._env(env),
+                start_new_session=True,
             )
         except FileNotFoundError as exc:
             return CommandResult(127, "", f"{argv[0]}: command not found ({exc.strerror})\n")
@@ -203,13 +211,19 @@ class LocalHost:
         if source == target:
             return ShipReport()
         if not source.is_dir():
-            raise LaunchError(self.name, f"code folder {str(source)!r} is not a directory",
-                              "fix `code:` in the topology file")
+            raise LaunchError(
+                self.name,
+                f"code folder {str(source)!r} is not a directory",
+                "fix `code:` in the topology file",
+            )
         try:
             return self._copy_tree(source, target)
         except OSError as exc:
-            raise LaunchError(self.name, f"cannot copy {source} to {target}: {exc}",
-                              "check permissions and free space of the target") from exc
+            raise LaunchError(
+                self.name,
+                f"cannot copy {source} to {target}: {exc}",
+                "check permissions and free space of the target",
+            ) from exc
 
     def _copy_tree(self, source: Path, target: Path) -> ShipReport:
         files, dirs = local_tree(source)
@@ -226,8 +240,12 @@ class LocalHost:
                 st = dest.lstat()
             except FileNotFoundError:
                 st = None
-            if (st is not None and stat.S_ISREG(st.st_mode) and st.st_size == info.size
-                    and st.st_mtime_ns == info.mtime_ns):
+            if (
+                st is not None
+                and stat.S_ISREG(st.st_mode)
+                and st.st_size == info.size
+                and st.st_mtime_ns == info.mtime_ns
+            ):
                 report.unchanged += 1
                 continue
             if st is not None and stat.S_ISDIR(st.st_mode):
@@ -261,8 +279,12 @@ class LocalHost:
         """Stream stdout lines of ``argv``; closing the stream kills the command."""
         try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL, env=self._env(env), start_new_session=True,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=self._env(env),
+                start_new_session=True,
             )
         except OSError as exc:
             raise LaunchError(self.name, f"cannot start {argv[0]!r}: {exc}") from exc

@@ -155,7 +155,8 @@ class SSHHost:
                 options = dict(config.lookup(alias))
             except (OSError, paramiko.SSHException) as exc:
                 raise LaunchError(
-                    self.name, f"cannot read {self.ssh_config_path}: {exc}",
+                    self.name,
+                    f"cannot read {self.ssh_config_path}: {exc}",
                     "fix the ssh config file (`ssh -G HOST` shows how ssh reads it)",
                 ) from exc
         hostname = str(options.get("hostname") or alias)
@@ -223,8 +224,7 @@ class SSHHost:
         if isinstance(exc, _UnknownHostKey):
             raise HostKeyRefused(
                 self.name,
-                f"unknown host key for {self._where_key(exc.hostname)}: "
-                f"{_fingerprint(exc.key)}",
+                f"unknown host key for {self._where_key(exc.hostname)}: {_fingerprint(exc.key)}",
                 f"if you trust this host, rerun with --accept-new-host-keys (it is then "
                 f"recorded in {self.known_hosts_path}), or add it yourself: "
                 f"ssh-keyscan -p {t.port} {t.hostname} >> {self.known_hosts_path}",
@@ -245,35 +245,37 @@ class SSHHost:
         ):
             raise AuthenticationFailed(
                 self.name,
-                f"{t.user}@{t.hostname} refused every key we offered ({self._tried_keys()}): "
-                f"{exc}",
+                f"{t.user}@{t.hostname} refused every key we offered ({self._tried_keys()}): {exc}",
                 f"add one of these keys' .pub to ~{t.user}/.ssh/authorized_keys on "
                 f"{t.hostname}, or set identity_file/user for host {self.name!r} "
                 "(or IdentityFile/User in ~/.ssh/config), or load the key into ssh-agent",
             ) from exc
-        hint = (f"check that {t.hostname} is up, sshd listens on port {t.port} and no "
-                "firewall is in the way (try `ssh -v` with the same host)")
+        hint = (
+            f"check that {t.hostname} is up, sshd listens on port {t.port} and no "
+            "firewall is in the way (try `ssh -v` with the same host)"
+        )
         if isinstance(exc, socket.gaierror):
             raise HostUnreachable(
-                self.name, f"cannot resolve {t.hostname!r}: {exc.strerror or exc}",
+                self.name,
+                f"cannot resolve {t.hostname!r}: {exc.strerror or exc}",
                 "fix the host's address (or HostName in ~/.ssh/config)",
             ) from exc
         if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
             reasons = "; ".join(sorted({e.strerror or str(e) for e in exc.errors.values()}))
-            raise HostUnreachable(self.name, f"cannot connect to {addr}: {reasons}", hint) \
-                from exc
+            raise HostUnreachable(self.name, f"cannot connect to {addr}: {reasons}", hint) from exc
         if isinstance(exc, (TimeoutError, socket.timeout)):
             raise HostUnreachable(
-                self.name, f"connecting to {addr} timed out after {self.connect_timeout:g}s",
+                self.name,
+                f"connecting to {addr} timed out after {self.connect_timeout:g}s",
                 hint,
             ) from exc
         if isinstance(exc, OSError):
             reason = exc.strerror or str(exc) or type(exc).__name__
-            raise HostUnreachable(self.name, f"cannot connect to {addr}: {reason}", hint) \
-                from exc
+            raise HostUnreachable(self.name, f"cannot connect to {addr}: {reason}", hint) from exc
         if isinstance(exc, (paramiko.SSHException, EOFError)):
             raise HostUnreachable(
-                self.name, f"SSH handshake with {addr} failed: {exc or type(exc).__name__}",
+                self.name,
+                f"SSH handshake with {addr} failed: {exc or type(exc).__name__}",
                 hint,
             ) from exc
 
@@ -313,12 +315,14 @@ class SSHHost:
             return self._transport().open_session(timeout=self.connect_timeout)
         except paramiko.ChannelException as exc:
             raise LaunchError(
-                self.name, f"sshd on {self._where()} refused a new session: {exc}",
+                self.name,
+                f"sshd on {self._where()} refused a new session: {exc}",
                 "too many sessions on one connection? raise MaxSessions in its sshd_config",
             ) from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise HostUnreachable(
-                self.name, f"lost the SSH connection to {self._where()}: {exc}",
+                self.name,
+                f"lost the SSH connection to {self._where()}: {exc}",
                 "check the host and the network, then retry",
             ) from exc
 
@@ -329,14 +333,21 @@ class SSHHost:
             return shlex.join(argv)
         bad = [k for k in env if not _ENV_NAME.match(k)]
         if bad:
-            raise LaunchError(self.name, f"invalid environment variable name(s): {bad}",
-                              "use letters, digits and underscores")
+            raise LaunchError(
+                self.name,
+                f"invalid environment variable name(s): {bad}",
+                "use letters, digits and underscores",
+            )
         return shlex.join(["env", *(f"{k}={v}" for k, v in env.items()), *argv])
 
     # -- commands --------------------------------------------------------------------
 
     def run(
-        self, argv: list[str], *, stdin: bytes = b"", timeout: float = 60.0,
+        self,
+        argv: list[str],
+        *,
+        stdin: bytes = b"",
+        timeout: float = 60.0,
         env: dict[str, str] | None = None,
     ) -> CommandResult:
         """Run ``argv`` remotely to completion, feeding ``stdin``; never waits past timeout."""
@@ -346,8 +357,9 @@ class SSHHost:
             return self._exchange(chan, command, stdin, timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise HostUnreachable(
-                self.name, f"lost the SSH connection to {self._where()} while running "
-                f"{command!r}: {exc}", "check the host and the network, then retry",
+                self.name,
+                f"lost the SSH connection to {self._where()} while running {command!r}: {exc}",
+                "check the host and the network, then retry",
             ) from exc
         finally:
             chan.close()
@@ -382,7 +394,8 @@ class SSHHost:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LaunchError(
-                    self.name, f"command {command!r} did not finish within {timeout:g}s",
+                    self.name,
+                    f"command {command!r} did not finish within {timeout:g}s",
                     "raise the timeout, or check why the command blocks on that host",
                 )
             if chan.eof_received:  # output is over; only the exit status is missing
@@ -392,7 +405,8 @@ class SSHHost:
         transport = chan.get_transport()
         if chan.exit_status == -1 and (transport is None or not transport.is_active()):
             raise HostUnreachable(
-                self.name, f"connection to {self._where()} dropped while running {command!r}",
+                self.name,
+                f"connection to {self._where()} dropped while running {command!r}",
                 "check the host and the network, then retry",
             )
         return CommandResult(
@@ -416,7 +430,8 @@ class SSHHost:
         except (paramiko.SSHException, EOFError, OSError) as exc:
             chan.close()
             raise HostUnreachable(
-                self.name, f"cannot start {command!r} on {self._where()}: {exc}",
+                self.name,
+                f"cannot start {command!r} on {self._where()}: {exc}",
                 "check the host and the network, then retry",
             ) from exc
         return LineStream(lambda: chan.recv(_CHUNK), chan.close)
@@ -432,7 +447,8 @@ class SSHHost:
                     self._sftp = self._client.open_sftp()
                 except (paramiko.SSHException, EOFError, OSError) as exc:
                     raise LaunchError(
-                        self.name, f"cannot open SFTP on {self._where()}: {exc}",
+                        self.name,
+                        f"cannot open SFTP on {self._where()}: {exc}",
                         "enable it in the host's sshd_config: `Subsystem sftp internal-sftp`",
                     ) from exc
             return self._sftp
@@ -448,8 +464,11 @@ class SSHHost:
         if path.startswith("~/"):
             path = path[2:]
         elif path.startswith("~"):
-            raise LaunchError(self.name, f"cannot expand {path!r}: only ~ and ~/… are supported",
-                              "use an absolute path or one under ~/")
+            raise LaunchError(
+                self.name,
+                f"cannot expand {path!r}: only ~ and ~/… are supported",
+                "use an absolute path or one under ~/",
+            )
         return posixpath.normpath(posixpath.join(self._home, path))
 
     def read_file(self, path: str) -> bytes | None:
@@ -466,8 +485,11 @@ class SSHHost:
             except OSError as exc:
                 if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                     return None
-                raise LaunchError(self.name, f"cannot read {full!r} on {self._where()}: {exc}",
-                                  "check the path and its permissions on that host") from exc
+                raise LaunchError(
+                    self.name,
+                    f"cannot read {full!r} on {self._where()}: {exc}",
+                    "check the path and its permissions on that host",
+                ) from exc
 
     def ship(self, local_dir: Path, remote_dir: str) -> ShipReport:
         """Mirror ``local_dir`` (minus SHIP_EXCLUDES) into ``remote_dir``, sending only changes.
@@ -478,8 +500,11 @@ class SSHHost:
         """
         source = Path(local_dir).expanduser().resolve()
         if not source.is_dir():
-            raise LaunchError(self.name, f"code folder {str(source)!r} is not a directory",
-                              "fix `code:` in the topology file")
+            raise LaunchError(
+                self.name,
+                f"code folder {str(source)!r} is not a directory",
+                "fix `code:` in the topology file",
+            )
         with self._lock:
             sftp = self._sftp_client()
             root = self._remote_path(sftp, remote_dir)
@@ -487,7 +512,8 @@ class SSHHost:
                 return self._mirror(sftp, source, root)
             except OSError as exc:
                 raise LaunchError(
-                    self.name, f"shipping {source} to {self._where()}:{root} failed: {exc}",
+                    self.name,
+                    f"shipping {source} to {self._where()}:{root} failed: {exc}",
                     "check permissions and free space on that host",
                 ) from exc
 
@@ -504,9 +530,13 @@ class SSHHost:
         for rel, info in files.items():
             mtime = info.mtime_ns // 1_000_000_000
             attrs = there_files.get(rel)
-            if (attrs is not None and attrs.st_mode is not None
-                    and stat.S_ISREG(attrs.st_mode) and attrs.st_size == info.size
-                    and attrs.st_mtime == mtime):
+            if (
+                attrs is not None
+                and attrs.st_mode is not None
+                and stat.S_ISREG(attrs.st_mode)
+                and attrs.st_size == info.size
+                and attrs.st_mtime == mtime
+            ):
                 report.unchanged += 1
                 continue
             if rel in there_dirs:

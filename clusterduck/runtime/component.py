@@ -49,7 +49,9 @@ def message_failed(
     metrics.last_error = f"seq {seq}: {where}{type(exc).__name__}: {exc}"
     log.error(
         "%s raised on seq %d%s (message dropped):\n%s",
-        component, seq, f" in {where.rstrip(': ')}" if where else "",
+        component,
+        seq,
+        f" in {where.rstrip(': ')}" if where else "",
         "".join(traceback.format_exception(exc)).rstrip(),
     )
     if stop:

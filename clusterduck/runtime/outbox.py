@@ -45,7 +45,11 @@ class Output:
 
 class Outbox:
     def __init__(
-        self, outputs: list[Output], codec: Codec, header: bytes, eos: bytes,
+        self,
+        outputs: list[Output],
+        codec: Codec,
+        header: bytes,
+        eos: bytes,
         on_error: OnError,
     ) -> None:
         self.outputs = outputs

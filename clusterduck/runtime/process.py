@@ -184,19 +184,30 @@ class ComponentProcess:
         missing = self.transport.wait_connected(labels, CONNECT_TIMEOUT)
         if missing:
             raise ConnectionError(
-                "could not reach downstream " + ", ".join(labels[s] for s in missing)
+                "could not reach downstream "
+                + ", ".join(labels[s] for s in missing)
                 + f" within {CONNECT_TIMEOUT:g}s (a firewall, or a host address that other "
                 "hosts cannot reach? set hosts.<name>.address)"
             )
-        stop = (self.topology.on_error_of(self.component)
-                if isinstance(self.component, Worker) else self.topology.settings.on_error)
+        stop = (
+            self.topology.on_error_of(self.component)
+            if isinstance(self.component, Worker)
+            else self.topology.settings.on_error
+        )
 
         def failed(seq: int, exc: Exception) -> None:
-            message_failed(self.name, seq, exc, self.metrics, stop=stop == "stop",
-                           where="routing or encoding: ")
+            message_failed(
+                self.name,
+                seq,
+                exc,
+                self.metrics,
+                stop=stop == "stop",
+                where="routing or encoding: ",
+            )
 
-        return Outbox(outputs, self.codec, data_header(me, self.index),
-                      eos_header(me, self.index), failed)
+        return Outbox(
+            outputs, self.codec, data_header(me, self.index), eos_header(me, self.index), failed
+        )
 
     def wait_room(self, sockets: list[Socket]) -> None:
         """Block on a full downstream, still answering the supervisor."""
@@ -248,7 +259,10 @@ class ComponentProcess:
     def run_worker(self, code: UserCode) -> None:
         assert isinstance(self.component, Worker)
         logic = self.logic = WorkerLogic(
-            self.component, self.topology, code.call, metrics=self.metrics,
+            self.component,
+            self.topology,
+            code.call,
+            metrics=self.metrics,
             anomalies=self.anomalies,
         )
         outbox = self.outbox
@@ -282,8 +296,9 @@ class ComponentProcess:
             timeout = self._next_report - now
             if deadline is not None:
                 timeout = min(timeout, deadline - now)
-            readable, _ = poll([self.control, *(inbox_of[n] for n in reading)],
-                               timeout=max(0.0, timeout))
+            readable, _ = poll(
+                [self.control, *(inbox_of[n] for n in reading)], timeout=max(0.0, timeout)
+            )
             heard: set[str] = set()
             for sock in readable:
                 if sock is self.control:
@@ -301,8 +316,14 @@ class ComponentProcess:
                 starving = time.monotonic() - starved_since > PAUSE_GRACE
         outbox.emit(logic.finish())
 
-    def _read_burst(self, sock: Socket, logic: WorkerLogic, outbox: Outbox,
-                    senders: dict[str, set[str]], open_inputs: set[str]) -> None:
+    def _read_burst(
+        self,
+        sock: Socket,
+        logic: WorkerLogic,
+        outbox: Outbox,
+        senders: dict[str, set[str]],
+        open_inputs: set[str],
+    ) -> None:
         """Up to READ_BURST frames from one inbox, stopping when output backs up."""
         name = self.inboxes[sock]
         for _ in range(READ_BURST):
@@ -321,8 +342,12 @@ class ComponentProcess:
             except Exception as exc:  # noqa: BLE001 - a peer's bad frame must not kill us
                 self.metrics.errors += 1
                 self.metrics.last_error = f"undecodable frame from {header[1:].decode()}: {exc}"
-                log.error("%s: dropped an undecodable frame from %s: %s",
-                          self.name, header[1:].decode(), exc)
+                log.error(
+                    "%s: dropped an undecodable frame from %s: %s",
+                    self.name,
+                    header[1:].decode(),
+                    exc,
+                )
                 continue
             outbox.emit(logic.feed(name, batch))
             if not outbox.flush():

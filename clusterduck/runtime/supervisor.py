@@ -125,7 +125,9 @@ class Supervisor:
         }
         if restart:
             proc_spec.update(
-                ports=inst.ports, wiring=self.wiring, start=True,
+                ports=inst.ports,
+                wiring=self.wiring,
+                start=True,
                 ended=sorted(set(inst.report.get("ended", [])) | self.finished_upstreams(inst)),
             )
         env = {**os.environ, **self.spec.get("env", {}), "PYTHONUNBUFFERED": "1"}
@@ -133,10 +135,18 @@ class Supervisor:
         try:
             with open(inst.log_path, "ab") as logfile:
                 inst.popen = subprocess.Popen(
-                    [sys.executable, "-m", "clusterduck.runtime.process",
-                     *topology_marker(self.topology.name), inst.name],
-                    stdin=subprocess.PIPE, stdout=logfile, stderr=subprocess.STDOUT,
-                    cwd=self.spec["code_dir"], env=env,
+                    [
+                        sys.executable,
+                        "-m",
+                        "clusterduck.runtime.process",
+                        *topology_marker(self.topology.name),
+                        inst.name,
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=logfile,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.spec["code_dir"],
+                    env=env,
                 )
             assert inst.popen.stdin is not None
             inst.popen.stdin.write(json.dumps(proc_spec).encode())
@@ -149,8 +159,12 @@ class Supervisor:
         inst.state = "starting"
         if not restart:
             inst.ready = False
-        log.info("started %s (pid %d)%s", inst.name, inst.popen.pid,
-                 f", restart {inst.restarts}" if restart else "")
+        log.info(
+            "started %s (pid %d)%s",
+            inst.name,
+            inst.popen.pid,
+            f", restart {inst.restarts}" if restart else "",
+        )
 
     def finished_upstreams(self, inst: Instance) -> set[str]:
         """Upstream instances that already finished: their end of stream may have died
@@ -184,8 +198,11 @@ class Supervisor:
                 done_hosts.add(peer)
             else:
                 rows.extend(answer.get("instances", []))
-        finished = {f"{r['component']}/{r['index']}" for r in rows
-                    if r["component"] in inputs and r["state"] == "finished"}
+        finished = {
+            f"{r['component']}/{r['index']}"
+            for r in rows
+            if r["component"] in inputs and r["state"] == "finished"
+        }
         if done_hosts:  # every instance of a gone supervisor is done
             answered = {f"{r['component']}/{r['index']}" for r in rows}
             for name in inputs:
@@ -288,8 +305,7 @@ class Supervisor:
         for peer in self.peers:
             if peer != self.control.endpoint:
                 # In the background: the loop keeps answering while peers are told.
-                threading.Thread(target=self._tell_abort, args=(peer, reason),
-                                 daemon=True).start()
+                threading.Thread(target=self._tell_abort, args=(peer, reason), daemon=True).start()
         self.kill_all()
 
     def _tell_abort(self, peer: str, reason: str) -> None:
@@ -385,7 +401,9 @@ class Supervisor:
         if failed:
             inst = failed[0]
             return {
-                "ok": False, "component": inst.name, "error": inst.error or "failed to start",
+                "ok": False,
+                "component": inst.name,
+                "error": inst.error or "failed to start",
                 "log_tail": _tail(inst.log_path, 30),
             }
         insts = list(self.instances.values())
@@ -394,11 +412,15 @@ class Supervisor:
         if op == "wire" and all(i.ready for i in insts):
             return {"ok": True}
         if expired:
-            slow = [i.name for i in insts
-                    if not (i.ready if op == "wire" else i.name in self.greeted)]
-            return {"ok": False, "component": ", ".join(slow),
-                    "error": f"no {op} answer in time from " + ", ".join(slow),
-                    "log_tail": _tail(self.instances[slow[0]].log_path, 30) if slow else ""}
+            slow = [
+                i.name for i in insts if not (i.ready if op == "wire" else i.name in self.greeted)
+            ]
+            return {
+                "ok": False,
+                "component": ", ".join(slow),
+                "error": f"no {op} answer in time from " + ", ".join(slow),
+                "log_tail": _tail(self.instances[slow[0]].log_path, 30) if slow else "",
+            }
         return None
 
     # -- main loop -------------------------------------------------------------------
@@ -414,8 +436,10 @@ class Supervisor:
                     self.on_request(frames[0], json.loads(frames[-1]))
             self.check_children()
             self.answer_waiters()
-            if self.instances and all(i.done for i in self.instances.values()) and (
-                self.started or self.failure or self.stopping
+            if (
+                self.instances
+                and all(i.done for i in self.instances.values())
+                and (self.started or self.failure or self.stopping)
             ):
                 break
             if not self.instances and self.stopping:
@@ -441,16 +465,39 @@ class Supervisor:
 
 
 # What a process's own report fills in a status row.
-_REPORTED = ("received", "emitted", "errors", "anomalies", "backlog", "blocked_seconds",
-             "rate", "uptime")
+_REPORTED = (
+    "received",
+    "emitted",
+    "errors",
+    "anomalies",
+    "backlog",
+    "blocked_seconds",
+    "rate",
+    "uptime",
+)
 
 
 def instance_row(component: str, index: int, host: str, state: str) -> dict[str, Any]:
     """One instance in ``status`` (the documented ``--json`` row), before any report."""
-    return {"component": component, "index": index, "host": host, "pid": None,
-            "state": state, "endpoint": None, "received": 0, "emitted": 0, "errors": 0,
-            "anomalies": {}, "backlog": 0, "blocked_seconds": 0.0, "rate": 0.0,
-            "restarts": 0, "lost": 0, "uptime": 0.0, "last_error": None}
+    return {
+        "component": component,
+        "index": index,
+        "host": host,
+        "pid": None,
+        "state": state,
+        "endpoint": None,
+        "received": 0,
+        "emitted": 0,
+        "errors": 0,
+        "anomalies": {},
+        "backlog": 0,
+        "blocked_seconds": 0.0,
+        "rate": 0.0,
+        "restarts": 0,
+        "lost": 0,
+        "uptime": 0.0,
+        "last_error": None,
+    }
 
 
 def _describe_exit(code: int) -> str:
@@ -518,14 +565,19 @@ def _daemonize_and_run(spec: dict[str, Any]) -> int:
     os.dup2(logfd, 1)
     os.dup2(logfd, 2)
     logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO,
+        stream=sys.stderr,
+        level=logging.INFO,
         format=f"%(asctime)s %(levelname)s [supervisor {spec['host']}] %(message)s",
     )
     sup: Supervisor | None = None
     try:
         sup = Supervisor(spec)
-        ready = {"control": sup.control.endpoint, "pid": os.getpid(),
-                 "run_dir": spec["run_dir"], "code_dir": spec["code_dir"]}
+        ready = {
+            "control": sup.control.endpoint,
+            "pid": os.getpid(),
+            "run_dir": spec["run_dir"],
+            "code_dir": spec["code_dir"],
+        }
         os.write(write_fd, (json.dumps(ready) + "\n").encode())
         os.close(write_fd)
         sup.run()

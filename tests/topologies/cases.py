@@ -52,8 +52,9 @@ def keyed(dispatch: Dispatch, count: int = 3000, keys: int = 40) -> None:
 def records(dispatch: Dispatch, count: int = 50) -> None:
     """Nested values every serializer can carry: dicts, lists, strings, floats, None."""
     for i in range(count):
-        dispatch(i, {"id": i, "name": f"r{i}", "tags": ["a", "b"][: i % 3], "w": i / 4,
-                     "none": None})
+        dispatch(
+            i, {"id": i, "name": f"r{i}", "tags": ["a", "b"][: i % 3], "w": i / 4, "none": None}
+        )
 
 
 async def async_count(dispatch: Callable[[int, Any], Awaitable[None]], count: int = 500) -> None:
@@ -62,8 +63,9 @@ async def async_count(dispatch: Callable[[int, Any], Awaitable[None]], count: in
         await dispatch(i, i * 3)
 
 
-def with_gap(dispatch: Dispatch, marker: str, missing: int = 10, count: int = 20,
-             wait: float = 20.0) -> None:
+def with_gap(
+    dispatch: Dispatch, marker: str, missing: int = 10, count: int = 20, wait: float = 20.0
+) -> None:
     """Ids 0..count-1 without ``missing``; after ``missing + 1`` it waits (up to ``wait``
     seconds) for the sequential worker to write ``marker`` — which it can only do once
     ``gap_timeout`` skipped the gap, since this stream is still open — then sends the
