@@ -2,9 +2,15 @@
 
 The public face: load and validate a topology file, ask a running component who it is,
 run a topology in your own tests (``clusterduck.testing``), and the error tree.
+
+The topology models are loaded on first use (module ``__getattr__``): the processes that
+run on hosts import ``clusterduck.runtime`` through this package, and must not pay for
+pydantic.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -17,7 +23,12 @@ from .exceptions import (  # noqa: E402
     TopologyError,
 )
 from .runtime.context import InstanceContext, context  # noqa: E402
-from .topology import Host, Settings, Spout, Topology, Worker  # noqa: E402
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .loader import TopologyFile
+    from .topology import Host, Settings, Spout, Topology, Worker
 
 __all__ = [
     "ClusterduckError",
@@ -37,8 +48,18 @@ __all__ = [
     "load",
 ]
 
+_MODELS = ("Host", "Settings", "Spout", "Topology", "Worker")
 
-def load(path, *, import_entries: bool = True):  # type: ignore[no-untyped-def]
+
+def __getattr__(name: str) -> Any:
+    if name in _MODELS:
+        from . import topology
+
+        return getattr(topology, name)
+    raise AttributeError(f"module 'clusterduck' has no attribute {name!r}")
+
+
+def load(path: str | Path, *, import_entries: bool = True) -> TopologyFile:
     """Load and validate a topology file (see ``clusterduck.loader.load``)."""
     from .loader import load as _load
 

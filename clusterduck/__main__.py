@@ -1,5 +1,5 @@
 """`python -m clusterduck` is the `clusterduck` command."""
 
-from .cli import main
+from .cli.app import main
 
 main()

@@ -16,25 +16,48 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import __version__
 from .exceptions import (
     ClusterduckError,
     ControlTimeout,
     LaunchError,
+    ProtocolError,
     RemotePythonError,
     StartFailed,
     StateError,
 )
 from .launch.base import HostConnection
 from .launch.local import LocalHost
-from .loader import TopologyFile
-from .runtime.procfs import pid_alive
-from .runtime.supervisor import instance_row, sweep, topology_marker
-from .runtime.transport import CurveKeys, generate_curve_keys, request
+from .protocol import (
+    LOCALHOST,
+    ComponentStatus,
+    ControlRequest,
+    CurveKeys,
+    HostStatus,
+    InstanceStatus,
+    Op,
+    RunLayout,
+    State,
+    StepReply,
+    SupervisorReady,
+    SupervisorSpec,
+    TopologySpec,
+    TopologyStatus,
+    Wiring,
+    decode_json,
+    topology_marker,
+)
+from .runtime.procfs import pid_alive, sweep
+from .runtime.transport import generate_curve_keys, request
 from .state import HostRecord, TopologyRecord, clusterduck_home, load_all
-from .topology import LOCALHOST, Host, Topology
+
+if TYPE_CHECKING:
+    from .loader import TopologyFile
+    from .topology import Host
+
+T = TypeVar("T")
 
 __all__ = ["Progress", "Cluster", "start", "topology_status"]
 
@@ -50,13 +73,14 @@ def _no_progress(host: str, step: str, detail: str = "") -> None:
 
 
 def open_connection(
-    name: str, host: Host, *, accept_new_host_keys: bool = False, remote: bool = True
+    name: str, host: Host | None, *, accept_new_host_keys: bool = False, remote: bool = True
 ) -> HostConnection:
     if not remote:
         return LocalHost()
     from .launch.ssh import SSHHost  # paramiko is imported only when a host is remote
+    from .topology import Host
 
-    return SSHHost(name, host, accept_new_host_keys=accept_new_host_keys)
+    return SSHHost(name, host or Host(), accept_new_host_keys=accept_new_host_keys)
 
 
 class Cluster:
@@ -73,92 +97,88 @@ class Cluster:
             rec = self.record.hosts[host]
             self._conns[host] = open_connection(
                 host,
-                Host(**rec.connect),
+                _host_model(rec.connect) if rec.remote else None,
                 remote=rec.remote,
                 accept_new_host_keys=self.accept_new_host_keys,
             )
         return self._conns[host]
 
     def request(
-        self, host: str, message: dict[str, Any], timeout: float | None = None
+        self, host: str, message: ControlRequest, timeout: float | None = None
     ) -> dict[str, Any]:
+        """One control request to ``host``'s supervisor; its raw JSON answer."""
         rec = self.record.hosts[host]
         if timeout is None:
             timeout = REMOTE_REQUEST_TIMEOUT if rec.remote else LOCAL_REQUEST_TIMEOUT
-        return request(rec.control, message, timeout=timeout, curve=self.curve)
+        return request(rec.control, message.to_dict(), timeout=timeout, curve=self.curve)
 
-    def each(self, fn: Callable[[str], Any]) -> dict[str, Any]:
+    def each(self, fn: Callable[[str], T]) -> dict[str, T | Exception]:
         """``fn(host)`` for every host with a supervisor, in parallel (see in_parallel)."""
         return in_parallel([h for h, r in self.record.hosts.items() if r.control], fn)
 
     # -- status ----------------------------------------------------------------------
 
-    def host_status(self, host: str) -> dict[str, Any]:
+    def host_status(self, host: str) -> HostStatus:
         rec = self.record.hosts[host]
         if not rec.remote and not pid_alive(rec.pid):
             return self._final_or_lost(host, "supervisor process is gone")
         try:
-            return self.request(host, {"op": "status"})
+            return HostStatus.from_dict(self.request(host, ControlRequest(Op.STATUS)))
         except ControlTimeout:
             return self._final_or_lost(host, "supervisor does not answer")
 
-    def _final_or_lost(self, host: str, why: str) -> dict[str, Any]:
+    def _final_or_lost(self, host: str, why: str) -> HostStatus:
         rec = self.record.hosts[host]
         try:
-            data = self.conn(host).read_file(f"{rec.run_dir}/final.json")
+            data = self.conn(host).read_file(RunLayout(rec.run_dir).final_status)
         except ClusterduckError:
             data = None
         if data:
-            return json.loads(data)
-        return {
-            "host": host,
-            "pid": rec.pid,
-            "state": "unreachable",
-            "failure": why,
-            "instances": [],
-        }
+            try:
+                return HostStatus.from_dict(decode_json(data))
+            except ProtocolError as exc:
+                why = f"{why}; its final status is unreadable ({exc})"
+        return HostStatus(host, State.UNREACHABLE, rec.pid, why)
 
-    def status(self) -> dict[str, Any]:
-        topo = Topology.model_validate(self.record.topology)
+    def status(self) -> TopologyStatus:
+        """The whole topology now, every host asked in parallel (``status --json``)."""
+        spec = self.record.spec
         per_host = self.each(self.host_status)
-        by_instance: dict[tuple[str, int], dict[str, Any]] = {}
-        host_states: dict[str, str] = {}
+        by_instance: dict[tuple[str, int], InstanceStatus] = {}
+        host_states: dict[str, State] = {}
         problems: list[str] = []
         for host, result in per_host.items():
             if isinstance(result, Exception):
-                result = {"state": "unreachable", "failure": str(result), "instances": []}
-            host_states[host] = result["state"]
-            if result.get("failure"):
-                problems.append(f"{host}: {result['failure']}")
-            for row in result.get("instances", []):
-                by_instance[(row["component"], row["index"])] = row
+                result = HostStatus(host, State.UNREACHABLE, None, str(result))
+            host_states[host] = result.state
+            if result.failure:
+                problems.append(f"{host}: {result.failure}")
+            for row in result.instances:
+                by_instance[(row.component, row.index)] = row
         components = []
-        for comp in topo.components:
+        for comp in spec.components:
             rows = []
             for i in range(comp.parallelism):
                 host = comp.host_of(i)
-                row = by_instance.get((comp.name, i)) or instance_row(
-                    comp.name,
-                    i,
-                    host,
-                    "unreachable" if host_states.get(host) == "unreachable" else "starting",
+                unreachable = host_states.get(host) is State.UNREACHABLE
+                row = by_instance.get((comp.name, i)) or InstanceStatus(
+                    comp.name, i, host, State.UNREACHABLE if unreachable else State.STARTING
                 )
-                row = {k: v for k, v in row.items() if k != "component"}
                 rows.append(row)
-            components.append({"name": comp.name, "kind": comp.kind, "instances": rows})
-        return {
-            "name": self.record.name,
-            "state": _overall(host_states, self.record.status),
-            "hosts": host_states,
-            "problems": problems,
-            "components": components,
-        }
+            components.append(ComponentStatus(comp.name, comp.kind, tuple(rows)))
+        return TopologyStatus(
+            name=self.record.name,
+            state=_overall(host_states, State.parse(self.record.status)),
+            hosts=host_states,
+            problems=tuple(problems),
+            components=tuple(components),
+        )
 
     # -- stopping --------------------------------------------------------------------
 
-    def stop(self, timeout: float, *, force: bool = False) -> dict[str, Any]:
+    def stop(self, timeout: float, *, force: bool = False) -> TopologyStatus:
         """Graceful drain (unless force), then kill what is left and sweep every host."""
-        final: dict[str, Any] | None = None
+        final: TopologyStatus | None = None
         if not force:
             self.each(self._ask_stop)
             deadline = time.monotonic() + timeout
@@ -166,7 +186,7 @@ class Cluster:
                 final = self.status()
                 # Done when no host still runs anything that could drain: an unreachable
                 # host or a lost supervisor cannot drain, waiting would only cost time.
-                if all(s in ("finished", "failed", "unreachable") for s in final["hosts"].values()):
+                if all(s.ended or s is State.UNREACHABLE for s in final.hosts.values()):
                     break
                 time.sleep(0.3)
         if final is None:
@@ -174,11 +194,34 @@ class Cluster:
         self.each(self._kill_host)
         return final
 
+    def down(self, timeout: float, *, force: bool = False) -> TopologyStatus:
+        """``stop``, then record how the topology ended: ``failed``, ``finished``, or
+        ``stopped`` when it was still running."""
+        final = self.stop(timeout, force=force)
+        record = self.record
+        if final.state is State.FAILED:
+            record.status = State.FAILED.value
+        elif record.status != State.FINISHED.value:  # still running: `down` stopped it
+            record.status = State.STOPPED.value
+        final = final.replace(state=State(record.status))
+        record.final = final.to_dict()
+        record.save()
+        return final
+
+    def settle(self, status: TopologyStatus) -> TopologyStatus:
+        """Record an ended status as the record's final one (once); returns it."""
+        record = self.record
+        if status.state in (State.FINISHED, State.FAILED) and record.active:
+            record.status = status.state.value
+            record.final = status.to_dict()
+            record.save()
+        return status
+
     def _ask_stop(self, host: str) -> None:
         rec = self.record.hosts[host]
         if rec.remote or pid_alive(rec.pid):
             try:
-                self.request(host, {"op": "stop"})
+                self.request(host, ControlRequest(Op.STOP))
             except ClusterduckError:
                 pass  # status will show the host unreachable; kill still sweeps it
 
@@ -186,7 +229,7 @@ class Cluster:
         rec = self.record.hosts[host]
         if rec.remote or pid_alive(rec.pid):
             try:
-                self.request(host, {"op": "kill"}, timeout=2.0)
+                self.request(host, ControlRequest(Op.KILL), timeout=2.0)
             except ClusterduckError:
                 pass
         if not rec.remote:
@@ -213,19 +256,26 @@ class Cluster:
         self._conns.clear()
 
 
-def _overall(host_states: dict[str, str], recorded: str) -> str:
+def _overall(host_states: dict[str, State], recorded: State) -> State:
     states = set(host_states.values())
     if not states:
         return recorded
-    if "unreachable" in states:
-        return "broken" if recorded in ("starting", "running") else recorded
-    if states <= {"finished"}:
-        return "finished"
-    if "failed" in states:
-        return "failed" if states <= {"finished", "failed"} else "failing"
-    if recorded == "stopped":
-        return "stopped"
-    return "running" if "running" in states else next(iter(states))
+    if State.UNREACHABLE in states:
+        return State.BROKEN if recorded.active else recorded
+    if states <= {State.FINISHED}:
+        return State.FINISHED
+    if State.FAILED in states:
+        return State.FAILED if states <= {State.FINISHED, State.FAILED} else State.FAILING
+    if recorded is State.STOPPED:
+        return State.STOPPED
+    return State.RUNNING if State.RUNNING in states else next(iter(states))
+
+
+def _host_model(connect: dict[str, Any]) -> Host:
+    """The pydantic Host of a remote host record (only SSH needs it)."""
+    from .topology import Host
+
+    return Host(**connect)
 
 
 # -- up -------------------------------------------------------------------------------
@@ -243,7 +293,8 @@ def start(
     topo = tf.topology
     for rec in load_all():
         if rec.name == topo.name and rec.active:
-            if topology_status(rec)["state"] not in ("finished", "failed", "broken", "stopped"):
+            state = topology_status(rec).state
+            if not (state.ended or state is State.BROKEN):
                 raise StateError(
                     f"topology {topo.name!r} is already running (started from {rec.file}); "
                     f"stop it first with `clusterduck down {topo.name}`"
@@ -254,6 +305,7 @@ def start(
         file=str(tf.path),
         code_dir=str(tf.code_dir),
         topology=topo.model_dump(mode="json"),
+        runtime=TopologySpec.from_topology(topo).to_dict(),
         curve=(curve or generate_curve_keys()).to_dict() if topo.uses_curve else None,
     )
     home = clusterduck_home()
@@ -279,11 +331,11 @@ def start(
         _spawn_and_wire(cluster, collector, progress)
     except BaseException:
         cluster.each(cluster._kill_host)
-        record.status = "failed"
+        record.status = State.FAILED.value
         record.save()
         cluster.close()
         raise
-    record.status = "running"
+    record.status = State.RUNNING.value
     record.save()
     cluster.close()
     return record
@@ -325,19 +377,19 @@ def _prepare_hosts(
             else:
                 bind_host = advertise = "127.0.0.1"
         progress(name, "start", "supervisor")
-        spec = {
-            "topology": record.topology,
-            "host": name,
-            "code_dir": code_dir,
-            "run_dir": run_dir,
-            "bind_host": bind_host,
-            "advertise": advertise,
-            "curve": record.curve,
-            "env": topo.host(name).env,
-        }
+        spec = SupervisorSpec(
+            topology=record.spec,
+            host=name,
+            code_dir=code_dir,
+            run_dir=run_dir,
+            bind_host=bind_host,
+            advertise=advertise,
+            curve=CurveKeys.from_dict(record.curve),
+            env=topo.host(name).env,
+        )
         result = conn.run(
             [rec.python, "-m", "clusterduck.runtime.supervisor", *topology_marker(topo.name)],
-            stdin=json.dumps(spec).encode(),
+            stdin=json.dumps(spec.to_dict()).encode(),
             timeout=START_TIMEOUT,
         )
         if result.returncode != 0 or not result.stdout.strip():
@@ -347,9 +399,9 @@ def _prepare_hosts(
                 log_tail=(result.stderr or result.stdout)[-3000:],
                 hint="see the log lines above; run `clusterduck logs` for more",
             )
-        ready = json.loads(result.stdout.strip().splitlines()[-1])
-        rec.control, rec.pid = ready["control"], ready["pid"]
-        rec.run_dir = ready["run_dir"]  # absolute: `~` expanded on that host
+        ready = SupervisorReady.from_dict(decode_json(result.stdout.strip().splitlines()[-1]))
+        rec.control, rec.pid = ready.control, ready.pid
+        rec.run_dir = ready.run_dir  # absolute: `~` expanded on that host
         record.save()
 
     raise_first_error(in_parallel(list(record.hosts), prepare))
@@ -358,29 +410,28 @@ def _prepare_hosts(
 def _spawn_and_wire(cluster: Cluster, collector: str | None, progress: Progress) -> None:
     record = cluster.record
 
-    def step(op: str, payload: dict[str, Any]) -> dict[str, Any]:
-        def one(host: str) -> dict[str, Any]:
-            progress(host, op, "")
-            reply = cluster.request(
-                host, {"op": op, "timeout": START_TIMEOUT, **payload}, timeout=START_TIMEOUT + 5
-            )
-            if not reply.get("ok"):
+    def step(message: ControlRequest) -> dict[str, StepReply]:
+        def one(host: str) -> StepReply:
+            progress(host, message.op.value, "")
+            reply = StepReply.from_dict(cluster.request(host, message, timeout=START_TIMEOUT + 5))
+            if not reply.ok:
                 raise StartFailed(
                     host,
-                    f"{reply.get('component')}: {reply.get('error')}",
-                    component=reply.get("component"),
-                    log_tail=reply.get("log_tail", ""),
+                    f"{reply.component}: {reply.error}",
+                    component=reply.component,
+                    log_tail=reply.log_tail,
                 )
             return reply
 
         return raise_first_error(cluster.each(one))
 
     endpoints: dict[str, dict[str, str]] = {}
-    for reply in step("spawn", {}).values():
-        endpoints.update(reply["endpoints"])
-    supervisors = [r.control for r in record.hosts.values()]
-    step("wire", {"endpoints": endpoints, "collector": collector, "supervisors": supervisors})
-    step("start", {})
+    for reply in step(ControlRequest(Op.SPAWN, timeout=START_TIMEOUT)).values():
+        endpoints.update({k: dict(v) for k, v in (reply.endpoints or {}).items()})
+    supervisors = tuple(r.control for r in record.hosts.values())
+    wiring = Wiring(endpoints, collector)
+    step(ControlRequest(Op.WIRE, timeout=START_TIMEOUT, wiring=wiring, supervisors=supervisors))
+    step(ControlRequest(Op.START, timeout=START_TIMEOUT))
     for host in record.hosts:
         progress(host, "ready", "")
 
@@ -403,7 +454,10 @@ def _check_python(host: str, conn: HostConnection, python: str) -> None:
     result = conn.run([python, "-c", probe], timeout=30)
     if result.returncode != 0:
         raise RemotePythonError(
-            host, f"interpreter {python!r} did not run: {result.stderr.strip()[-500:]}", fix
+            host,
+            f"interpreter {python!r} did not run: {result.stderr.strip()[-500:]}",
+            fix,
+            python=python,
         )
     found = json.loads(result.stdout.strip().splitlines()[-1])
     if not found.get("clusterduck"):
@@ -412,15 +466,17 @@ def _check_python(host: str, conn: HostConnection, python: str) -> None:
             f"{python} (Python {found['python']}) cannot import clusterduck "
             f"({found.get('clusterduck_error')})",
             fix,
+            python=python,
         )
     if not found.get("zmq"):
-        raise RemotePythonError(host, f"{python} cannot import zmq", fix)
+        raise RemotePythonError(host, f"{python} cannot import zmq", fix, python=python)
     if found["clusterduck"].split(".")[:2] != __version__.split(".")[:2]:
         raise RemotePythonError(
             host,
             f"{python} has clusterduck {found['clusterduck']}, this machine has "
             f"{__version__}: versions must match in major.minor",
             fix,
+            python=python,
         )
 
 
@@ -442,9 +498,9 @@ def _local_address_towards(record: TopologyRecord, conns: dict[str, HostConnecti
     )
 
 
-def in_parallel(items: list[str], fn: Callable[[str], Any]) -> dict[str, Any]:
+def in_parallel(items: list[str], fn: Callable[[str], T]) -> dict[str, T | Exception]:
     """``fn(item)`` for every item at once (hosts are slow, not busy): result or exception."""
-    results: dict[str, Any] = {}
+    results: dict[str, T | Exception] = {}
     if not items:
         return results
     with ThreadPoolExecutor(max_workers=len(items)) as pool:
@@ -457,24 +513,31 @@ def in_parallel(items: list[str], fn: Callable[[str], Any]) -> dict[str, Any]:
     return results
 
 
-def raise_first_error(results: dict[str, Any]) -> dict[str, Any]:
-    for result in results.values():
+def raise_first_error(results: dict[str, T | Exception]) -> dict[str, T]:
+    done: dict[str, T] = {}
+    for key, result in results.items():
         if isinstance(result, Exception):
             raise result
-    return results
+        done[key] = result
+    return done
 
 
-def topology_status(record: TopologyRecord) -> dict[str, Any]:
-    """Status of a record; an ended topology answers from its saved final status."""
+def topology_status(record: TopologyRecord) -> TopologyStatus:
+    """Status of a record (``status --json`` is its ``to_dict()``); an ended topology
+    answers from its saved final status."""
     if not record.active and record.final is not None:
-        return record.final
+        return TopologyStatus.from_dict(record.final)
     cluster = Cluster(record)
     try:
-        status = cluster.status()
+        return cluster.settle(cluster.status())
     finally:
         cluster.close()
-    if status["state"] in ("finished", "failed") and record.active:
-        record.status = status["state"]
-        record.final = status
-        record.save()
-    return status
+
+
+def stop_topology(record: TopologyRecord, timeout: float, *, force: bool = False) -> TopologyStatus:
+    """``clusterduck down``: drain (unless force), kill, and record how it ended."""
+    cluster = Cluster(record)
+    try:
+        return cluster.down(timeout, force=force)
+    finally:
+        cluster.close()

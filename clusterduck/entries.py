@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ClusterduckError
+from .exceptions import EntryError
 
 __all__ = [
     "EntryError",
@@ -31,16 +31,6 @@ __all__ = [
 
 # Code folders this process put on sys.path; only the latest one stays there.
 _CODE_DIRS: list[str] = []
-
-
-class EntryError(ClusterduckError):
-    """An entry point does not import, does not exist, or is not callable."""
-
-    def __init__(self, entry: str, message: str, hint: str = "") -> None:
-        self.entry = entry
-        self.message = message
-        self.hint = hint
-        super().__init__(f"{message}\n    hint: {hint}" if hint else message)
 
 
 def resolve_entry(entry: str, code_dir: Path) -> object:

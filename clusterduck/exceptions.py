@@ -2,6 +2,7 @@
 
     ClusterduckError
     ├── TopologyError          the YAML file or its graph is wrong (exit 1)
+    ├── EntryError             an entry (module:attr) does not import or is not callable
     ├── StateError             unknown / ambiguous / already running topology (exit 1)
     ├── LaunchError            a host or process could not be started (exit 2)
     │   ├── HostUnreachable        TCP/SSH connection to a host failed
@@ -10,9 +11,12 @@
     │   ├── RemotePythonError      the host's interpreter lacks clusterduck or zmq
     │   └── StartFailed            a supervisor or component died while starting
     └── RuntimeFault           a running topology misbehaved (exit 2)
-        └── ControlTimeout         a supervisor did not answer a control request
+        ├── ControlTimeout         a supervisor did not answer a control request
+        ├── ProtocolError          a message or spec across a process boundary is malformed
+        ├── CodecError             a batch could not be encoded or decoded
+        └── FatalError             a user function raised under ``on_error: stop``
 
-The library raises; only ``cli.py`` turns these into messages and exit codes.
+The library raises; only ``cli/`` turns these into messages and exit codes.
 """
 
 from __future__ import annotations
@@ -22,11 +26,15 @@ from dataclasses import dataclass
 __all__ = [
     "AuthenticationFailed",
     "ClusterduckError",
+    "CodecError",
     "ControlTimeout",
+    "EntryError",
+    "FatalError",
     "HostKeyRefused",
     "HostUnreachable",
     "LaunchError",
     "Problem",
+    "ProtocolError",
     "RemotePythonError",
     "RuntimeFault",
     "StartFailed",
@@ -85,6 +93,16 @@ class TopologyError(ClusterduckError):
         super().__init__(head + "\n" + "\n".join(str(p) for p in self.problems))
 
 
+class EntryError(ClusterduckError):
+    """An entry point does not import, does not exist, or is not callable."""
+
+    def __init__(self, entry: str, message: str, hint: str = "") -> None:
+        self.entry = entry
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message}\n    hint: {hint}" if hint else message)
+
+
 class StateError(ClusterduckError):
     """The named topology is unknown, ambiguous, or already running."""
 
@@ -102,19 +120,57 @@ class LaunchError(ClusterduckError):
 
 
 class HostUnreachable(LaunchError):
-    pass
+    """No TCP or SSH connection to ``address`` (the resolved one when known)."""
+
+    def __init__(
+        self, host: str, message: str, hint: str = "", *, address: str | None = None
+    ) -> None:
+        self.address = address
+        super().__init__(host, message, hint)
 
 
 class HostKeyRefused(LaunchError):
-    pass
+    """The host key is unknown (``expected`` is None) or differs from the recorded one."""
+
+    def __init__(
+        self,
+        host: str,
+        message: str,
+        hint: str = "",
+        *,
+        address: str | None = None,
+        fingerprint: str | None = None,
+        expected: str | None = None,
+    ) -> None:
+        self.address = address
+        self.fingerprint = fingerprint
+        self.expected = expected
+        super().__init__(host, message, hint)
 
 
 class AuthenticationFailed(LaunchError):
-    pass
+    """SSH refused every key offered for ``user`` at ``address``."""
+
+    def __init__(
+        self,
+        host: str,
+        message: str,
+        hint: str = "",
+        *,
+        address: str | None = None,
+        user: str | None = None,
+    ) -> None:
+        self.address = address
+        self.user = user
+        super().__init__(host, message, hint)
 
 
 class RemotePythonError(LaunchError):
-    pass
+    """The host's interpreter ``python`` cannot run clusterduck."""
+
+    def __init__(self, host: str, message: str, hint: str = "", *, python: str = "") -> None:
+        self.python = python
+        super().__init__(host, message, hint)
 
 
 class StartFailed(LaunchError):
@@ -144,7 +200,37 @@ class RuntimeFault(ClusterduckError):
 
 
 class ControlTimeout(RuntimeFault):
+    """A supervisor at ``endpoint`` did not answer ``op`` within ``timeout`` seconds."""
+
     def __init__(self, endpoint: str, op: str, timeout: float) -> None:
         self.endpoint = endpoint
         self.op = op
+        self.timeout = timeout
         super().__init__(f"no answer to {op!r} from {endpoint} within {timeout:g}s")
+
+
+class ProtocolError(RuntimeFault):
+    """A control message, spec or status file does not have the documented shape."""
+
+
+class CodecError(RuntimeFault):
+    """A batch could not be encoded or decoded; carries the codec and the seq id if known."""
+
+    def __init__(self, codec: str, message: str, *, seq: int | None = None, hint: str = "") -> None:
+        self.codec = codec
+        self.seq = seq
+        self.hint = hint
+        where = f" (seq {seq})" if seq is not None else ""
+        text = f"{codec}{where}: {message}"
+        super().__init__(f"{text}\n    hint: {hint}" if hint else text)
+
+
+class FatalError(RuntimeFault):
+    """A user function raised under ``on_error: stop``: the topology must end.
+
+    ``component`` is ``name/index``; ``seq`` is the message's id when one was involved."""
+
+    def __init__(self, component: str, message: str, *, seq: int | None = None) -> None:
+        self.component = component
+        self.seq = seq
+        super().__init__(message)

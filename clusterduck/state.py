@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import StateError
+from .protocol import State, TopologySpec
 
 __all__ = ["HostRecord", "TopologyRecord", "clusterduck_home", "find", "load_all"]
 
-ACTIVE = ("starting", "running")
 # `up` prepares hosts in parallel threads and each saves the record as it goes.
 _SAVE_LOCK = threading.Lock()
 
@@ -43,8 +43,10 @@ class TopologyRecord:
     name: str
     file: str
     code_dir: str
-    topology: dict[str, Any]
-    status: str = "starting"  # starting | running | finished | failed | stopped
+    topology: dict[str, Any]  # the validated file, as the pydantic model dumps it
+    runtime: dict[str, Any] = field(default_factory=dict)  # protocol.TopologySpec
+    # starting | running | finished | failed | stopped; written by deploy only
+    status: str = State.STARTING.value
     started_at: float = field(default_factory=time.time)
     hosts: dict[str, HostRecord] = field(default_factory=dict)
     final: dict[str, Any] | None = None  # the last status, kept once it ended
@@ -56,7 +58,12 @@ class TopologyRecord:
 
     @property
     def active(self) -> bool:
-        return self.status in ACTIVE
+        return State(self.status).active
+
+    @property
+    def spec(self) -> TopologySpec:
+        """The topology as the runtime sees it."""
+        return TopologySpec.from_dict(self.runtime)
 
     def save(self) -> None:
         with _SAVE_LOCK:

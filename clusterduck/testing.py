@@ -29,6 +29,15 @@ from typing import Any
 
 from .exceptions import RuntimeFault
 from .loader import TopologyFile, load
+from .protocol import (
+    Batch,
+    ComponentStatus,
+    InstanceStatus,
+    State,
+    TopologySpec,
+    TopologyStatus,
+    parse_header,
+)
 from .runtime.anomalies import Anomalies
 from .runtime.codec import get_codec
 from .runtime.component import WorkerLogic, load_user_code
@@ -45,7 +54,9 @@ class TopologyResult:
     """What the sinks produced, per sink component, as ``(seq_id, value)`` pairs."""
 
     outputs: dict[str, list[tuple[int, Any]]] = field(default_factory=dict)
-    status: dict[str, Any] = field(default_factory=dict)
+    # How the run ended, in the shape of ``clusterduck status`` (``.to_dict()`` is its
+    # ``--json``); ``run_inprocess`` fills in the workers' counters.
+    status: TopologyStatus = field(default_factory=lambda: TopologyStatus("", State.STARTING))
 
     def values(self, sink: str) -> list[Any]:
         return [value for _, value in self.outputs.get(sink, [])]
@@ -73,7 +84,7 @@ def _inside(code_dir: Path) -> Iterator[None]:
 def run_inprocess(path: str | Path | TopologyFile) -> TopologyResult:
     """Run the topology synchronously in this process (see the module docstring)."""
     tf = _as_file(path)
-    topo = tf.topology
+    topo = TopologySpec.from_topology(tf.topology)
     result = TopologyResult(outputs={c.name: [] for c in topo.sinks()})
     with _inside(tf.code_dir):
         logics: dict[str, list[WorkerLogic]] = {}
@@ -90,11 +101,9 @@ def run_inprocess(path: str | Path | TopologyFile) -> TopologyResult:
                 set_context(ctx)
                 code = load_user_code(worker, tf.code_dir)
                 logics[worker.name].append(
-                    WorkerLogic(worker, topo, code.call, metrics=Metrics(), anomalies=Anomalies())
+                    WorkerLogic(worker, code.call, metrics=Metrics(), anomalies=Anomalies())
                 )
                 closers.append(code.close)
-        turn: dict[str, int] = {}
-
         routes = {w.name: Route.for_worker(w, tf.code_dir) for w in topo.workers}
 
         def deliver(origin: str, batch: list[tuple[int, Any]]) -> None:
@@ -103,10 +112,11 @@ def run_inprocess(path: str | Path | TopologyFile) -> TopologyResult:
             if origin in result.outputs:
                 result.outputs[origin].extend(batch)
             for worker in topo.downstream(origin):
-                parts = routes[worker.name].split(batch)
-                if parts is None:  # shuffle: instances take batches in turn
-                    i = turn.get(worker.name, 0)
-                    turn[worker.name] = (i + 1) % worker.parallelism
+                route = routes[worker.name]
+                parts = route.split(batch)
+                if parts is None:  # shuffle: every instance has room, so they take turns
+                    i = route.shuffle_order()[0]
+                    route.took(i)
                     parts = {i: batch}
                 for i, part in parts.items():
                     set_context(contexts[worker.name][i])  # who am I, for this call
@@ -139,24 +149,31 @@ def run_inprocess(path: str | Path | TopologyFile) -> TopologyResult:
         for close in closers:
             if close is not None:
                 close()
-        result.status = {
-            "components": [
-                {
-                    "name": name,
-                    "instances": [
-                        {
-                            "received": lg.metrics.received,
-                            "emitted": lg.metrics.emitted,
-                            "errors": lg.metrics.errors,
-                            "anomalies": lg.anomalies.as_dict(),
-                        }
-                        for lg in logs
-                    ],
-                }
-                for name, logs in logics.items()
-            ]
-        }
+        result.status = _inprocess_status(topo, logics)
     return result
+
+
+def _inprocess_status(topo: TopologySpec, logics: dict[str, list[WorkerLogic]]) -> TopologyStatus:
+    """The workers' counters after an in-process run, shaped like ``status``."""
+    components = []
+    for name, logs in logics.items():
+        comp = topo.component(name)
+        rows = tuple(
+            InstanceStatus(
+                name,
+                i,
+                comp.host_of(i),
+                State.FINISHED,
+                received=lg.metrics.received,
+                emitted=lg.metrics.emitted,
+                errors=lg.metrics.errors,
+                last_error=lg.metrics.last_error,
+                anomalies=lg.anomalies.as_dict(),
+            )
+            for i, lg in enumerate(logs)
+        )
+        components.append(ComponentStatus(name, comp.kind, rows))
+    return TopologyStatus(topo.name, State.FINISHED, {}, (), tuple(components))
 
 
 def run_processes(
@@ -196,19 +213,20 @@ def run_processes(
                 # Sinks that were killed (on_error: stop, a crash) never send end of
                 # stream: ask how the topology is doing instead of waiting forever.
                 status = deploy.topology_status(record)
-                if status["state"] in ("failed", "broken"):
+                if status.state in (State.FAILED, State.BROKEN):
                     result.status = status
                     return result
                 continue
             frames = inbox.recv()
             assert frames is not None
-            origin = frames[0][1:].decode()
-            if frames[0][:1] == b"E":
-                ended.add(origin)
-            else:
-                result.outputs[origin.split("/")[0]].extend(
-                    (seq, value) for seq, value in codec.loads(frames[1])
-                )
+            header = parse_header(frames[0])
+            if header is None:
+                continue  # not from a sink of this topology
+            if header.eos:
+                ended.add(header.sender)
+            elif header.component in result.outputs and len(frames) > 1:
+                batch: Batch = codec.loads(frames[1])
+                result.outputs[header.component].extend((seq, value) for seq, value in batch)
         result.status = _wait_finished(record, deadline)
     finally:
         if record is not None:
@@ -225,11 +243,11 @@ def run_processes(
     return result
 
 
-def _wait_finished(record: Any, deadline: float) -> dict[str, Any]:
+def _wait_finished(record: Any, deadline: float) -> TopologyStatus:
     from . import deploy
 
     while True:
         status = deploy.topology_status(record)
-        if status["state"] in ("finished", "failed") or time.monotonic() > deadline:
+        if status.state in (State.FINISHED, State.FAILED) or time.monotonic() > deadline:
             return status
         time.sleep(0.1)

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from .protocol import LOCALHOST
+
 __all__ = [
     "LOCALHOST",
     "NAME_PATTERN",
@@ -26,7 +28,6 @@ __all__ = [
     "parse_duration",
 ]
 
-LOCALHOST = "localhost"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}

@@ -19,7 +19,7 @@ def topology(name: str, **env: str) -> TopologyFile:
 
 
 def instances(result: TopologyResult, component: str) -> list[dict[str, Any]]:
-    for comp in result.status["components"]:
+    for comp in result.status.to_dict()["components"]:
         if comp["name"] == component:
             return comp["instances"]
     raise AssertionError(f"no component {component!r} in status: {result.status}")

@@ -34,12 +34,12 @@ def topology(name: str, **env: str) -> TopologyFile:
 
 def run(name: str, **env: str) -> TopologyResult:
     result = run_processes(topology(name, **env), timeout=TIMEOUT)
-    assert result.status["state"] == "finished", result.status
+    assert result.status.to_dict()["state"] == "finished", result.status
     return result
 
 
 def instances(result: TopologyResult, component: str) -> list[dict[str, Any]]:
-    for comp in result.status["components"]:
+    for comp in result.status.to_dict()["components"]:
         if comp["name"] == component:
             return comp["instances"]
     raise AssertionError(f"no component {component!r} in status: {result.status}")
@@ -52,7 +52,7 @@ def total(result: TopologyResult, component: str, counter: str) -> int:
 def anomalies(result: TopologyResult) -> dict[str, dict[str, int]]:
     """Every non-empty anomaly counter, per instance."""
     found = {}
-    for comp in result.status["components"]:
+    for comp in result.status.to_dict()["components"]:
         for inst in comp["instances"]:
             if any(inst["anomalies"].values()):
                 found[f"{comp['name']}/{inst['index']}"] = inst["anomalies"]
@@ -176,7 +176,7 @@ def test_serializer_end_to_end(serializer: str) -> None:
 
     result = run_processes(tf, timeout=TIMEOUT)
 
-    assert result.status["state"] == "finished"
+    assert result.status.to_dict()["state"] == "finished"
     got = sorted(result.outputs["annotated"], key=lambda pair: pair[0])
     # Both codecs turn tuples into lists; everything else survives as it was.
     assert got == [
@@ -221,11 +221,11 @@ def test_on_error_stop_fails_the_topology_runtime(
     record = deploy.start(topology("stop"))
     try:
         deadline = time.monotonic() + TIMEOUT
-        status = deploy.topology_status(record)
+        status = deploy.topology_status(record).to_dict()
         while status["state"] not in ("finished", "failed"):
             assert time.monotonic() < deadline, status
             time.sleep(0.1)  # polling with a deadline, not waiting blind
-            status = deploy.topology_status(record)
+            status = deploy.topology_status(record).to_dict()
     finally:
         cluster = deploy.Cluster(record)
         cluster.stop(timeout=5, force=True)
@@ -242,7 +242,7 @@ def test_on_error_stop_ends_run_processes_with_state_failed() -> None:
         result = run_processes(topology("stop"), timeout=10)
     except RuntimeFault as exc:
         pytest.fail(f"run_processes did not notice the failed topology: {exc}")
-    assert result.status["state"] == "failed"
+    assert result.status.to_dict()["state"] == "failed"
     (fragile,) = instances(result, "fragile")
     assert fragile["errors"] == 1
     assert set(result.values("fragile")) <= set(range(5))  # nothing from 5 on
@@ -287,7 +287,7 @@ def test_a_bundled_input_that_runs_ahead_forever_does_not_stall() -> None:
 def test_an_instance_that_keeps_crashing_fails_the_topology() -> None:
     result = run_processes(topology("crashing"), timeout=TIMEOUT)
 
-    assert result.status["state"] == "failed"
+    assert result.status.to_dict()["state"] == "failed"
     (doomed,) = instances(result, "doomed")
     assert doomed["restarts"] == 5
     assert doomed["state"] == "crashed"

@@ -24,23 +24,11 @@ from typing import Any
 
 import msgpack
 
-from clusterduck.exceptions import ClusterduckError
+from clusterduck.exceptions import CodecError
 
 __all__ = ["CODECS", "Codec", "CodecError", "get_codec"]
 
 Batch = list[tuple[int, Any]]
-
-
-class CodecError(ClusterduckError):
-    """A batch could not be encoded or decoded; carries the codec and the seq id if known."""
-
-    def __init__(self, codec: str, message: str, *, seq: int | None = None, hint: str = "") -> None:
-        self.codec = codec
-        self.seq = seq
-        self.hint = hint
-        where = f" (seq {seq})" if seq is not None else ""
-        text = f"{codec}{where}: {message}"
-        super().__init__(f"{text}\n    hint: {hint}" if hint else text)
 
 
 class Codec(ABC):

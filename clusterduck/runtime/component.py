@@ -20,7 +20,8 @@ from types import GeneratorType
 from typing import Any
 
 from ..entries import resolve_entry
-from ..topology import Component, Topology, Worker
+from ..exceptions import FatalError
+from ..protocol import MAX_PENDING, Batch, ComponentSpec
 from .anomalies import Anomalies
 from .bundler import Bundler
 from .metrics import Metrics
@@ -29,15 +30,6 @@ from .sequencer import Sequencer
 __all__ = ["FatalError", "UserCode", "WorkerLogic", "load_user_code", "message_failed"]
 
 log = logging.getLogger("clusterduck.runtime")
-
-Batch = list[tuple[int, Any]]
-
-# How many bundle parts or out-of-order ids one instance may hold (SPEC §1: bounded).
-MAX_PENDING = 100_000
-
-
-class FatalError(Exception):
-    """A user function raised under ``on_error: stop``: the topology must end."""
 
 
 def message_failed(
@@ -55,7 +47,9 @@ def message_failed(
         "".join(traceback.format_exception(exc)).rstrip(),
     )
     if stop:
-        raise FatalError(f"{component} raised on seq {seq}: {exc!r} (on_error: stop)") from exc
+        raise FatalError(
+            component, f"{component} raised on seq {seq}: {exc!r} (on_error: stop)", seq=seq
+        ) from exc
 
 
 @dataclass
@@ -67,7 +61,7 @@ class UserCode:
     is_async: bool = False
 
 
-def load_user_code(component: Component, code_dir: Path) -> UserCode:
+def load_user_code(component: ComponentSpec, code_dir: Path) -> UserCode:
     """Import the entry and bind ``args``: a class is instantiated once, a function
     gets ``args`` as keyword arguments on every call."""
     target = resolve_entry(component.entry, code_dir)
@@ -87,8 +81,7 @@ class WorkerLogic:
 
     def __init__(
         self,
-        worker: Worker,
-        topology: Topology,
+        worker: ComponentSpec,
         call: Callable[..., Any],
         *,
         metrics: Metrics | None = None,
@@ -99,7 +92,7 @@ class WorkerLogic:
         self.call = call
         self.metrics = metrics or Metrics()
         self.anomalies = anomalies or Anomalies()
-        self.stop_on_error = topology.on_error_of(worker) == "stop"
+        self.stop_on_error = worker.on_error == "stop"
         self.bundler = (
             Bundler(worker.inputs, max_pending=max_pending, anomalies=self.anomalies)
             if worker.bundle

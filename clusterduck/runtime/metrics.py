@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+
+from ..protocol import InstanceReport, Op, State
 
 __all__ = ["Metrics"]
 
@@ -30,15 +32,30 @@ class Metrics:
             self.rate = (total - count) / (now - then)
             self._rate_mark = (now, total)
 
-    def snapshot(self, **extra: Any) -> dict[str, Any]:
+    def report(
+        self,
+        op: Op,
+        *,
+        pid: int,
+        state: State,
+        ended: tuple[str, ...],
+        backlog: int,
+        anomalies: Mapping[str, int],
+    ) -> InstanceReport:
+        """What a process tells its supervisor now (see ``protocol.InstanceReport``)."""
         self.update_rate()
-        return {
-            "received": self.received,
-            "emitted": self.emitted,
-            "errors": self.errors,
-            "last_error": self.last_error,
-            "rate": round(self.rate, 1),
-            "uptime": round(time.time() - self.started, 1),
-            "blocked_seconds": round(self.blocked_seconds, 2),
-            **extra,
-        }
+        return InstanceReport(
+            op,
+            pid,
+            state=state,
+            ended=ended,
+            received=self.received,
+            emitted=self.emitted,
+            errors=self.errors,
+            last_error=self.last_error,
+            rate=round(self.rate, 1),
+            uptime=round(time.time() - self.started, 1),
+            blocked_seconds=round(self.blocked_seconds, 2),
+            backlog=backlog,
+            anomalies=anomalies,
+        )

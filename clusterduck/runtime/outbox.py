@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..protocol import Batch, data_header, eos_header
 from .codec import Codec
 from .routing import OnError, Route
 
@@ -23,16 +24,6 @@ __all__ = ["MAX_BATCH", "Outbox", "Output", "data_header", "eos_header"]
 # route still spreads work over its instances.
 MAX_BATCH = 1000
 
-Batch = list[tuple[int, Any]]
-
-
-def data_header(component: str, index: int) -> bytes:
-    return f"D{component}/{index}".encode()
-
-
-def eos_header(component: str, index: int) -> bytes:
-    return f"E{component}/{index}".encode()
-
 
 @dataclass
 class Output:
@@ -40,7 +31,6 @@ class Output:
 
     route: Route
     sockets: Sequence[Any]  # transport.Socket
-    next_any: int = 0  # round-robin cursor for shuffle
 
 
 class Outbox:
@@ -119,11 +109,9 @@ class Outbox:
 
     def _send_any(self, out: Output, frames: tuple[bytes, bytes]) -> bool:
         """Shuffle: the next instance in turn that has room takes the frame."""
-        n = len(out.sockets)
-        for step in range(n):
-            i = (out.next_any + step) % n
+        for i in out.route.shuffle_order():
             if out.sockets[i].send(frames, block=False):
-                out.next_any = (i + 1) % n
+                out.route.took(i)
                 return True
         return False
 

@@ -1,7 +1,7 @@
 """The fixed loop every spout and worker process runs: receive → call → route → send.
 
-Started by the host's supervisor as ``python -m clusterduck.runtime.process`` with a JSON
-spec on stdin. The start is explicit, in steps the supervisor drives:
+Started by the host's supervisor as ``python -m clusterduck.runtime.process`` with a
+``ProcessSpec`` (JSON) on stdin. The start is explicit, in steps the supervisor drives:
 
 1. import the user's code and bind one inbox per input, then say ``hello`` (endpoints);
 2. on ``wire`` (every instance's endpoints) connect to each downstream instance and wait
@@ -12,30 +12,47 @@ spec on stdin. The start is explicit, in steps the supervisor drives:
 A worker ends once every instance of every input sent end of stream and its queue is
 drained; a spout ends when its function returns. Either calls ``close()``, sends end of
 stream downstream and says ``finished``. Counters go to the supervisor every half second.
+
+The seams, for whoever changes the loop: input is read in :meth:`ComponentProcess._read_burst`
+(one inbox, a few frames), results are handed to I/O with ``outbox.emit`` and sent by
+``outbox.flush``; which inputs are read is the :class:`~.gate.InputGate`'s decision; a
+full downstream is waited out in :meth:`ComponentProcess.wait_room`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import os
 import sys
 import threading
 import time
-from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from ..topology import Spout, Topology, Worker
+from ..exceptions import FatalError, ProtocolError
+from ..protocol import (
+    ControlRequest,
+    Hello,
+    InstanceReport,
+    Op,
+    ProcessSpec,
+    State,
+    Wiring,
+    data_header,
+    decode_json,
+    eos_header,
+    parse_header,
+)
 from .anomalies import Anomalies
 from .codec import get_codec
-from .component import FatalError, UserCode, WorkerLogic, load_user_code, message_failed
+from .component import UserCode, WorkerLogic, load_user_code, message_failed
 from .context import InstanceContext, set_context
+from .gate import InputGate
 from .metrics import Metrics
-from .outbox import MAX_BATCH, Outbox, Output, data_header, eos_header
+from .outbox import MAX_BATCH, Outbox, Output
 from .routing import Route
-from .transport import CurveKeys, Socket, Transport, poll
+from .spout import SpoutBridge, SpoutStopped
+from .transport import Socket, Transport
 
 __all__ = ["ComponentProcess", "SpoutStopped", "main"]
 
@@ -47,59 +64,58 @@ CONNECT_TIMEOUT = 60.0
 SPOUT_QUEUE = 2 * MAX_BATCH
 # Frames read from one inbox before looking at control and timers again.
 READ_BURST = 16
-# How long a bundled worker keeps an input that runs ahead paused while its other inputs
-# deliver nothing, before it reads on (memory then stays bounded by bundle eviction).
-PAUSE_GRACE = 2.0
 
 EXIT_FINISHED = 0
 EXIT_USER_FAILURE = 3  # user code failed to load, or on_error: stop fired: no restart
 
 
-class SpoutStopped(BaseException):
-    """Raised inside ``dispatch`` on a graceful ``down``: the spout's stream ends here.
-
-    A BaseException, so that a spout's own ``except Exception`` does not swallow it."""
-
-
 class ComponentProcess:
-    def __init__(self, spec: dict[str, Any]) -> None:
+    """One spout or worker instance; the transport is passed in (sockets are its job)."""
+
+    def __init__(self, spec: ProcessSpec, transport: Transport) -> None:
         self.spec = spec
-        self.topology = Topology.model_validate(spec["topology"])
-        self.component = self.topology.component(spec["component"])
-        self.index: int = spec["index"]
-        self.name = f"{self.component.name}/{self.index}"
-        self.is_spout = isinstance(self.component, Spout)
-        self.codec = get_codec(self.topology.settings.serializer)
+        self.topology = spec.topology
+        self.component = self.topology.component(spec.component)
+        self.index = spec.index
+        self.name = spec.name
+        self.is_spout = self.component.is_spout
+        self.codec = get_codec(self.topology.serializer)
         self.metrics = Metrics()
         self.anomalies = Anomalies()
-        self.state = "starting"
-        self.transport = Transport(CurveKeys.from_dict(spec.get("curve")))
-        self.control = self.transport.dealer(spec["supervisor"], identity=self.name)
+        self.state = State.STARTING
+        self.transport = transport
+        self.control = transport.dealer(spec.supervisor, identity=self.name)
         self.inboxes: dict[Socket, str] = {}
+        self.inbox_of: dict[str, Socket] = {}
         self.outbox: Outbox | None = None
         self.logic: WorkerLogic | None = None
-        self.ended: set[str] = set(spec.get("ended") or [])
-        self.started = bool(spec.get("start"))
-        self.stopping = bool(spec.get("stop"))  # restarted during a graceful down
+        self.bridge: SpoutBridge | None = None
+        self.ended: set[str] = set(spec.ended)
+        self.started = spec.start
+        self.stopping = spec.stop  # restarted during a graceful down
+        self.wiring: Wiring | None = spec.wiring
         self._next_report = 0.0
-        # A spout's hand-off from its thread to the I/O loop (empty for workers).
-        self._queue: deque[tuple[int, Any]] = deque()
 
     # -- talking to the supervisor ------------------------------------------------
 
-    def say(self, op: str, **fields: Any) -> None:
-        self.control.send_json({"op": op, "pid": os.getpid(), **fields})
+    def say(self, message: Hello | InstanceReport) -> None:
+        self.control.send_json(message.to_dict())
 
-    def report(self, op: str = "report") -> None:
+    def report(self, op: Op = Op.REPORT) -> None:
         backlog = self.outbox.queued_messages if self.outbox else 0
         if self.logic is not None:
             backlog += self.logic.backlog()
-        backlog += len(self._queue)
+        if self.bridge is not None:
+            backlog += len(self.bridge)
         self.say(
-            op,
-            state=self.state,
-            ended=sorted(self.ended),
-            **self.metrics.snapshot(backlog=backlog, anomalies=self.anomalies.as_dict()),
+            self.metrics.report(
+                op,
+                pid=os.getpid(),
+                state=self.state,
+                ended=tuple(sorted(self.ended)),
+                backlog=backlog,
+                anomalies=self.anomalies.as_dict(),
+            )
         )
         self._next_report = time.monotonic() + REPORT_INTERVAL
 
@@ -110,73 +126,71 @@ class ComponentProcess:
     def handle_control(self) -> None:
         """Act on every control message waiting (never blocks)."""
         while (frames := self.control.recv(block=False)) is not None:
-            msg = json.loads(frames[-1])
-            op = msg.get("op")
-            if op == "start":
+            try:
+                msg = ControlRequest.from_dict(decode_json(frames[-1]))
+            except ProtocolError as exc:
+                log.error("%s: dropped a malformed control message: %s", self.name, exc)
+                continue
+            if msg.op is Op.START:
                 self.started = True
-            elif op == "stop":
+            elif msg.op is Op.STOP:
                 self.stopping = True
-                if self.is_spout and self.state == "running":
-                    self.state = "draining"
-            elif op == "wire":
-                self._wiring = msg
+                if self.bridge is not None:
+                    self.bridge.stop()
+                if self.is_spout and self.state is State.RUNNING:
+                    self.state = State.DRAINING
+            elif msg.op is Op.WIRE:
+                self.wiring = msg.wiring
 
-    def wait_for(self, predicate: Any, timeout: float | None = None) -> bool:
+    def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not predicate():
             if deadline is not None and time.monotonic() > deadline:
                 return False
-            poll([self.control], timeout=0.5)
+            self.transport.poll([self.control], timeout=0.5)
             self.handle_control()
         return True
 
     # -- start-up ------------------------------------------------------------------
 
     def start(self) -> UserCode:
+        spec = self.spec
         set_context(
             InstanceContext(
                 self.topology.name,
                 self.component.name,
                 self.index,
                 self.component.parallelism,
-                self.spec.get("host", "localhost"),
+                spec.host,
             )
         )
-        code = load_user_code(self.component, Path(self.spec["code_dir"]))
-        ports = self.spec.get("ports") or {}
+        code = load_user_code(self.component, Path(spec.code_dir))
         endpoints = {}
-        if isinstance(self.component, Worker):
-            for name in self.component.inputs:
-                sock = self.transport.pull(
-                    self.spec["bind_host"], self.spec["advertise"], ports.get(name)
-                )
-                self.inboxes[sock] = name
-                endpoints[name] = sock.endpoint
-        self.say(
-            "hello",
-            endpoints=endpoints,
-            ports={name: s.port for s, name in self.inboxes.items()},
-        )
-        self._wiring: dict[str, Any] | None = self.spec.get("wiring")
-        self.wait_for(lambda: self._wiring is not None)
-        assert self._wiring is not None
-        self.outbox = self._connect(self._wiring)
+        for name in self.component.inputs:
+            sock = self.transport.pull(spec.bind_host, spec.advertise, spec.ports.get(name))
+            self.inboxes[sock] = name
+            endpoints[name] = sock.endpoint
+        self.inbox_of = {name: sock for sock, name in self.inboxes.items()}
+        ports = {name: s.port or 0 for s, name in self.inboxes.items()}
+        self.say(Hello(os.getpid(), endpoints, ports))
+        self.wait_for(lambda: self.wiring is not None)
+        assert self.wiring is not None
+        self.outbox = self._connect(self.wiring)
         return code
 
-    def _connect(self, wiring: dict[str, Any]) -> Outbox:
-        endpoints: dict[str, dict[str, str]] = wiring["endpoints"]
+    def _connect(self, wiring: Wiring) -> Outbox:
         outputs: list[Output] = []
         me = self.component.name
         labels: dict[Socket, str] = {}
         for worker in self.topology.downstream(me):
             sockets = []
             for i in range(worker.parallelism):
-                sock = self.transport.push(endpoints[f"{worker.name}/{i}"][me])
+                sock = self.transport.push(wiring.endpoints[f"{worker.name}/{i}"][me])
                 labels[sock] = f"{worker.name}/{i} on {worker.host_of(i)} ({sock.endpoint})"
                 sockets.append(sock)
-            route = Route.for_worker(worker, Path(self.spec["code_dir"]))
+            route = Route.for_worker(worker, Path(self.spec.code_dir))
             outputs.append(Output(route, sockets))
-        collector = wiring.get("collector")
+        collector = wiring.collector
         if collector and not outputs:
             sock = self.transport.push(collector)
             labels[sock] = f"the test collector ({collector})"
@@ -189,20 +203,11 @@ class ComponentProcess:
                 + f" within {CONNECT_TIMEOUT:g}s (a firewall, or a host address that other "
                 "hosts cannot reach? set hosts.<name>.address)"
             )
-        stop = (
-            self.topology.on_error_of(self.component)
-            if isinstance(self.component, Worker)
-            else self.topology.settings.on_error
-        )
+        stop = self.component.on_error == "stop"
 
         def failed(seq: int, exc: Exception) -> None:
             message_failed(
-                self.name,
-                seq,
-                exc,
-                self.metrics,
-                stop=stop == "stop",
-                where="routing or encoding: ",
+                self.name, seq, exc, self.metrics, stop=stop, where="routing or encoding: "
             )
 
         return Outbox(
@@ -212,7 +217,7 @@ class ComponentProcess:
     def wait_room(self, sockets: list[Socket]) -> None:
         """Block on a full downstream, still answering the supervisor."""
         began = time.monotonic()
-        readable, _ = poll([self.control], sockets, timeout=REPORT_INTERVAL)
+        readable, _ = self.transport.poll([self.control], sockets, timeout=REPORT_INTERVAL)
         self.metrics.blocked_seconds += time.monotonic() - began
         if self.control in readable:
             self.handle_control()
@@ -225,25 +230,25 @@ class ComponentProcess:
             code = self.start()
         except Exception as exc:  # noqa: BLE001 - report any start failure, then exit
             log.exception("%s failed to start", self.name)
-            self.say("failed", error=f"{type(exc).__name__}: {exc}")
+            self.say(InstanceReport(Op.FAILED, os.getpid(), error=f"{type(exc).__name__}: {exc}"))
             return EXIT_USER_FAILURE
-        self.state = "running"
-        self.report("ready")
+        self.state = State.RUNNING
+        self.report(Op.READY)
         try:
             if self.is_spout:
                 self.run_spout(code)
             else:
                 self.run_worker(code)
         except FatalError as exc:
-            self.state = "failed"
-            self.report("fatal")
+            self.state = State.FAILED
+            self.report(Op.FATAL)
             log.error("%s", exc)
             return EXIT_USER_FAILURE
         self.finish(code)
         return EXIT_FINISHED
 
     def finish(self, code: UserCode) -> None:
-        self.state = "draining"
+        self.state = State.DRAINING
         if code.close is not None:
             try:
                 code.close()
@@ -253,68 +258,61 @@ class ComponentProcess:
                 log.exception("%s: close() raised", self.name)
         assert self.outbox is not None
         self.outbox.send_eos(self.wait_room)
-        self.state = "finished"
-        self.report("finished")
+        self.state = State.FINISHED
+        self.report(Op.FINISHED)
+
+    # -- workers ---------------------------------------------------------------------
 
     def run_worker(self, code: UserCode) -> None:
-        assert isinstance(self.component, Worker)
         logic = self.logic = WorkerLogic(
-            self.component,
-            self.topology,
-            code.call,
-            metrics=self.metrics,
-            anomalies=self.anomalies,
+            self.component, code.call, metrics=self.metrics, anomalies=self.anomalies
         )
-        outbox = self.outbox
-        assert outbox is not None
         senders = {
-            name: {f"{name}/{i}" for i in range(self.topology.component(name).parallelism)}
+            name: set(self.topology.component(name).instance_names())
             for name in self.component.inputs
         }
         open_inputs = {name for name, who in senders.items() if not who <= self.ended}
-        inbox_of = {name: sock for sock, name in self.inboxes.items()}
-        starved_since: float | None = None
-        starving = False
+        gate = InputGate(senders)
         while open_inputs:
-            self.maybe_report()
-            if outbox.pending and not outbox.flush():
-                self.wait_room(outbox.blocked_sockets())
-                continue
-            deadline = logic.next_deadline()
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                outbox.emit(logic.poll_timers())
-                continue
-            # A bundled worker stops reading an input that runs ahead so that the lagging
-            # one catches up — only while every input is open (an ended input can no longer
-            # complete anything) and until the others stay silent for PAUSE_GRACE (an input
-            # that filters ids out would otherwise never let it resume: a deadlock).
-            ahead = set()
-            if len(open_inputs) == len(senders):
-                ahead = {name for name in open_inputs if logic.should_pause(name)}
-            reading = open_inputs if starving else open_inputs - ahead
-            timeout = self._next_report - now
-            if deadline is not None:
-                timeout = min(timeout, deadline - now)
-            readable, _ = poll(
-                [self.control, *(inbox_of[n] for n in reading)], timeout=max(0.0, timeout)
-            )
-            heard: set[str] = set()
-            for sock in readable:
-                if sock is self.control:
-                    self.handle_control()
-                elif not outbox.pending:  # nothing more is read while output waits
-                    heard.add(self.inboxes[sock])
-                    self._read_burst(sock, logic, outbox, senders, open_inputs)
-            if not ahead or (heard - ahead and not starving):
-                # Caught up, or the lagging inputs speak: pausing works, keep it.
-                starved_since, starving = None, False
-            elif not starving:
-                # Once the others stayed silent that long, read on until the input is no
-                # longer ahead; bundle eviction bounds the memory meanwhile.
-                starved_since = starved_since or time.monotonic()
-                starving = time.monotonic() - starved_since > PAUSE_GRACE
-        outbox.emit(logic.finish())
+            self.worker_step(logic, gate, senders, open_inputs)
+        assert self.outbox is not None
+        self.outbox.emit(logic.finish())
+
+    def worker_step(
+        self,
+        logic: WorkerLogic,
+        gate: InputGate,
+        senders: dict[str, set[str]],
+        open_inputs: set[str],
+    ) -> None:
+        """One turn of the worker loop: send what waits, fire timers, or read input."""
+        outbox = self.outbox
+        assert outbox is not None
+        self.maybe_report()
+        if outbox.pending and not outbox.flush():
+            self.wait_room(outbox.blocked_sockets())
+            return
+        deadline = logic.next_deadline()
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            outbox.emit(logic.poll_timers())
+            return
+        reading = gate.plan(open_inputs, logic.should_pause)
+        timeout = self._next_report - now
+        if deadline is not None:
+            timeout = min(timeout, deadline - now)
+        inbox_of = self.inbox_of
+        readable, _ = self.transport.poll(
+            [self.control, *(inbox_of[n] for n in reading)], timeout=max(0.0, timeout)
+        )
+        heard: set[str] = set()
+        for sock in readable:
+            if sock is self.control:
+                self.handle_control()
+            elif not outbox.pending:  # nothing more is read while output waits
+                heard.add(self.inboxes[sock])
+                self._read_burst(sock, logic, outbox, senders, open_inputs)
+        gate.heard(heard)
 
     def _read_burst(
         self,
@@ -330,9 +328,12 @@ class ComponentProcess:
             frames = sock.recv(block=False)
             if frames is None:
                 return
-            header = frames[0]
-            if header[:1] == b"E":
-                self.ended.add(header[1:].decode())
+            header = parse_header(frames[0])
+            if header is None or (not header.eos and len(frames) < 2):
+                self._dropped(frames[0], "not a clusterduck data frame")
+                continue
+            if header.eos:
+                self.ended.add(header.sender)
                 if senders[name] <= self.ended:
                     open_inputs.discard(name)
                 self.report()
@@ -340,74 +341,30 @@ class ComponentProcess:
             try:
                 batch = self.codec.loads(frames[1])
             except Exception as exc:  # noqa: BLE001 - a peer's bad frame must not kill us
-                self.metrics.errors += 1
-                self.metrics.last_error = f"undecodable frame from {header[1:].decode()}: {exc}"
-                log.error(
-                    "%s: dropped an undecodable frame from %s: %s",
-                    self.name,
-                    header[1:].decode(),
-                    exc,
-                )
+                self._dropped(frames[0], f"undecodable frame from {header.sender}: {exc}")
                 continue
             outbox.emit(logic.feed(name, batch))
             if not outbox.flush():
                 return
 
+    def _dropped(self, head: bytes, why: str) -> None:
+        """A frame that is not ours or does not decode: counted and dropped, never a crash."""
+        self.metrics.errors += 1
+        self.metrics.last_error = why
+        log.error("%s: dropped a frame (%r…): %s", self.name, bytes(head[:40]), why)
+
     # -- spouts ----------------------------------------------------------------------
 
     def run_spout(self, code: UserCode) -> None:
         self.wait_for(lambda: self.started or self.stopping)
-        queue = self._queue
-        room = threading.Event()
         wake_recv, wake_send = self.transport.pair_signal(f"wake-{os.getpid()}")
-        io_idle = [False]
-        done = threading.Event()
-        fatal: list[BaseException] = []
-
-        def dispatch(seq: int, value: Any) -> None:
-            if self.stopping:
-                raise SpoutStopped()
-            while len(queue) >= SPOUT_QUEUE:
-                room.clear()
-                if len(queue) < SPOUT_QUEUE:
-                    break
-                room.wait(0.2)
-                if self.stopping:
-                    raise SpoutStopped()
-            queue.append((seq, value))
-            if io_idle[0]:
-                io_idle[0] = False
-                wake_send.send((b"",), block=False)
-
-        async def dispatch_async(seq: int, value: Any) -> None:
-            if len(queue) >= SPOUT_QUEUE and not self.stopping:
-                await asyncio.to_thread(_wait_for_room)
-            dispatch(seq, value)
-
-        def _wait_for_room() -> None:
-            while len(queue) >= SPOUT_QUEUE and not self.stopping:
-                room.clear()
-                room.wait(0.2)
-
-        def body() -> None:
-            try:
-                if code.is_async:
-                    asyncio.run(code.call(dispatch_async))
-                else:
-                    code.call(dispatch)
-            except SpoutStopped:
-                pass
-            except Exception as exc:  # noqa: BLE001
-                self.metrics.errors += 1
-                self.metrics.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("spout %s raised; its stream ends here", self.name)
-                if self.topology.settings.on_error == "stop":
-                    fatal.append(exc)
-            finally:
-                done.set()
-                wake_send.send((b"",), block=False)
-
-        thread = threading.Thread(target=body, name=f"spout-{self.name}", daemon=True)
+        bridge = self.bridge = SpoutBridge(SPOUT_QUEUE, wake_send)
+        if self.stopping:
+            bridge.stop()
+        thread = threading.Thread(
+            target=bridge.run, args=(code.call, code.is_async), name=f"spout-{self.name}"
+        )
+        thread.daemon = True
         thread.start()
         outbox = self.outbox
         assert outbox is not None
@@ -416,34 +373,35 @@ class ComponentProcess:
             if outbox.pending and not outbox.flush():
                 self.wait_room(outbox.blocked_sockets())
                 continue
-            if queue:
-                n = min(len(queue), MAX_BATCH)
-                batch = [queue.popleft() for _ in range(n)]
-                room.set()
-                self.metrics.emitted += n
+            if len(bridge):
+                batch = bridge.take(MAX_BATCH)
+                self.metrics.emitted += len(batch)
                 outbox.emit(batch)
                 outbox.flush()
                 continue
-            if done.is_set():
+            if bridge.done:
                 break
-            io_idle[0] = True
-            if queue or done.is_set():
-                io_idle[0] = False
+            if not bridge.idle():
                 continue
-            readable, _ = poll(
+            readable, _ = self.transport.poll(
                 [self.control, wake_recv], timeout=max(0.0, self._next_report - time.monotonic())
             )
-            io_idle[0] = False
+            bridge.awake()
             if wake_recv in readable:
                 while wake_recv.recv(block=False) is not None:
                     pass
             if self.control in readable:
                 self.handle_control()
-                if self.stopping:
-                    room.set()
         thread.join()
-        if fatal:
-            raise FatalError(f"spout {self.name} raised: {fatal[0]!r} (on_error: stop)")
+        if bridge.error is not None:
+            exc = bridge.error
+            self.metrics.errors += 1
+            self.metrics.last_error = f"{type(exc).__name__}: {exc}"
+            log.error("spout %s raised; its stream ends here", self.name, exc_info=exc)
+            if self.component.on_error == "stop":
+                raise FatalError(
+                    self.name, f"spout {self.name} raised: {exc!r} (on_error: stop)"
+                ) from exc
 
 
 def _setup_logging(name: str) -> None:
@@ -455,16 +413,14 @@ def _setup_logging(name: str) -> None:
 
 
 def main() -> int:
-    spec = json.loads(sys.stdin.read())
-    name = f"{spec['component']}/{spec['index']}"
-    _setup_logging(name)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
-    os.chdir(spec["code_dir"])
-    if spec["code_dir"] not in sys.path:
-        sys.path.insert(0, spec["code_dir"])
-    proc = ComponentProcess(spec)
+    spec = ProcessSpec.from_dict(decode_json(sys.stdin.read()))
+    _setup_logging(spec.name)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    os.chdir(spec.code_dir)
+    transport = Transport(spec.curve)
+    proc = ComponentProcess(spec, transport)
     code = proc.run()
-    proc.transport.close()
+    transport.close()
     return code
 
 

@@ -7,9 +7,12 @@ one place that knows the layout of ``/proc/<pid>/stat``.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
-__all__ = ["pid_alive", "session_members"]
+from ..protocol import topology_marker
+
+__all__ = ["pid_alive", "session_members", "sweep"]
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -49,3 +52,16 @@ def session_members(session: int, marker: bytes = b"clusterduck") -> list[int]:
         except OSError:
             continue
     return found
+
+
+def sweep(session: int, topology: str) -> int:
+    """Kill every process of ``topology`` left in a supervisor's session; how many."""
+    killed = 0
+    marker = "\0".join(topology_marker(topology)).encode() + b"\0"
+    for pid in session_members(session, marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+        except ProcessLookupError:
+            pass
+    return killed

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..entries import resolve_entry
-from ..topology import Worker
+from ..protocol import Batch, ComponentSpec
 
 __all__ = ["Route", "stable_hash"]
 
-Batch = list[tuple[int, Any]]
 OnError = Callable[[int, Exception], None]
 
 
@@ -46,16 +45,29 @@ class Route:
     parallelism: int
     mode: str  # "shuffle" | "seq" | "key" | "all"
     key: Callable[[Any], Any] | None = None
+    # Shuffle: where the next turn starts (the instance after the last one that took).
+    _next: int = field(default=0, compare=False, repr=False)
 
     @classmethod
-    def for_worker(cls, worker: Worker, code_dir: Path) -> Route:
+    def for_worker(cls, worker: ComponentSpec, code_dir: Path) -> Route:
         """How messages reach ``worker``'s instances (SPEC §1)."""
         if worker.bundle:
             return cls(worker.name, worker.parallelism, "seq")
         key = None
         if worker.grouping == "key" and worker.key:
             key = resolve_entry(worker.key, code_dir)
-        return cls(worker.name, worker.parallelism, worker.grouping, key)  # type: ignore[arg-type]
+        return cls(worker.name, worker.parallelism, worker.grouping, key)
+
+    def shuffle_order(self) -> list[int]:
+        """Shuffle: the instances to offer the next batch to, in turn; the first one with
+        room takes it (least-loaded) and is reported with :meth:`took`."""
+        k = self.parallelism
+        start = self._next
+        return [(start + step) % k for step in range(k)]
+
+    def took(self, index: int) -> None:
+        """Instance ``index`` took a shuffled batch: the next turn starts after it."""
+        self._next = (index + 1) % self.parallelism
 
     def split(self, batch: Batch, on_error: OnError | None = None) -> dict[int, Batch] | None:
         """Sub-batches per instance index; None means "any one instance" (shuffle).

@@ -26,6 +26,7 @@ topology NAME in a session (used by ``down`` also when the supervisor itself is 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -36,12 +37,28 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ..topology import Topology
-from .process import EXIT_USER_FAILURE
-from .procfs import session_members
-from .transport import CurveKeys, Transport, poll, request
+from ..exceptions import ProtocolError
+from ..protocol import (
+    ControlRequest,
+    Hello,
+    HostStatus,
+    InstanceReport,
+    InstanceStatus,
+    Op,
+    ProcessSpec,
+    RunLayout,
+    State,
+    StepReply,
+    SupervisorReady,
+    SupervisorSpec,
+    Wiring,
+    decode_json,
+    decode_process_message,
+    topology_marker,
+)
+from .procfs import sweep
+from .transport import Transport, poll, request
 
 __all__ = ["main"]
 
@@ -53,6 +70,9 @@ SPAWN_DEADLINE = 180.0
 BACKOFF_START = 0.5
 BACKOFF_MAX = 10.0
 KILL_GRACE = 3.0
+# The exit code of a process whose user code failed to load, or whose on_error: stop
+# fired: no restart (process.EXIT_USER_FAILURE; not imported, to keep this module light).
+EXIT_USER_FAILURE = 3
 
 
 @dataclass
@@ -61,10 +81,10 @@ class Instance:
     index: int
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
-    state: str = "starting"
+    state: State = State.STARTING
     endpoints: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
-    report: dict[str, Any] = field(default_factory=dict)
+    report: InstanceReport | None = None
     ready: bool = False
     restarts: int = 0
     lost: int = 0
@@ -77,60 +97,63 @@ class Instance:
 
     @property
     def done(self) -> bool:
-        return self.state in ("finished", "failed", "crashed")
+        return self.state.ended
 
 
 class Supervisor:
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: SupervisorSpec) -> None:
         self.spec = spec
-        self.topology = Topology.model_validate(spec["topology"])
-        self.host: str = spec["host"]
-        self.run_dir = Path(spec["run_dir"])
-        self.logs = self.run_dir / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.curve = CurveKeys.from_dict(spec.get("curve"))
+        self.topology = spec.topology
+        self.host = spec.host
+        self.layout = RunLayout(spec.run_dir)
+        self.run_dir = Path(spec.run_dir)
+        Path(self.layout.logs).mkdir(parents=True, exist_ok=True)
+        self.curve = spec.curve
         self.transport = Transport(self.curve)
-        self.control = self.transport.router(spec["bind_host"], spec["advertise"])
+        self.control = self.transport.router(spec.bind_host, spec.advertise)
         self.procs = self.transport.router("127.0.0.1", "127.0.0.1")
         self.instances: dict[str, Instance] = {}
         for comp, index, host in self.topology.instances():
             if host == self.host:
-                inst = Instance(comp, index, self.logs / f"{comp}.{index}.log")
+                inst = Instance(comp, index, Path(self.layout.instance_log(comp, index)))
                 self.instances[inst.name] = inst
-        self.wiring: dict[str, Any] | None = None
+        self.wiring: Wiring | None = None
         self.peers: list[str] = []
         self.started = False
         self.stopping = False  # graceful: spouts stop, everything drains
         self.killed = False  # kill/abort: nothing is restarted any more
         self.spawned = False
         self.failure: str | None = None
-        self.waiters: list[tuple[bytes, str, float]] = []  # (client id, op, deadline)
+        self.waiters: list[tuple[bytes, Op, float]] = []  # (client id, op, deadline)
         self.greeted: set[str] = set()
         self.began = time.time()
 
     # -- processes -----------------------------------------------------------------
 
     def spawn(self, inst: Instance, *, restart: bool = False) -> None:
-        proc_spec = {
-            "topology": self.spec["topology"],
-            "component": inst.component,
-            "index": inst.index,
-            "host": self.host,
-            "code_dir": self.spec["code_dir"],
-            "bind_host": self.spec["bind_host"],
-            "advertise": self.spec["advertise"],
-            "supervisor": self.procs.endpoint,
-            "curve": self.spec.get("curve"),
-            "stop": self.stopping,
-        }
+        spec = self.spec
+        proc_spec = ProcessSpec(
+            topology=self.topology,
+            component=inst.component,
+            index=inst.index,
+            host=self.host,
+            code_dir=spec.code_dir,
+            bind_host=spec.bind_host,
+            advertise=spec.advertise,
+            supervisor=self.procs.endpoint,
+            curve=spec.curve,
+            stop=self.stopping,
+        )
         if restart:
-            proc_spec.update(
+            ended = set(inst.report.ended if inst.report else ()) | self.finished_upstreams(inst)
+            proc_spec = dataclasses.replace(
+                proc_spec,
                 ports=inst.ports,
                 wiring=self.wiring,
                 start=True,
-                ended=sorted(set(inst.report.get("ended", [])) | self.finished_upstreams(inst)),
+                ended=tuple(sorted(ended)),
             )
-        env = {**os.environ, **self.spec.get("env", {}), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
         inst.restart_at = None
         try:
             with open(inst.log_path, "ab") as logfile:
@@ -145,18 +168,18 @@ class Supervisor:
                     stdin=subprocess.PIPE,
                     stdout=logfile,
                     stderr=subprocess.STDOUT,
-                    cwd=self.spec["code_dir"],
+                    cwd=spec.code_dir,
                     env=env,
                 )
             assert inst.popen.stdin is not None
-            inst.popen.stdin.write(json.dumps(proc_spec).encode())
+            inst.popen.stdin.write(json.dumps(proc_spec.to_dict()).encode())
             inst.popen.stdin.close()
         except OSError as exc:
-            inst.state = "failed"
-            inst.error = f"could not start {inst.name} in {self.spec['code_dir']}: {exc}"
+            inst.state = State.FAILED
+            inst.error = f"could not start {inst.name} in {spec.code_dir}: {exc}"
             log.error("%s", inst.error)
             return
-        inst.state = "starting"
+        inst.state = State.STARTING
         if not restart:
             inst.ready = False
         log.info(
@@ -173,17 +196,20 @@ class Supervisor:
         Peers are asked in parallel; a peer supervisor that does not answer has exited,
         which it does only once all of its instances are done."""
         comp = self.topology.component(inst.component)
-        inputs = set(getattr(comp, "inputs", []))
+        inputs = set(comp.inputs)
         if not inputs:
             return set()
-        rows: list[dict[str, Any]] = list(self.status()["instances"])
+        rows: list[InstanceStatus] = list(self.status().instances)
         peers = [p for p in self.peers if p != self.control.endpoint]
-        answers: dict[str, dict[str, Any] | None] = {}
+        answers: dict[str, HostStatus | None] = {}
 
         def ask(peer: str) -> None:
             try:
-                answers[peer] = request(peer, {"op": "status"}, timeout=2, curve=self.curve)
-            except Exception:  # noqa: BLE001
+                reply = request(
+                    peer, ControlRequest(Op.STATUS).to_dict(), timeout=2, curve=self.curve
+                )
+                answers[peer] = HostStatus.from_dict(reply)
+            except Exception:  # noqa: BLE001 - a peer that does not answer has exited
                 answers[peer] = None
 
         threads = [threading.Thread(target=ask, args=(p,), daemon=True) for p in peers]
@@ -197,14 +223,14 @@ class Supervisor:
             if answer is None:
                 done_hosts.add(peer)
             else:
-                rows.extend(answer.get("instances", []))
+                rows.extend(answer.instances)
         finished = {
-            f"{r['component']}/{r['index']}"
+            f"{r.component}/{r.index}"
             for r in rows
-            if r["component"] in inputs and r["state"] == "finished"
+            if r.component in inputs and r.state is State.FINISHED
         }
         if done_hosts:  # every instance of a gone supervisor is done
-            answered = {f"{r['component']}/{r['index']}" for r in rows}
+            answered = {f"{r.component}/{r.index}" for r in rows}
             for name in inputs:
                 for i in range(self.topology.component(name).parallelism):
                     if f"{name}/{i}" not in answered:
@@ -221,11 +247,11 @@ class Supervisor:
                 continue
             code = inst.popen.returncode
             inst.popen = None
-            if inst.state == "finished" or (code == 0 and inst.state != "starting"):
-                inst.state = "finished"
+            if inst.state is State.FINISHED or (code == 0 and inst.state is not State.STARTING):
+                inst.state = State.FINISHED
                 continue
-            if code == EXIT_USER_FAILURE or inst.state == "failed":
-                inst.state = "failed"
+            if code == EXIT_USER_FAILURE or inst.state is State.FAILED:
+                inst.state = State.FAILED
                 self._gave_up(inst)
                 continue
             why = f"exited with {_describe_exit(code)}"
@@ -233,14 +259,14 @@ class Supervisor:
             inst.error = why
             if not self.started or self.killed:
                 # A crash while starting fails `up` instead of looping on restarts.
-                inst.state = "failed" if not self.started else "crashed"
+                inst.state = State.FAILED if not self.started else State.CRASHED
             elif inst.restarts < MAX_RESTARTS:
-                inst.lost += int(inst.report.get("backlog", 0))
+                inst.lost += inst.report.backlog if inst.report else 0
                 inst.restarts += 1
-                inst.state = "starting"
+                inst.state = State.STARTING
                 inst.restart_at = now + min(BACKOFF_MAX, BACKOFF_START * 2 ** (inst.restarts - 1))
             else:
-                inst.state = "crashed"
+                inst.state = State.CRASHED
                 inst.error = f"{why}; gave up after {MAX_RESTARTS} restarts"
                 self._gave_up(inst)
 
@@ -250,34 +276,33 @@ class Supervisor:
         if self.started and not self.killed:
             self.fail_topology(f"{inst.name}: {inst.error or 'failed'}")
 
-    def on_process_message(self, ident: bytes, msg: dict[str, Any]) -> None:
-        inst = self.instances.get(ident.decode())
+    def on_process_message(self, ident: bytes, msg: Hello | InstanceReport) -> None:
+        inst = self.instances.get(ident.decode(errors="replace"))
         if inst is None:
             return
-        op = msg.get("op")
-        if op == "hello":
-            inst.endpoints = msg["endpoints"]
-            inst.ports = msg["ports"]
+        if isinstance(msg, Hello):
+            inst.endpoints = dict(msg.endpoints)
+            inst.ports = dict(msg.ports)
             self.greeted.add(inst.name)
-        elif op == "failed":
-            inst.state = "failed"
-            inst.error = msg.get("error")
-        elif op in ("ready", "report", "finished", "fatal"):
+        elif msg.op is Op.FAILED:
+            inst.state = State.FAILED
+            inst.error = msg.error
+        else:
             inst.report = msg
-            inst.state = msg.get("state", inst.state)
-            if op == "ready":
+            inst.state = msg.state
+            if msg.op is Op.READY:
                 inst.ready = True
                 if self.started:
-                    self.send_to(inst, {"op": "start"})
+                    self.send_to(inst, ControlRequest(Op.START))
                 if self.stopping:
-                    self.send_to(inst, {"op": "stop"})
-            if op == "fatal":
-                inst.state = "failed"
-                inst.error = msg.get("last_error")
+                    self.send_to(inst, ControlRequest(Op.STOP))
+            if msg.op is Op.FATAL:
+                inst.state = State.FAILED
+                inst.error = msg.last_error
                 self.fail_topology(f"{inst.name}: {inst.error} (on_error: stop)")
 
-    def send_to(self, inst: Instance, msg: dict[str, Any]) -> None:
-        self.procs.send_json(msg, prefix=[inst.name.encode()])
+    def send_to(self, inst: Instance, msg: ControlRequest) -> None:
+        self.procs.send_json(msg.to_dict(), prefix=[inst.name.encode()])
 
     def kill_all(self) -> None:
         live = [i.popen for i in self.instances.values() if i.popen is not None]
@@ -294,7 +319,7 @@ class Supervisor:
             inst.popen = None
             inst.restart_at = None
             if not inst.done:
-                inst.state = "failed" if self.failure else "crashed"
+                inst.state = State.FAILED if self.failure else State.CRASHED
 
     def fail_topology(self, reason: str) -> None:
         if self.failure:
@@ -310,82 +335,90 @@ class Supervisor:
 
     def _tell_abort(self, peer: str, reason: str) -> None:
         try:
-            request(peer, {"op": "abort", "reason": reason}, timeout=2, curve=self.curve)
+            abort = ControlRequest(Op.ABORT, reason=reason)
+            request(peer, abort.to_dict(), timeout=2, curve=self.curve)
         except Exception:  # noqa: BLE001 - a dead peer is already stopped
             log.warning("could not tell %s to abort", peer)
 
     # -- control requests ------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> HostStatus:
         rows = []
         for inst in self.instances.values():
             rep = inst.report
-            row = instance_row(inst.component, inst.index, self.host, inst.state)
-            row.update({key: rep[key] for key in _REPORTED if key in rep})
-            row.update(
-                pid=inst.popen.pid if inst.popen else rep.get("pid"),
-                endpoint=next(iter(inst.endpoints.values()), None),
-                rate=row["rate"] if inst.state == "running" else 0.0,
-                restarts=inst.restarts,
-                lost=inst.lost,
-                last_error=rep.get("last_error") or inst.error,
+            row = InstanceStatus(inst.component, inst.index, self.host, inst.state)
+            if rep is not None:
+                row = dataclasses.replace(
+                    row,
+                    received=rep.received,
+                    emitted=rep.emitted,
+                    errors=rep.errors,
+                    anomalies=rep.anomalies,
+                    backlog=rep.backlog,
+                    blocked_seconds=rep.blocked_seconds,
+                    rate=rep.rate,
+                    uptime=rep.uptime,
+                )
+            rows.append(
+                dataclasses.replace(
+                    row,
+                    pid=inst.popen.pid if inst.popen else (rep.pid if rep else None),
+                    endpoint=next(iter(inst.endpoints.values()), None),
+                    rate=row.rate if inst.state is State.RUNNING else 0.0,
+                    restarts=inst.restarts,
+                    lost=inst.lost,
+                    last_error=(rep.last_error if rep else None) or inst.error,
+                )
             )
-            rows.append(row)
-        return {
-            "host": self.host,
-            "pid": os.getpid(),
-            "state": self.overall_state(),
-            "failure": self.failure,
-            "instances": rows,
-        }
+        return HostStatus(self.host, self.overall_state(), os.getpid(), self.failure, tuple(rows))
 
-    def overall_state(self) -> str:
+    def overall_state(self) -> State:
         if self.failure:
-            return "failed"
+            return State.FAILED
         states = {i.state for i in self.instances.values()}
-        if states <= {"finished"}:
-            return "finished"
-        if states & {"failed", "crashed"} and all(i.done for i in self.instances.values()):
-            return "failed"
-        return "running" if self.started else "starting"
+        if states <= {State.FINISHED}:
+            return State.FINISHED
+        if states & {State.FAILED, State.CRASHED} and all(i.done for i in self.instances.values()):
+            return State.FAILED
+        return State.RUNNING if self.started else State.STARTING
 
-    def on_request(self, ident: bytes, msg: dict[str, Any]) -> None:
-        op = msg.get("op")
-        reply: dict[str, Any] | None = {"ok": True}
-        if op == "spawn":
+    def on_request(self, ident: bytes, msg: ControlRequest) -> None:
+        op = msg.op
+        reply: StepReply | HostStatus | None = StepReply(ok=True)
+        if op is Op.SPAWN:
             self.spawned = True
             for name in reversed(self.topology.topological_order()):
                 for inst in self.instances.values():
                     if inst.component == name:
                         self.spawn(inst)
             reply = None
-            self.waiters.append((ident, "spawn", time.monotonic() + msg.get("timeout", 60)))
-        elif op == "wire":
-            self.wiring = {"endpoints": msg["endpoints"], "collector": msg.get("collector")}
-            self.peers = msg.get("supervisors", [])
+            self.waiters.append((ident, op, time.monotonic() + (msg.timeout or 60)))
+        elif op is Op.WIRE:
+            self.wiring = msg.wiring
+            self.peers = list(msg.supervisors)
             for inst in self.instances.values():
-                self.send_to(inst, {"op": "wire", **self.wiring})
+                self.send_to(inst, ControlRequest(Op.WIRE, wiring=self.wiring))
             reply = None
-            self.waiters.append((ident, "wire", time.monotonic() + msg.get("timeout", 60)))
-        elif op == "start":
+            self.waiters.append((ident, op, time.monotonic() + (msg.timeout or 60)))
+        elif op is Op.START:
             self.started = True
             for inst in self.instances.values():
-                self.send_to(inst, {"op": "start"})
-        elif op == "status":
+                self.send_to(inst, ControlRequest(Op.START))
+        elif op is Op.STATUS:
             reply = self.status()
-        elif op == "stop":
+        elif op is Op.STOP:
             self.stopping = True
             for inst in self.instances.values():
-                self.send_to(inst, {"op": "stop"})
-        elif op in ("kill", "abort"):
-            if op == "abort":
-                self.failure = self.failure or msg.get("reason", "aborted by a peer")
+                self.send_to(inst, ControlRequest(Op.STOP))
+        elif op in (Op.KILL, Op.ABORT):
+            if op is Op.ABORT:
+                self.failure = self.failure or msg.reason or "aborted by a peer"
             self.stopping = self.killed = True
             self.kill_all()
         else:
-            reply = {"ok": False, "error": f"unknown op {op!r}"}
+            reply = StepReply(ok=False, error=f"op {op.value!r} is not for a supervisor")
         if reply is not None:
-            self.control.send_json(reply, prefix=[ident, b""])
+            self.control.send_json(reply.to_dict(), prefix=[ident, b""])
 
     def answer_waiters(self) -> None:
         now = time.monotonic()
@@ -394,33 +427,33 @@ class Supervisor:
             reply = self._waiter_reply(op, now >= deadline)
             if reply is not None:
                 self.waiters.remove(waiter)
-                self.control.send_json(reply, prefix=[ident, b""])
+                self.control.send_json(reply.to_dict(), prefix=[ident, b""])
 
-    def _waiter_reply(self, op: str, expired: bool) -> dict[str, Any] | None:
-        failed = [i for i in self.instances.values() if i.state in ("failed", "crashed")]
+    def _waiter_reply(self, op: Op, expired: bool) -> StepReply | None:
+        failed = [i for i in self.instances.values() if i.state in (State.FAILED, State.CRASHED)]
         if failed:
             inst = failed[0]
-            return {
-                "ok": False,
-                "component": inst.name,
-                "error": inst.error or "failed to start",
-                "log_tail": _tail(inst.log_path, 30),
-            }
+            return StepReply(
+                ok=False,
+                component=inst.name,
+                error=inst.error or "failed to start",
+                log_tail=_tail(inst.log_path, 30),
+            )
         insts = list(self.instances.values())
-        if op == "spawn" and all(i.name in self.greeted for i in insts):
-            return {"ok": True, "endpoints": {i.name: i.endpoints for i in insts}}
-        if op == "wire" and all(i.ready for i in insts):
-            return {"ok": True}
+        if op is Op.SPAWN and all(i.name in self.greeted for i in insts):
+            return StepReply(ok=True, endpoints={i.name: i.endpoints for i in insts})
+        if op is Op.WIRE and all(i.ready for i in insts):
+            return StepReply(ok=True)
         if expired:
             slow = [
-                i.name for i in insts if not (i.ready if op == "wire" else i.name in self.greeted)
+                i.name for i in insts if not (i.ready if op is Op.WIRE else i.name in self.greeted)
             ]
-            return {
-                "ok": False,
-                "component": ", ".join(slow),
-                "error": f"no {op} answer in time from " + ", ".join(slow),
-                "log_tail": _tail(self.instances[slow[0]].log_path, 30) if slow else "",
-            }
+            return StepReply(
+                ok=False,
+                component=", ".join(slow),
+                error=f"no {op.value} answer in time from " + ", ".join(slow),
+                log_tail=_tail(self.instances[slow[0]].log_path, 30) if slow else "",
+            )
         return None
 
     # -- main loop -------------------------------------------------------------------
@@ -430,10 +463,22 @@ class Supervisor:
             readable, _ = poll([self.control, self.procs], timeout=0.1)
             if self.procs in readable:
                 while (frames := self.procs.recv(block=False)) is not None:
-                    self.on_process_message(frames[0], json.loads(frames[-1]))
+                    try:
+                        message = decode_process_message(frames[-1])
+                    except ProtocolError as exc:
+                        log.error("dropped a malformed message from a process: %s", exc)
+                        continue
+                    self.on_process_message(frames[0], message)
             if self.control in readable:
                 while (frames := self.control.recv(block=False)) is not None:
-                    self.on_request(frames[0], json.loads(frames[-1]))
+                    try:
+                        request_ = ControlRequest.from_dict(decode_json(frames[-1]))
+                    except ProtocolError as exc:
+                        log.error("dropped a malformed control request: %s", exc)
+                        reply = StepReply(ok=False, error=f"malformed request: {exc}")
+                        self.control.send_json(reply.to_dict(), prefix=[frames[0], b""])
+                        continue
+                    self.on_request(frames[0], request_)
             self.check_children()
             self.answer_waiters()
             if (
@@ -450,10 +495,11 @@ class Supervisor:
         self.write_final()
 
     def write_final(self) -> None:
-        final = self.status()
-        tmp = self.run_dir / "final.json.tmp"
+        final = self.status().to_dict()
+        target = Path(self.layout.final_status)
+        tmp = target.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(final))
-        tmp.replace(self.run_dir / "final.json")
+        tmp.replace(target)
         log.info("all local instances done (%s); supervisor exits", final["state"])
         # Answer anything still asking before leaving.
         deadline = time.monotonic() + 0.5
@@ -462,42 +508,6 @@ class Supervisor:
             if self.control in readable:
                 while (frames := self.control.recv(block=False)) is not None:
                     self.control.send_json(final, prefix=[frames[0], b""])
-
-
-# What a process's own report fills in a status row.
-_REPORTED = (
-    "received",
-    "emitted",
-    "errors",
-    "anomalies",
-    "backlog",
-    "blocked_seconds",
-    "rate",
-    "uptime",
-)
-
-
-def instance_row(component: str, index: int, host: str, state: str) -> dict[str, Any]:
-    """One instance in ``status`` (the documented ``--json`` row), before any report."""
-    return {
-        "component": component,
-        "index": index,
-        "host": host,
-        "pid": None,
-        "state": state,
-        "endpoint": None,
-        "received": 0,
-        "emitted": 0,
-        "errors": 0,
-        "anomalies": {},
-        "backlog": 0,
-        "blocked_seconds": 0.0,
-        "rate": 0.0,
-        "restarts": 0,
-        "lost": 0,
-        "uptime": 0.0,
-        "last_error": None,
-    }
 
 
 def _describe_exit(code: int) -> str:
@@ -519,32 +529,17 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
 
 
-def topology_marker(name: str) -> list[str]:
-    """Arguments every process of topology ``name`` carries, so that a sweep after pid
-    reuse can never hit another topology's processes (and ``ps`` shows whose it is)."""
-    return ["--topology", name]
-
-
-def sweep(session: int, topology: str) -> int:
-    """Kill every process of ``topology`` left in a supervisor's session; how many."""
-    killed = 0
-    marker = "\0".join(topology_marker(topology)).encode() + b"\0"
-    for pid in session_members(session, marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-            killed += 1
-        except ProcessLookupError:
-            pass
-    return killed
-
-
-def _daemonize_and_run(spec: dict[str, Any]) -> int:
+def _daemonize_and_run(spec: SupervisorSpec) -> int:
     # `~` in a host's workdir means that host's home: expanded here, on the host.
-    for key in ("run_dir", "code_dir"):
-        spec[key] = os.path.expanduser(spec[key])
-    run_dir = Path(spec["run_dir"])
+    spec = dataclasses.replace(
+        spec,
+        run_dir=os.path.expanduser(spec.run_dir),
+        code_dir=os.path.expanduser(spec.code_dir),
+    )
+    layout = RunLayout(spec.run_dir)
+    run_dir = Path(spec.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "final.json").unlink(missing_ok=True)
+    Path(layout.final_status).unlink(missing_ok=True)
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid:
@@ -553,7 +548,7 @@ def _daemonize_and_run(spec: dict[str, Any]) -> int:
         with os.fdopen(read_fd, "rb") as pipe:
             line = pipe.read().decode().strip()
         if not line:
-            sys.stderr.write(_tail(run_dir / "supervisor.log", 30) + "\n")
+            sys.stderr.write(_tail(Path(layout.supervisor_log), 30) + "\n")
             return 1
         sys.stdout.write(line + "\n")
         return 0
@@ -561,24 +556,19 @@ def _daemonize_and_run(spec: dict[str, Any]) -> int:
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    logfd = os.open(run_dir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    logfd = os.open(layout.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(logfd, 1)
     os.dup2(logfd, 2)
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s [supervisor {spec['host']}] %(message)s",
+        format=f"%(asctime)s %(levelname)s [supervisor {spec.host}] %(message)s",
     )
     sup: Supervisor | None = None
     try:
         sup = Supervisor(spec)
-        ready = {
-            "control": sup.control.endpoint,
-            "pid": os.getpid(),
-            "run_dir": spec["run_dir"],
-            "code_dir": spec["code_dir"],
-        }
-        os.write(write_fd, (json.dumps(ready) + "\n").encode())
+        ready = SupervisorReady(sup.control.endpoint, os.getpid(), spec.run_dir, spec.code_dir)
+        os.write(write_fd, (json.dumps(ready.to_dict()) + "\n").encode())
         os.close(write_fd)
         sup.run()
         sup.transport.close(linger_ms=0)
@@ -595,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["--sweep"]:
         print(sweep(int(args[1]), args[2]))
         return 0
-    spec = json.loads(sys.stdin.read())
+    spec = SupervisorSpec.from_dict(decode_json(sys.stdin.read()))
     return _daemonize_and_run(spec)
 
 

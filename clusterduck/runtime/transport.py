@@ -19,7 +19,6 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -27,6 +26,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from ..exceptions import ControlTimeout
+from ..protocol import CurveKeys
 
 __all__ = [
     "CurveKeys",
@@ -47,21 +47,6 @@ CONTROL_HWM = 1000
 # bounded so that a process whose peer is gone for good still exits.
 DATA_LINGER_MS = 30_000
 CONTROL_LINGER_MS = 1000
-
-
-@dataclass(frozen=True)
-class CurveKeys:
-    """The topology's one CURVE keypair (z85 text). Holding it is membership."""
-
-    public: str
-    secret: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"public": self.public, "secret": self.secret}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, str] | None) -> CurveKeys | None:
-        return cls(data["public"], data["secret"]) if data else None
 
 
 def generate_curve_keys() -> CurveKeys:
@@ -203,6 +188,13 @@ class Transport:
         pair = (Socket(recv, name), Socket(send, name))
         self._sockets.extend(pair)
         return pair
+
+    @staticmethod
+    def poll(
+        readers: Iterable[Socket], writers: Iterable[Socket] = (), timeout: float | None = None
+    ) -> tuple[set[Socket], set[Socket]]:
+        """:func:`poll`, reachable through the transport a loop was given."""
+        return poll(readers, writers, timeout)
 
     # -- connection checks -------------------------------------------------------------
 

@@ -1,59 +1,46 @@
 """The commands that run things: ``up``, ``status``, ``down``, ``logs``, ``list``.
 
-Registered on the ``clusterduck`` group by ``cli.py``; like it, these are the only
-places that print or choose exit codes.
+They print and pick exit codes; ``deploy`` does the work and owns each record's status.
+Heavy modules (deploy, the loader, rich) are imported when a command runs.
 """
 
 from __future__ import annotations
 
-import json
 import queue
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.live import Live
 
-from . import deploy
-from .console import HostProgress, list_table, status_table, throughput_table
-from .exceptions import ClusterduckError, RuntimeFault
-from .loader import load
-from .state import TopologyRecord, find, load_all
-from .topology import Topology
+from ..exceptions import ClusterduckError, RuntimeFault
+from ..protocol import RunLayout, State, TopologyStatus
+from .errors import handle_errors
+
+if TYPE_CHECKING:
+    from ..deploy import Cluster
+    from ..state import TopologyRecord
+    from .console import Console
 
 __all__ = ["down", "list_topologies", "logs", "status", "up"]
 
-ENDED = ("finished", "failed", "stopped")
 DOWN_TIMEOUT = 30.0
-
-
-def _handle(command: Any) -> Any:
-    from .cli import handle_errors  # late: cli imports this module
-
-    return handle_errors(command)
-
-
-def _console(err: bool = False) -> Console:
-    console = Console(stderr=err, highlight=False, soft_wrap=False)
-    if not console.is_terminal:  # a pipe or a file: never truncate the table
-        console = Console(stderr=err, highlight=False, soft_wrap=False, width=200)
-    return console
 
 
 def _sink_output(record: TopologyRecord, lines: int = 15) -> list[tuple[str, str]]:
     """The last lines each sink instance printed: what a finished topology produced."""
-    topo = Topology.model_validate(record.topology)
-    cluster = deploy.Cluster(record)
+    from ..deploy import Cluster
+
+    spec = record.spec
+    cluster = Cluster(record)
     shown = []
     try:
-        for comp in topo.sinks():
+        for comp in spec.sinks():
             for i in range(comp.parallelism):
                 host = comp.host_of(i)
-                path = f"{record.hosts[host].run_dir}/logs/{comp.name}.{i}.log"
+                path = RunLayout(record.hosts[host].run_dir).instance_log(comp.name, i)
                 try:
                     text = _tail(cluster, host, path, lines)
                 except ClusterduckError:
@@ -65,25 +52,9 @@ def _sink_output(record: TopologyRecord, lines: int = 15) -> list[tuple[str, str
     return shown
 
 
-def _tail(cluster: deploy.Cluster, host: str, path: str, lines: int) -> str:
+def _tail(cluster: Cluster, host: str, path: str, lines: int) -> str:
     """The last lines of a file on its host (``tail`` there: nothing else crosses SSH)."""
     return cluster.conn(host).run(["tail", "-n", str(lines), path], timeout=30).stdout
-
-
-def _stop(record: TopologyRecord, timeout: float, force: bool) -> dict[str, Any]:
-    cluster = deploy.Cluster(record)
-    try:
-        final = cluster.stop(timeout, force=force)
-    finally:
-        cluster.close()
-    if final["state"] == "failed":
-        record.status = "failed"
-    elif record.status != "finished":  # it was still running: `down` stopped it
-        record.status = "stopped"
-    final["state"] = record.status
-    record.final = final
-    record.save()
-    return final
 
 
 @click.command()
@@ -106,12 +77,16 @@ def _stop(record: TopologyRecord, timeout: float, force: bool) -> dict[str, Any]
     is_flag=True,
     help="Trust and record SSH host keys not yet in ~/.ssh/known_hosts.",
 )
-@_handle
+@handle_errors
 def up(file: Path, mode: str, accept_new_host_keys: bool) -> None:
     """Validate FILE, start every process on every host, and wire them together."""
+    from .. import deploy
+    from ..loader import load
+    from .console import HostProgress, make_console, status_table
+
     tf = load(file)
     topo = tf.topology
-    out, err = _console(), _console(err=True)
+    out, err = make_console(), make_console(err=True)
     with HostProgress(err, topo.hosts_used()) as progress:
         record = deploy.start(tf, progress=progress, accept_new_host_keys=accept_new_host_keys)
     n = len(topo.instances())
@@ -131,49 +106,41 @@ def up(file: Path, mode: str, accept_new_host_keys: bool) -> None:
     for name, text in _sink_output(record):
         out.print(f"[bold]── {name} printed ──[/]")
         out.print(text, markup=False, highlight=False)
-    if final["state"] != "finished":
+    if final.state is not State.FINISHED:
         raise RuntimeFault(
-            f"topology {topo.name} ended {final['state']}: "
-            + "; ".join(final.get("problems") or [])
+            f"topology {topo.name} ended {final.state.value}: "
+            + "; ".join(final.problems)
             + f" (see `clusterduck logs {topo.name}`)"
         )
 
 
-def _follow(record: TopologyRecord, out: Console) -> dict[str, Any]:
+def _follow(record: TopologyRecord, out: Console) -> TopologyStatus:
     """Refresh throughput until the topology ends; Ctrl-C runs a graceful down."""
-    status = deploy.topology_status(record)
+    from ..deploy import stop_topology, topology_status
+    from .console import live_view, make_console, status_table, throughput_table
+
+    status = topology_status(record)
     try:
-        with Live(
-            throughput_table(status),
-            console=out,
-            refresh_per_second=4,
-            transient=True,
-            auto_refresh=out.is_terminal,
-        ) as live:
-            while status["state"] not in ENDED and status["state"] != "broken":
+        with live_view(out, throughput_table(status), refresh=4, transient=True) as live:
+            while not status.state.ended and status.state is not State.BROKEN:
                 time.sleep(0.5)
-                status = deploy.topology_status(record)
+                status = topology_status(record)
                 live.update(throughput_table(status))
-                if status["state"] in ("failing",):
+                if status.state is State.FAILING:
                     break
     except KeyboardInterrupt:
         # The user asked for it: stop gracefully, show where it got, exit 130.
-        _console(err=True).print("interrupted: stopping gracefully (Ctrl-C again to force)")
+        make_console(err=True).print("interrupted: stopping gracefully (Ctrl-C again to force)")
         try:
-            final = _stop(record, DOWN_TIMEOUT, force=False)
+            final = stop_topology(record, DOWN_TIMEOUT, force=False)
         except KeyboardInterrupt:
-            final = _stop(record, 0, force=True)
+            final = stop_topology(record, 0, force=True)
         out.print(status_table(final))
         raise
-    if status["state"] not in ("finished",):
-        return _stop(record, 5, force=True) | {
-            "state": "failed",
-            "problems": status.get("problems", []),
-        }
-    # Finished: make sure nothing lingers (supervisors exit by themselves).
-    record.final = status
-    record.status = "finished"
-    record.save()
+    if status.state is not State.FINISHED:
+        stopped = stop_topology(record, 5, force=True)
+        return stopped.replace(state=State.FAILED, problems=status.problems)
+    # Finished: topology_status recorded it (supervisors exit by themselves).
     return status
 
 
@@ -181,25 +148,28 @@ def _follow(record: TopologyRecord, out: Console) -> dict[str, Any]:
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="The documented JSON schema on stdout.")
 @click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
-@_handle
+@handle_errors
 def status(name: str | None, as_json: bool, watch: bool) -> None:
     """Every component and instance: host, pid, state, counters, backlog, rate, errors."""
+    from ..deploy import topology_status
+    from ..state import find
+
     record = find(name)
     if as_json:
-        click.echo(json.dumps(deploy.topology_status(record), indent=2))
+        click.echo(topology_status(record).to_json())
         return
-    out = _console()
+    from .console import live_view, make_console, status_table
+
+    out = make_console()
     if not watch:
-        out.print(status_table(deploy.topology_status(record)))
+        out.print(status_table(topology_status(record)))
         return
     try:
-        with Live(
-            status_table(deploy.topology_status(record)), console=out, refresh_per_second=2
-        ) as live:
+        with live_view(out, status_table(topology_status(record)), refresh=2) as live:
             while True:
                 time.sleep(1)
                 record = find(record.name)
-                live.update(status_table(deploy.topology_status(record)))
+                live.update(status_table(topology_status(record)))
     except KeyboardInterrupt:
         pass
 
@@ -214,41 +184,44 @@ def status(name: str | None, as_json: bool, watch: bool) -> None:
     help="Seconds to drain before killing.",
 )
 @click.option("--force", is_flag=True, help="Kill at once, without draining.")
-@_handle
+@handle_errors
 def down(name: str | None, timeout: float, force: bool) -> None:
     """Stop a topology: spouts stop, in-flight messages drain, processes exit."""
+    import contextlib
+
+    from ..deploy import stop_topology
+    from ..state import find
+    from .console import make_console
+
     record = find(name)
-    err = _console(err=True)
-    with err.status(f"stopping {record.name} …") if err.is_terminal else _nothing():
-        final = _stop(record, 0 if force else timeout, force)
-    counts = sum(r["received"] for c in final["components"] for r in c["instances"])
+    err = make_console(err=True)
+    busy = err.status(f"stopping {record.name} …") if err.is_terminal else contextlib.nullcontext()
+    with busy:
+        final = stop_topology(record, 0 if force else timeout, force=force)
+    received = sum(r.received for r in final.instances())
     err.print(
-        f"[green]down[/] {record.name}: {final['state']}; "
-        f"{counts:,} messages received in total; logs kept "
+        f"[green]down[/] {record.name}: {final.state.value}; "
+        f"{received:,} messages received in total; logs kept "
         f"(`clusterduck logs {record.name}`)"
     )
 
 
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 @click.command("list")
-@_handle
+@handle_errors
 def list_topologies() -> None:
     """Running and finished topologies known to this machine."""
+    from ..deploy import topology_status
+    from ..state import load_all
+    from .console import list_table, make_console
+
     records = load_all()
     if not records:
         click.echo("no topologies known here; start one with `clusterduck up FILE`")
         return
     for rec in records:  # refresh what is marked running
         if rec.active:
-            deploy.topology_status(rec)
-    _console().print(list_table(load_all()))
+            topology_status(rec)
+    make_console().print(list_table(load_all()))
 
 
 @click.command()
@@ -256,31 +229,35 @@ def list_topologies() -> None:
 @click.argument("component", required=False)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
 @click.option("-n", "lines", type=int, default=20, show_default=True, help="Lines per process.")
-@_handle
+@handle_errors
 def logs(name: str | None, component: str | None, follow: bool, lines: int) -> None:
     """Logs of every process (or of COMPONENT), fetched from their hosts."""
+    from ..deploy import Cluster
+    from ..state import find
+
     record = find(name)
-    topo = Topology.model_validate(record.topology)
-    names = [c.name for c in topo.components]
+    spec = record.spec
+    names = [c.name for c in spec.components]
     if component is not None and component not in names + ["supervisor"]:
         raise ClusterduckError(
             f"topology {record.name} has no component {component!r} "
             f"(components: {', '.join(names)}, or 'supervisor')"
         )
     files: dict[str, list[tuple[str, str]]] = {}
-    for comp in topo.components:
+    for comp in spec.components:
         if component in (None, comp.name):
             for i in range(comp.parallelism):
                 host = comp.host_of(i)
+                layout = RunLayout(record.hosts[host].run_dir)
                 files.setdefault(host, []).append(
-                    (f"{comp.name}/{i}", f"{record.hosts[host].run_dir}/logs/{comp.name}.{i}.log")
+                    (f"{comp.name}/{i}", layout.instance_log(comp.name, i))
                 )
     if component in (None, "supervisor"):
         for host, rec in record.hosts.items():
             files.setdefault(host, []).append(
-                (f"supervisor@{host}", f"{rec.run_dir}/supervisor.log")
+                (f"supervisor@{host}", RunLayout(rec.run_dir).supervisor_log)
             )
-    cluster = deploy.Cluster(record)
+    cluster = Cluster(record)
     try:
         if follow:
             _follow_logs(cluster, files, lines)
@@ -293,9 +270,7 @@ def logs(name: str | None, component: str | None, follow: bool, lines: int) -> N
         cluster.close()
 
 
-def _follow_logs(
-    cluster: deploy.Cluster, files: dict[str, list[tuple[str, str]]], lines: int
-) -> None:
+def _follow_logs(cluster: Cluster, files: dict[str, list[tuple[str, str]]], lines: int) -> None:
     """``tail -F`` on every host at once, lines prefixed with their process."""
     merged: queue.Queue[str] = queue.Queue()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console, Group
@@ -13,7 +14,16 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["HostProgress", "list_table", "status_table", "throughput_table"]
+from ..protocol import State, TopologyStatus
+
+__all__ = [
+    "HostProgress",
+    "list_table",
+    "live_view",
+    "make_console",
+    "status_table",
+    "throughput_table",
+]
 
 STEPS = ["connect", "check", "ship", "start", "spawn", "wire", "ready"]
 _STATE_STYLE = {
@@ -30,8 +40,30 @@ _STATE_STYLE = {
 }
 
 
-def _state(state: str) -> Text:
-    return Text(state, style=_STATE_STYLE.get(state, ""))
+def make_console(err: bool = False) -> Console:
+    """A console on stdout (or stderr); a pipe or a file never truncates the table."""
+    console = Console(stderr=err, highlight=False, soft_wrap=False)
+    if not console.is_terminal:
+        console = Console(stderr=err, highlight=False, soft_wrap=False, width=200)
+    return console
+
+
+def live_view(
+    console: Console, renderable: Any, *, refresh: float, transient: bool = False
+) -> Live:
+    """A display refreshed in place (``with live_view(...) as live: live.update(...)``)."""
+    return Live(
+        renderable,
+        console=console,
+        refresh_per_second=refresh,
+        transient=transient,
+        auto_refresh=console.is_terminal,
+    )
+
+
+def _state(state: State | str) -> Text:
+    text = state.value if isinstance(state, State) else state
+    return Text(text, style=_STATE_STYLE.get(text, ""))
 
 
 def _duration(seconds: float | None) -> str:
@@ -45,11 +77,11 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def _anomalies(anomalies: dict[str, int]) -> str:
+def _anomalies(anomalies: Mapping[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(anomalies.items()) if v) or "-"
 
 
-def status_table(status: dict[str, Any]) -> Group:
+def status_table(status: TopologyStatus) -> Group:
     """One row per instance, as SPEC §3 lists the columns."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col, justify in [
@@ -69,34 +101,32 @@ def status_table(status: dict[str, Any]) -> Group:
         ("last error", "left"),
     ]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for comp in status["components"]:
-        for row in comp["instances"]:
+    for comp in status.components:
+        for row in comp.instances:
             table.add_row(
-                comp["name"],
-                str(row["index"]),
-                row["host"],
-                str(row["pid"] or "-"),
-                _state(row["state"]),
-                f"{row['received']:,}",
-                f"{row['emitted']:,}",
-                str(row["errors"]),
-                _anomalies(row.get("anomalies") or {}),
-                f"{row['backlog']:,}",
-                f"{row['rate']:,.0f}",
-                str(row["restarts"]),
-                _duration(row.get("uptime")),
-                (row.get("last_error") or "")[:60],
+                comp.name,
+                str(row.index),
+                row.host,
+                str(row.pid or "-"),
+                _state(row.state),
+                f"{row.received:,}",
+                f"{row.emitted:,}",
+                str(row.errors),
+                _anomalies(row.anomalies),
+                f"{row.backlog:,}",
+                f"{row.rate:,.0f}",
+                str(row.restarts),
+                _duration(row.uptime),
+                (row.last_error or "")[:60],
             )
-    head = Text.assemble(
-        ("topology ", ""), (status["name"], "bold"), ("  ", ""), _state(status["state"])
-    )
+    head = Text.assemble(("topology ", ""), (status.name, "bold"), ("  ", ""), _state(status.state))
     parts: list[Any] = [head, table]
-    for problem in status.get("problems") or []:
+    for problem in status.problems:
         parts.append(Text(f"! {problem}", style="red"))
     return Group(*parts)
 
 
-def throughput_table(status: dict[str, Any]) -> Group:
+def throughput_table(status: TopologyStatus) -> Group:
     """The short per-component view ``up --wait`` refreshes."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in (
@@ -110,22 +140,20 @@ def throughput_table(status: dict[str, Any]) -> Group:
         "state",
     ):
         table.add_column(col, justify="left" if col in ("component", "state") else "right")
-    for comp in status["components"]:
-        rows = comp["instances"]
-        states = sorted({r["state"] for r in rows})
+    for comp in status.components:
+        rows = comp.instances
+        states = sorted({r.state.value for r in rows})
         table.add_row(
-            comp["name"],
+            comp.name,
             str(len(rows)),
-            f"{sum(r['received'] for r in rows):,}",
-            f"{sum(r['emitted'] for r in rows):,}",
-            f"{sum(r['rate'] for r in rows):,.0f}",
-            str(sum(r["errors"] for r in rows)),
-            f"{sum(r['backlog'] for r in rows):,}",
+            f"{sum(r.received for r in rows):,}",
+            f"{sum(r.emitted for r in rows):,}",
+            f"{sum(r.rate for r in rows):,.0f}",
+            str(sum(r.errors for r in rows)),
+            f"{sum(r.backlog for r in rows):,}",
             ", ".join(states),
         )
-    head = Text.assemble(
-        ("topology ", ""), (status["name"], "bold"), ("  ", ""), _state(status["state"])
-    )
+    head = Text.assemble(("topology ", ""), (status.name, "bold"), ("  ", ""), _state(status.state))
     return Group(head, table)
 
 

@@ -1,0 +1,5 @@
+"""`python -m clusterduck.cli` is the `clusterduck` command."""
+
+from .app import main
+
+main()

@@ -1,0 +1,27 @@
+"""The ``clusterduck`` click group; every command is defined in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from . import inspect, lifecycle
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(None, "--version", "-V", package_name="clusterduck", prog_name="clusterduck")
+def main() -> None:
+    """Run Storm-like streaming topologies described in YAML, over SSH and ZeroMQ."""
+
+
+for _command in (
+    inspect.validate,
+    inspect.graph,
+    lifecycle.up,
+    lifecycle.status,
+    lifecycle.down,
+    lifecycle.logs,
+    lifecycle.list_topologies,
+):
+    main.add_command(_command)

@@ -1,0 +1,940 @@
+"""Everything that crosses a process or host boundary, defined once.
+
+The CLI, ``deploy``, the supervisor, every component process, ``console`` and
+``testing`` read and write these types; nothing else builds a message by hand. The
+module needs the standard library only (no pydantic, yaml, click, rich, paramiko or
+zmq), because the processes that run on hosts import it and pay for every import on
+every start.
+
+What lives here:
+
+* ``State``: the states of an instance, a host and a topology; which of them are ended.
+* Frame layout: the header of every data or end-of-stream frame (``data_header``,
+  ``eos_header``, ``parse_header``). Frames come from the network: parsing never
+  raises, it returns ``None`` for anything malformed.
+* Specs: ``TopologySpec``/``ComponentSpec`` (the validated topology as the runtime needs
+  it, without the pydantic models), ``SupervisorSpec`` and ``ProcessSpec`` (JSON on a
+  process's stdin).
+* Control messages between CLI, supervisors and processes, and their replies.
+* Status: ``InstanceStatus``, ``HostStatus``, ``ComponentStatus``, ``TopologyStatus``;
+  ``TopologyStatus.to_dict()`` is the documented ``clusterduck status --json``.
+* Layout of a run directory (logs, ``final.json``) and the process marker.
+
+Decoding anything read from a socket or a file goes through ``from_dict`` methods,
+which raise :class:`~clusterduck.exceptions.ProtocolError` (never ``KeyError``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from .exceptions import ProtocolError
+
+if TYPE_CHECKING:  # only for the type checker: the runtime never imports pydantic
+    from .topology import Topology
+
+__all__ = [
+    "LOCALHOST",
+    "PROTOCOL_VERSION",
+    "Batch",
+    "ComponentSpec",
+    "ComponentStatus",
+    "ControlRequest",
+    "CurveKeys",
+    "Header",
+    "HostStatus",
+    "InstanceReport",
+    "InstanceStatus",
+    "Op",
+    "ProcessSpec",
+    "RunLayout",
+    "State",
+    "StepReply",
+    "SupervisorReady",
+    "SupervisorSpec",
+    "TopologySpec",
+    "TopologyStatus",
+    "Wiring",
+    "data_header",
+    "decode_json",
+    "eos_header",
+    "parse_header",
+    "topology_marker",
+]
+
+PROTOCOL_VERSION = 1
+
+# The host that is this machine; every other host name is reached over SSH.
+LOCALHOST = "localhost"
+
+# A batch of messages as it travels: (sequence id, value) pairs.
+Batch = list[tuple[int, Any]]
+
+# How many bundle parts or out-of-order ids one instance may hold (SPEC §1: bounded).
+MAX_PENDING = 100_000
+
+
+# -- states ---------------------------------------------------------------------------
+
+
+class State(str, Enum):
+    """States of an instance, a host's supervisor, or a whole topology."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    DRAINING = "draining"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CRASHED = "crashed"  # an instance that died and will not be restarted
+    STOPPED = "stopped"  # a topology that `down` stopped before it finished
+    FAILING = "failing"  # a topology with a failed host while others still run
+    BROKEN = "broken"  # a topology with a host that does not answer
+    UNREACHABLE = "unreachable"  # a host (and its instances) that does not answer
+
+    @property
+    def ended(self) -> bool:
+        """Nothing will run any more: the state is final."""
+        return self in _ENDED
+
+    @property
+    def active(self) -> bool:
+        """Still starting or running (what ``list`` and ``find`` call running)."""
+        return self in (State.STARTING, State.RUNNING)
+
+    @classmethod
+    def parse(cls, value: object) -> State:
+        try:
+            return cls(value)
+        except ValueError as exc:
+            raise ProtocolError(f"unknown state {value!r}") from exc
+
+
+_ENDED = frozenset({State.FINISHED, State.FAILED, State.CRASHED, State.STOPPED})
+
+
+# -- frames ---------------------------------------------------------------------------
+
+_DATA = b"D"
+_EOS = b"E"
+
+
+def data_header(component: str, index: int) -> bytes:
+    """First frame of a data message: ``D`` and the sender ``component/index``."""
+    return _DATA + f"{component}/{index}".encode()
+
+
+def eos_header(component: str, index: int) -> bytes:
+    """The only frame of an end-of-stream message from ``component/index``."""
+    return _EOS + f"{component}/{index}".encode()
+
+
+@dataclass(frozen=True)
+class Header:
+    """A parsed frame header: data or end of stream, and who sent it."""
+
+    eos: bool
+    sender: str  # "component/index"
+
+    @property
+    def component(self) -> str:
+        return self.sender.rpartition("/")[0]
+
+
+def parse_header(frame: bytes) -> Header | None:
+    """The header of a received frame, or ``None`` when it is not one of ours.
+
+    Never raises: frames come from the network, and a bad one is counted and dropped by
+    the caller, not a crash."""
+    if len(frame) < 4 or len(frame) > 512 or frame[:1] not in (_DATA, _EOS):
+        return None
+    try:
+        sender = bytes(frame[1:]).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    component, slash, index = sender.rpartition("/")
+    if not slash or not component or not index.isdigit() or not index.isascii():
+        return None
+    return Header(eos=frame[:1] == _EOS, sender=sender)
+
+
+# -- decoding helpers -----------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def decode_json(data: bytes | str) -> dict[str, Any]:
+    """A JSON object from a socket or a file; ProtocolError for anything else."""
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ProtocolError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _get(
+    data: Mapping[str, Any], key: str, kind: type[T] | tuple[type, ...], default: Any = ...
+) -> T:
+    """``data[key]`` checked against ``kind``; a missing key takes ``default`` if given."""
+    if key not in data or data[key] is None and default is not ...:
+        if default is ...:
+            raise ProtocolError(f"missing field {key!r}")
+        return default  # type: ignore[no-any-return]
+    value = data[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+        raise ProtocolError(f"field {key!r}: expected {kind}, got {value!r:.80}")
+    return value  # type: ignore[return-value]
+
+
+def _str_dict(value: Any, what: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ProtocolError(f"{what}: expected a mapping of strings")
+    return dict(value)
+
+
+# -- CURVE keys -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """The topology's one CURVE keypair (z85 text). Holding it is membership."""
+
+    public: str
+    secret: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"public": self.public, "secret": self.secret}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, str] | None) -> CurveKeys | None:
+        if not data:
+            return None
+        return cls(_get(data, "public", str), _get(data, "secret", str))
+
+
+# -- specs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One spout or worker as the runtime needs it, already validated by the CLI."""
+
+    name: str
+    kind: str  # "spout" | "worker"
+    entry: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    hosts: tuple[str, ...] = (LOCALHOST,)
+    parallelism: int = 1
+    inputs: tuple[str, ...] = ()
+    bundle: bool = False
+    sequential: bool = False
+    sequence_start: int = 0
+    gap_timeout: float | None = None
+    grouping: str = "shuffle"  # "shuffle" | "key" | "all"
+    key: str | None = None
+    on_error: str = "skip"  # resolved: the worker's own, else the topology's
+
+    @property
+    def is_spout(self) -> bool:
+        return self.kind == "spout"
+
+    def host_of(self, index: int) -> str:
+        """Instances are spread over the listed hosts in turn."""
+        return self.hosts[index % len(self.hosts)]
+
+    def instance_names(self) -> list[str]:
+        return [f"{self.name}/{i}" for i in range(self.parallelism)]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["args"] = dict(self.args)
+        data["hosts"] = list(self.hosts)
+        data["inputs"] = list(self.inputs)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ComponentSpec:
+        gap = data.get("gap_timeout")
+        if gap is not None and not isinstance(gap, (int, float)):
+            raise ProtocolError(f"gap_timeout: expected seconds, got {gap!r}")
+        return cls(
+            name=_get(data, "name", str),
+            kind=_get(data, "kind", str),
+            entry=_get(data, "entry", str),
+            args=_get(data, "args", dict, {}),
+            hosts=tuple(_get(data, "hosts", list)),
+            parallelism=_get(data, "parallelism", int, 1),
+            inputs=tuple(_get(data, "inputs", list, [])),
+            bundle=_get(data, "bundle", bool, False),
+            sequential=_get(data, "sequential", bool, False),
+            sequence_start=_get(data, "sequence_start", int, 0),
+            gap_timeout=None if gap is None else float(gap),
+            grouping=_get(data, "grouping", str, "shuffle"),
+            key=_get(data, "key", str, None),
+            on_error=_get(data, "on_error", str, "skip"),
+        )
+
+
+@dataclass(frozen=True)
+class TopologySpec:
+    """The validated topology without pydantic: what supervisors and processes read."""
+
+    name: str
+    components: tuple[ComponentSpec, ...]
+    serializer: str = "pickle"
+    on_error: str = "skip"
+
+    @classmethod
+    def from_topology(cls, topo: Topology) -> TopologySpec:
+        """The runtime's view of a validated pydantic ``Topology``."""
+        comps = []
+        for c in topo.components:
+            worker = c.kind == "worker"
+            comps.append(
+                ComponentSpec(
+                    name=c.name,
+                    kind=c.kind,
+                    entry=c.entry,
+                    args=dict(c.args),
+                    hosts=tuple(c.host),
+                    parallelism=c.parallelism,
+                    inputs=tuple(getattr(c, "inputs", ())),
+                    bundle=bool(getattr(c, "bundle", False)),
+                    sequential=bool(getattr(c, "sequential", False)),
+                    sequence_start=int(getattr(c, "sequence_start", 0)),
+                    gap_timeout=getattr(c, "gap_timeout", None),
+                    grouping=str(getattr(c, "grouping", "shuffle")),
+                    key=getattr(c, "key", None),
+                    on_error=(getattr(c, "on_error", None) if worker else None)
+                    or topo.settings.on_error,
+                )
+            )
+        return cls(topo.name, tuple(comps), topo.settings.serializer, topo.settings.on_error)
+
+    @property
+    def spouts(self) -> list[ComponentSpec]:
+        return [c for c in self.components if c.is_spout]
+
+    @property
+    def workers(self) -> list[ComponentSpec]:
+        return [c for c in self.components if not c.is_spout]
+
+    def component(self, name: str) -> ComponentSpec:
+        for comp in self.components:
+            if comp.name == name:
+                return comp
+        raise KeyError(name)
+
+    def downstream(self, name: str) -> list[ComponentSpec]:
+        """Workers that list ``name`` among their inputs, in file order."""
+        return [w for w in self.workers if name in w.inputs]
+
+    def sinks(self) -> list[ComponentSpec]:
+        """Components whose output goes nowhere (what ``testing`` collects)."""
+        return [c for c in self.components if not self.downstream(c.name)]
+
+    def topological_order(self) -> list[str]:
+        """Spouts first, every worker after all its inputs (validated: no cycle)."""
+        order: list[str] = []
+        pending = list(self.components)
+        while pending:
+            ready = [c for c in pending if all(i in order for i in c.inputs)]
+            if not ready:
+                raise ProtocolError("topology has a cycle: " + ", ".join(c.name for c in pending))
+            for comp in ready:
+                order.append(comp.name)
+                pending.remove(comp)
+        return order
+
+    def instances(self) -> list[tuple[str, int, str]]:
+        """Every (component, index, host) the topology runs."""
+        return [(c.name, i, c.host_of(i)) for c in self.components for i in range(c.parallelism)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "serializer": self.serializer,
+            "on_error": self.on_error,
+            "components": [c.to_dict() for c in self.components],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TopologySpec:
+        comps = _get(data, "components", list)
+        return cls(
+            name=_get(data, "name", str),
+            components=tuple(ComponentSpec.from_dict(c) for c in comps),
+            serializer=_get(data, "serializer", str, "pickle"),
+            on_error=_get(data, "on_error", str, "skip"),
+        )
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """Every instance's inbox endpoints (``{"comp/i": {input: endpoint}}``), and where
+    sinks send their results in ``testing.run_processes`` (else None)."""
+
+    endpoints: Mapping[str, Mapping[str, str]]
+    collector: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "endpoints": {k: dict(v) for k, v in self.endpoints.items()},
+            "collector": self.collector,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Wiring:
+        raw = _get(data, "endpoints", dict)
+        endpoints = {str(k): _str_dict(v, f"endpoints of {k}") for k, v in raw.items()}
+        return cls(endpoints, _get(data, "collector", str, None))
+
+
+@dataclass(frozen=True)
+class SupervisorSpec:
+    """What ``up`` hands a host's supervisor on stdin (JSON)."""
+
+    topology: TopologySpec
+    host: str
+    code_dir: str
+    run_dir: str
+    bind_host: str
+    advertise: str
+    curve: CurveKeys | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": PROTOCOL_VERSION,
+            "topology": self.topology.to_dict(),
+            "host": self.host,
+            "code_dir": self.code_dir,
+            "run_dir": self.run_dir,
+            "bind_host": self.bind_host,
+            "advertise": self.advertise,
+            "curve": self.curve.to_dict() if self.curve else None,
+            "env": dict(self.env),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SupervisorSpec:
+        _check_version(data)
+        return cls(
+            topology=TopologySpec.from_dict(_get(data, "topology", dict)),
+            host=_get(data, "host", str),
+            code_dir=_get(data, "code_dir", str),
+            run_dir=_get(data, "run_dir", str),
+            bind_host=_get(data, "bind_host", str),
+            advertise=_get(data, "advertise", str),
+            curve=CurveKeys.from_dict(_get(data, "curve", dict, None)),
+            env=_str_dict(data.get("env") or {}, "env"),
+        )
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """What a supervisor hands one component process on stdin (JSON).
+
+    A restarted process also gets its old ``ports``, the ``wiring``, ``start`` and the
+    upstream instances whose end of stream it already had (``ended``)."""
+
+    topology: TopologySpec
+    component: str
+    index: int
+    host: str
+    code_dir: str
+    bind_host: str
+    advertise: str
+    supervisor: str
+    curve: CurveKeys | None = None
+    stop: bool = False
+    ports: Mapping[str, int] = field(default_factory=dict)
+    wiring: Wiring | None = None
+    start: bool = False
+    ended: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.component}/{self.index}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": PROTOCOL_VERSION,
+            "topology": self.topology.to_dict(),
+            "component": self.component,
+            "index": self.index,
+            "host": self.host,
+            "code_dir": self.code_dir,
+            "bind_host": self.bind_host,
+            "advertise": self.advertise,
+            "supervisor": self.supervisor,
+            "curve": self.curve.to_dict() if self.curve else None,
+            "stop": self.stop,
+            "ports": dict(self.ports),
+            "wiring": self.wiring.to_dict() if self.wiring else None,
+            "start": self.start,
+            "ended": list(self.ended),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProcessSpec:
+        _check_version(data)
+        wiring = _get(data, "wiring", dict, None)
+        return cls(
+            topology=TopologySpec.from_dict(_get(data, "topology", dict)),
+            component=_get(data, "component", str),
+            index=_get(data, "index", int),
+            host=_get(data, "host", str),
+            code_dir=_get(data, "code_dir", str),
+            bind_host=_get(data, "bind_host", str),
+            advertise=_get(data, "advertise", str),
+            supervisor=_get(data, "supervisor", str),
+            curve=CurveKeys.from_dict(_get(data, "curve", dict, None)),
+            stop=_get(data, "stop", bool, False),
+            ports={str(k): int(v) for k, v in _get(data, "ports", dict, {}).items()},
+            wiring=Wiring.from_dict(wiring) if wiring is not None else None,
+            start=_get(data, "start", bool, False),
+            ended=tuple(str(e) for e in _get(data, "ended", list, [])),
+        )
+
+
+@dataclass(frozen=True)
+class SupervisorReady:
+    """The one line a starting supervisor prints: where to reach it, and its paths with
+    ``~`` expanded on its host."""
+
+    control: str
+    pid: int
+    run_dir: str
+    code_dir: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SupervisorReady:
+        return cls(
+            _get(data, "control", str),
+            _get(data, "pid", int),
+            _get(data, "run_dir", str),
+            _get(data, "code_dir", str),
+        )
+
+
+def _check_version(data: Mapping[str, Any]) -> None:
+    version = data.get("version", PROTOCOL_VERSION)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version {version!r}, this side speaks {PROTOCOL_VERSION}: "
+            "install the same clusterduck version on every host"
+        )
+
+
+# -- control messages -----------------------------------------------------------------
+
+
+class Op(str, Enum):
+    """Every control operation, whoever sends it."""
+
+    # CLI (or a peer supervisor) → supervisor
+    SPAWN = "spawn"
+    WIRE = "wire"
+    START = "start"
+    STATUS = "status"
+    STOP = "stop"
+    KILL = "kill"
+    ABORT = "abort"
+    # process → supervisor
+    HELLO = "hello"
+    FAILED = "failed"
+    READY = "ready"
+    REPORT = "report"
+    FINISHED = "finished"
+    FATAL = "fatal"
+
+
+@dataclass(frozen=True)
+class ControlRequest:
+    """A request to a supervisor, or a supervisor's command to one of its processes.
+
+    ``wiring`` and ``supervisors`` come with ``wire``; ``reason`` with ``abort``;
+    ``timeout`` bounds the steps of ``up`` that wait for every process."""
+
+    op: Op
+    timeout: float | None = None
+    wiring: Wiring | None = None
+    supervisors: tuple[str, ...] = ()
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"op": self.op.value}
+        if self.timeout is not None:
+            data["timeout"] = self.timeout
+        if self.wiring is not None:
+            data.update(self.wiring.to_dict())
+        if self.supervisors:
+            data["supervisors"] = list(self.supervisors)
+        if self.reason is not None:
+            data["reason"] = self.reason
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ControlRequest:
+        try:
+            op = Op(data.get("op"))
+        except ValueError as exc:
+            raise ProtocolError(f"unknown op {data.get('op')!r}") from exc
+        return cls(
+            op=op,
+            timeout=_get(data, "timeout", float, None),
+            wiring=Wiring.from_dict(data) if op is Op.WIRE else None,
+            supervisors=tuple(_get(data, "supervisors", list, [])),
+            reason=_get(data, "reason", str, None),
+        )
+
+
+@dataclass(frozen=True)
+class StepReply:
+    """A supervisor's answer to ``spawn``, ``wire``, ``start``, ``stop`` or ``kill``."""
+
+    ok: bool
+    error: str | None = None
+    component: str | None = None
+    log_tail: str = ""
+    endpoints: Mapping[str, Mapping[str, str]] | None = None  # spawn: every local inbox
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"ok": self.ok}
+        if not self.ok:
+            data.update(error=self.error, component=self.component, log_tail=self.log_tail)
+        if self.endpoints is not None:
+            data["endpoints"] = {k: dict(v) for k, v in self.endpoints.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StepReply:
+        endpoints = data.get("endpoints")
+        return cls(
+            ok=_get(data, "ok", bool),
+            error=_get(data, "error", str, None),
+            component=_get(data, "component", str, None),
+            log_tail=_get(data, "log_tail", str, ""),
+            endpoints=Wiring.from_dict({"endpoints": endpoints}).endpoints
+            if endpoints is not None
+            else None,
+        )
+
+
+@dataclass(frozen=True)
+class Hello:
+    """A process's first word: its inbox per input (endpoint and port)."""
+
+    pid: int
+    endpoints: Mapping[str, str]
+    ports: Mapping[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "op": Op.HELLO.value,
+            "pid": self.pid,
+            "endpoints": dict(self.endpoints),
+            "ports": dict(self.ports),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Hello:
+        ports = _get(data, "ports", dict)
+        if not all(isinstance(v, int) for v in ports.values()):
+            raise ProtocolError("ports: expected integers")
+        return cls(_get(data, "pid", int), _str_dict(data.get("endpoints"), "endpoints"), ports)
+
+
+@dataclass(frozen=True)
+class InstanceReport:
+    """What a process tells its supervisor: ``ready``, every half second ``report``,
+    ``finished``, ``fatal`` (on_error: stop) or ``failed`` (could not start)."""
+
+    op: Op
+    pid: int
+    state: State = State.STARTING
+    ended: tuple[str, ...] = ()  # upstream instances whose end of stream arrived
+    received: int = 0
+    emitted: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    rate: float = 0.0
+    uptime: float = 0.0
+    blocked_seconds: float = 0.0
+    backlog: int = 0
+    anomalies: Mapping[str, int] = field(default_factory=dict)
+    error: str | None = None  # ``failed``: why it could not start
+
+    OPS: ClassVar[frozenset[Op]] = frozenset(
+        {Op.READY, Op.REPORT, Op.FINISHED, Op.FATAL, Op.FAILED}
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["op"] = self.op.value
+        data["state"] = self.state.value
+        data["ended"] = list(self.ended)
+        data["anomalies"] = dict(self.anomalies)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InstanceReport:
+        op = Op(data.get("op"))
+        if op not in cls.OPS:
+            raise ProtocolError(f"op {op.value!r} is not a report")
+        return cls(
+            op=op,
+            pid=_get(data, "pid", int),
+            state=State.parse(data.get("state", "starting")),
+            ended=tuple(str(e) for e in _get(data, "ended", list, [])),
+            received=_get(data, "received", int, 0),
+            emitted=_get(data, "emitted", int, 0),
+            errors=_get(data, "errors", int, 0),
+            last_error=_get(data, "last_error", str, None),
+            rate=_get(data, "rate", float, 0.0),
+            uptime=_get(data, "uptime", float, 0.0),
+            blocked_seconds=_get(data, "blocked_seconds", float, 0.0),
+            backlog=_get(data, "backlog", int, 0),
+            anomalies=_get(data, "anomalies", dict, {}),
+            error=_get(data, "error", str, None),
+        )
+
+
+def decode_process_message(data: bytes) -> Hello | InstanceReport:
+    """A message from a component process to its supervisor."""
+    raw = decode_json(data)
+    try:
+        if raw.get("op") == Op.HELLO.value:
+            return Hello.from_dict(raw)
+        return InstanceReport.from_dict(raw)
+    except ValueError as exc:  # an unknown op or state
+        raise ProtocolError(str(exc)) from exc
+
+
+# -- status ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    """One instance in ``status``: a row of the table, of ``status --json``."""
+
+    component: str
+    index: int
+    host: str
+    state: State
+    pid: int | None = None
+    endpoint: str | None = None
+    received: int = 0
+    emitted: int = 0
+    errors: int = 0
+    anomalies: Mapping[str, int] = field(default_factory=dict)
+    backlog: int = 0
+    blocked_seconds: float = 0.0
+    rate: float = 0.0
+    restarts: int = 0
+    lost: int = 0
+    uptime: float = 0.0
+    last_error: str | None = None
+
+    # The documented key order of a row in ``status --json``.
+    KEYS: ClassVar[tuple[str, ...]] = (
+        "index",
+        "host",
+        "pid",
+        "state",
+        "endpoint",
+        "received",
+        "emitted",
+        "errors",
+        "anomalies",
+        "backlog",
+        "blocked_seconds",
+        "rate",
+        "restarts",
+        "lost",
+        "uptime",
+        "last_error",
+    )
+
+    def to_dict(self, *, with_component: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {"component": self.component} if with_component else {}
+        for key in self.KEYS:
+            value = getattr(self, key)
+            if key == "state":
+                value = value.value
+            elif key == "anomalies":
+                value = dict(value)
+            data[key] = value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], component: str | None = None) -> InstanceStatus:
+        return cls(
+            component=component if component is not None else _get(data, "component", str),
+            index=_get(data, "index", int),
+            host=_get(data, "host", str),
+            state=State.parse(data.get("state")),
+            pid=_get(data, "pid", int, None),
+            endpoint=_get(data, "endpoint", str, None),
+            received=_get(data, "received", int, 0),
+            emitted=_get(data, "emitted", int, 0),
+            errors=_get(data, "errors", int, 0),
+            anomalies=_get(data, "anomalies", dict, {}),
+            backlog=_get(data, "backlog", int, 0),
+            blocked_seconds=_get(data, "blocked_seconds", float, 0.0),
+            rate=_get(data, "rate", float, 0.0),
+            restarts=_get(data, "restarts", int, 0),
+            lost=_get(data, "lost", int, 0),
+            uptime=_get(data, "uptime", float, 0.0),
+            last_error=_get(data, "last_error", str, None),
+        )
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """A supervisor's answer to ``status``, and its ``final.json``."""
+
+    host: str
+    state: State
+    pid: int | None = None
+    failure: str | None = None
+    instances: tuple[InstanceStatus, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "pid": self.pid,
+            "state": self.state.value,
+            "failure": self.failure,
+            "instances": [i.to_dict(with_component=True) for i in self.instances],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HostStatus:
+        return cls(
+            host=_get(data, "host", str),
+            state=State.parse(data.get("state")),
+            pid=_get(data, "pid", int, None),
+            failure=_get(data, "failure", str, None),
+            instances=tuple(InstanceStatus.from_dict(r) for r in _get(data, "instances", list, [])),
+        )
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    kind: str
+    instances: tuple[InstanceStatus, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "instances": [i.to_dict() for i in self.instances],
+        }
+
+
+@dataclass(frozen=True)
+class TopologyStatus:
+    """The whole topology; ``to_dict()`` is exactly ``clusterduck status --json``."""
+
+    name: str
+    state: State
+    hosts: Mapping[str, State] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+    components: tuple[ComponentStatus, ...] = ()
+
+    def instances(self) -> Iterable[InstanceStatus]:
+        for comp in self.components:
+            yield from comp.instances
+
+    def component(self, name: str) -> ComponentStatus:
+        for comp in self.components:
+            if comp.name == name:
+                return comp
+        raise KeyError(name)
+
+    def replace(self, **changes: Any) -> TopologyStatus:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "hosts": {h: s.value for h, s in self.hosts.items()},
+            "problems": list(self.problems),
+            "components": [c.to_dict() for c in self.components],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TopologyStatus:
+        comps = []
+        for c in _get(data, "components", list, []):
+            name = _get(c, "name", str)
+            rows = _get(c, "instances", list, [])
+            comps.append(
+                ComponentStatus(
+                    name,
+                    _get(c, "kind", str, "worker"),
+                    tuple(InstanceStatus.from_dict(r, component=name) for r in rows),
+                )
+            )
+        hosts = _get(data, "hosts", dict, {})
+        return cls(
+            name=_get(data, "name", str),
+            state=State.parse(data.get("state")),
+            hosts={str(h): State.parse(s) for h, s in hosts.items()},
+            problems=tuple(str(p) for p in _get(data, "problems", list, [])),
+            components=tuple(comps),
+        )
+
+
+# -- files and processes on a host ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where one run of a topology keeps its files on a host (POSIX paths, because the
+    host may be remote): ``<run_dir>/logs/<comp>.<i>.log``, ``supervisor.log`` and
+    ``final.json``."""
+
+    run_dir: str
+
+    @property
+    def logs(self) -> str:
+        return str(PurePosixPath(self.run_dir) / "logs")
+
+    def instance_log(self, component: str, index: int) -> str:
+        return str(PurePosixPath(self.logs) / f"{component}.{index}.log")
+
+    @property
+    def supervisor_log(self) -> str:
+        return str(PurePosixPath(self.run_dir) / "supervisor.log")
+
+    @property
+    def final_status(self) -> str:
+        return str(PurePosixPath(self.run_dir) / "final.json")
+
+
+def topology_marker(name: str) -> list[str]:
+    """Arguments every process of topology ``name`` carries, so that a sweep after pid
+    reuse can never hit another topology's processes (and ``ps`` shows whose it is)."""
+    return ["--topology", name]

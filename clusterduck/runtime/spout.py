@@ -1,0 +1,129 @@
+"""The hand-off between a spout's own thread and its process's I/O loop.
+
+The user's spout function runs in a thread of its own and calls ``dispatch`` for every
+message; the I/O loop takes what is waiting in batches, frames and sends it. The queue
+between them is bounded (``limit``): a spout that runs ahead of the network waits in
+``dispatch`` — that is how back-pressure reaches a spout. A graceful ``down`` makes the
+next ``dispatch`` raise :class:`SpoutStopped`, which ends the spout's stream.
+
+The I/O loop sleeps in a poll when there is nothing to send; ``dispatch`` wakes it
+through an inproc socket pair, but only when the loop said it is about to sleep
+(:meth:`SpoutBridge.idle`), so a busy spout pays for no wake-up messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..protocol import Batch
+
+__all__ = ["SpoutBridge", "SpoutStopped"]
+
+
+class SpoutStopped(BaseException):
+    """Raised inside ``dispatch`` on a graceful ``down``: the spout's stream ends here.
+
+    A BaseException, so that a spout's own ``except Exception`` does not swallow it."""
+
+
+class Waker(Protocol):
+    """The sending end of a wake-up channel (a transport socket)."""
+
+    def send(self, frames: Any, *, block: bool = True) -> bool: ...
+
+
+class SpoutBridge:
+    """A bounded queue of ``(seq, value)`` from the spout thread to the I/O loop."""
+
+    def __init__(self, limit: int, wake: Waker) -> None:
+        self.limit = limit
+        self._wake = wake
+        self._queue: deque[tuple[int, Any]] = deque()
+        self._room = threading.Event()
+        self._done = threading.Event()
+        self._io_idle = False
+        self.stopping = False  # set by the I/O loop on a graceful down
+        self.error: BaseException | None = None  # what the spout raised, if anything
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    # -- the spout thread ------------------------------------------------------------
+
+    def dispatch(self, seq: int, value: Any) -> None:
+        """Queue one message, waiting while the queue is full."""
+        queue = self._queue
+        if self.stopping:
+            raise SpoutStopped()
+        while len(queue) >= self.limit:
+            self._room.clear()
+            if len(queue) < self.limit:
+                break
+            self._room.wait(0.2)
+            if self.stopping:
+                raise SpoutStopped()
+        queue.append((seq, value))
+        if self._io_idle:
+            self._io_idle = False
+            self._wake.send((b"",), block=False)
+
+    async def dispatch_async(self, seq: int, value: Any) -> None:
+        """``dispatch`` for async spouts: the wait for room does not block the event loop."""
+        if len(self._queue) >= self.limit and not self.stopping:
+            await asyncio.to_thread(self._wait_for_room)
+        self.dispatch(seq, value)
+
+    def _wait_for_room(self) -> None:
+        while len(self._queue) >= self.limit and not self.stopping:
+            self._room.clear()
+            self._room.wait(0.2)
+
+    def run(self, call: Callable[..., Any], is_async: bool) -> None:
+        """The spout thread's body: the user's function, then the end of its stream."""
+        try:
+            if is_async:
+                asyncio.run(call(self.dispatch_async))
+            else:
+                call(self.dispatch)
+        except SpoutStopped:
+            pass
+        except Exception as exc:  # noqa: BLE001 - the I/O loop decides what it means
+            self.error = exc
+        finally:
+            self._done.set()
+            self._wake.send((b"",), block=False)
+
+    # -- the I/O loop ----------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """The spout function returned (or raised) and everything queued was taken."""
+        return self._done.is_set() and not self._queue
+
+    def take(self, limit: int) -> Batch:
+        """Up to ``limit`` queued messages, oldest first; wakes a waiting spout."""
+        queue = self._queue
+        n = min(len(queue), limit)
+        batch = [queue.popleft() for _ in range(n)]
+        self._room.set()
+        return batch
+
+    def idle(self) -> bool:
+        """The loop is about to sleep: True if it may (nothing queued, spout running)."""
+        self._io_idle = True
+        if self._queue or self._done.is_set():
+            self._io_idle = False
+            return False
+        return True
+
+    def awake(self) -> None:
+        self._io_idle = False
+
+    def stop(self) -> None:
+        """A graceful down: the next dispatch raises SpoutStopped."""
+        self.stopping = True
+        self._room.set()
