@@ -488,7 +488,8 @@ def _local_address_towards(record: TopologyRecord, conns: dict[str, HostConnecti
             try:
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                     s.connect((target, 9))
-                    return s.getsockname()[0]
+                    address: str = s.getsockname()[0]
+                    return address
             except OSError:
                 continue
     raise LaunchError(

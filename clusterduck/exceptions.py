@@ -112,9 +112,12 @@ class LaunchError(ClusterduckError):
 
     exit_code = 2
 
-    def __init__(self, host: str, message: str, hint: str = "") -> None:
+    def __init__(
+        self, host: str, message: str, hint: str = "", *, command: str | None = None
+    ) -> None:
         self.host = host
         self.hint = hint
+        self.command = command  # the remote command involved, if any
         text = f"host {host!r}: {message}"
         super().__init__(f"{text}\n    hint: {hint}" if hint else text)
 
@@ -123,10 +126,16 @@ class HostUnreachable(LaunchError):
     """No TCP or SSH connection to ``address`` (the resolved one when known)."""
 
     def __init__(
-        self, host: str, message: str, hint: str = "", *, address: str | None = None
+        self,
+        host: str,
+        message: str,
+        hint: str = "",
+        *,
+        address: str | None = None,
+        command: str | None = None,
     ) -> None:
         self.address = address
-        super().__init__(host, message, hint)
+        super().__init__(host, message, hint, command=command)
 
 
 class HostKeyRefused(LaunchError):

@@ -100,10 +100,10 @@ def _layers(topology: Topology) -> tuple[list[list[str]], set[tuple[str, str]]]:
     for worker in topology.workers:
         for source in worker.inputs:
             upper = source
-            for layer in range(depth[source] + 1, depth[worker.name]):
-                dummy = f"~{source}~{layer}"  # one shared stream per source and layer
-                if dummy not in layers[layer]:
-                    layers[layer].append(dummy)
+            for level in range(depth[source] + 1, depth[worker.name]):
+                dummy = f"~{source}~{level}"  # one shared stream per source and layer
+                if dummy not in layers[level]:
+                    layers[level].append(dummy)
                 edges.add((upper, dummy))
                 upper = dummy
             edges.add((upper, worker.name))
@@ -183,7 +183,7 @@ def _draw_channel(
     track_of = {t.key: r for r, t in enumerate(tracked)}
     dirs: dict[tuple[int, int], list[int]] = {}
 
-    def mark(row: int, col: int, up: int = 0, down: int = 0, left: int = 0, right: int = 0):
+    def mark(row: int, col: int, up: int = 0, down: int = 0, left: int = 0, right: int = 0) -> None:
         cell = dirs.setdefault((row, col), [0, 0, 0, 0])
         for i, flag in enumerate((up, down, left, right)):
             cell[i] |= flag
@@ -208,7 +208,9 @@ def _draw_channel(
             mark(r, col, left=int(col > lo), right=int(col < hi))
     grid = [[" "] * total for _ in range(last + 1)]
     for (r, col), cell in dirs.items():
-        grid[r][col] = "│" if (r, col) in crossings else _LINES.get(tuple(cell), " ")
+        grid[r][col] = (
+            "│" if (r, col) in crossings else _LINES.get((cell[0], cell[1], cell[2], cell[3]), " ")
+        )
     for t in targets:
         grid[last][t.port] = "│" if not t.lines else "▼"
     return ["".join(line) for line in grid]

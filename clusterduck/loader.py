@@ -222,7 +222,8 @@ def _position(node: yaml.Node) -> tuple[int, int]:
 
 def _lookup(data: Any, loc: tuple[Any, ...]) -> tuple[YamlPath, bool]:
     """The longest prefix of a pydantic ``loc`` present in the data; True if all of it is."""
-    node, path = data, ()
+    node = data
+    path: YamlPath = ()
     for part in loc:
         if isinstance(node, dict) and part in node:
             node = node[part]

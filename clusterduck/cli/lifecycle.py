@@ -20,9 +20,10 @@ from ..protocol import RunLayout, State, TopologyStatus
 from .errors import handle_errors
 
 if TYPE_CHECKING:
+    from rich.console import Console  # only for the type checker
+
     from ..deploy import Cluster
     from ..state import TopologyRecord
-    from .console import Console
 
 __all__ = ["down", "list_topologies", "logs", "status", "up"]
 

@@ -196,7 +196,7 @@ class SSHHost:
                     target.hostname,
                     port=target.port,
                     username=target.user,
-                    key_filename=list(target.identity_files) or None,
+                    key_filename=list(target.identity_files) or None,  # type: ignore[arg-type]
                     # Like ssh: the default ~/.ssh/id_* only when no IdentityFile is set.
                     look_for_keys=not (target.identity_files or target.missing_identity_files),
                     allow_agent=target.use_agent,
@@ -228,6 +228,8 @@ class SSHHost:
                 f"if you trust this host, rerun with --accept-new-host-keys (it is then "
                 f"recorded in {self.known_hosts_path}), or add it yourself: "
                 f"ssh-keyscan -p {t.port} {t.hostname} >> {self.known_hosts_path}",
+                address=addr,
+                fingerprint=_fingerprint(exc.key),
             ) from exc
         if isinstance(exc, paramiko.BadHostKeyException):
             raise HostKeyRefused(
@@ -238,6 +240,9 @@ class SSHHost:
                 f"if the change is expected, remove the old key with "
                 f"`ssh-keygen -R {t.known_hosts_name} -f {self.known_hosts_path}` and connect "
                 "again with --accept-new-host-keys",
+                address=addr,
+                fingerprint=_fingerprint(exc.key),
+                expected=_fingerprint(exc.expected_key),
             ) from exc
         if isinstance(exc, paramiko.AuthenticationException) or (
             isinstance(exc, paramiko.SSHException)
@@ -249,6 +254,8 @@ class SSHHost:
                 f"add one of these keys' .pub to ~{t.user}/.ssh/authorized_keys on "
                 f"{t.hostname}, or set identity_file/user for host {self.name!r} "
                 "(or IdentityFile/User in ~/.ssh/config), or load the key into ssh-agent",
+                address=addr,
+                user=t.user,
             ) from exc
         hint = (
             f"check that {t.hostname} is up, sshd listens on port {t.port} and no "
@@ -259,24 +266,33 @@ class SSHHost:
                 self.name,
                 f"cannot resolve {t.hostname!r}: {exc.strerror or exc}",
                 "fix the host's address (or HostName in ~/.ssh/config)",
+                address=t.hostname,
             ) from exc
         if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-            reasons = "; ".join(sorted({e.strerror or str(e) for e in exc.errors.values()}))
-            raise HostUnreachable(self.name, f"cannot connect to {addr}: {reasons}", hint) from exc
+            reasons = "; ".join(
+                sorted({getattr(e, "strerror", None) or str(e) for e in exc.errors.values()})
+            )
+            raise HostUnreachable(
+                self.name, f"cannot connect to {addr}: {reasons}", hint, address=addr
+            ) from exc
         if isinstance(exc, (TimeoutError, socket.timeout)):
             raise HostUnreachable(
                 self.name,
                 f"connecting to {addr} timed out after {self.connect_timeout:g}s",
                 hint,
+                address=addr,
             ) from exc
         if isinstance(exc, OSError):
             reason = exc.strerror or str(exc) or type(exc).__name__
-            raise HostUnreachable(self.name, f"cannot connect to {addr}: {reason}", hint) from exc
+            raise HostUnreachable(
+                self.name, f"cannot connect to {addr}: {reason}", hint, address=addr
+            ) from exc
         if isinstance(exc, (paramiko.SSHException, EOFError)):
             raise HostUnreachable(
                 self.name,
                 f"SSH handshake with {addr} failed: {exc or type(exc).__name__}",
                 hint,
+                address=addr,
             ) from exc
 
     def _where_key(self, known_hosts_name: str) -> str:
@@ -360,6 +376,7 @@ class SSHHost:
                 self.name,
                 f"lost the SSH connection to {self._where()} while running {command!r}: {exc}",
                 "check the host and the network, then retry",
+                command=command,
             ) from exc
         finally:
             chan.close()
@@ -408,6 +425,7 @@ class SSHHost:
                 self.name,
                 f"connection to {self._where()} dropped while running {command!r}",
                 "check the host and the network, then retry",
+                command=command,
             )
         return CommandResult(
             chan.recv_exit_status(),
@@ -433,6 +451,7 @@ class SSHHost:
                 self.name,
                 f"cannot start {command!r} on {self._where()}: {exc}",
                 "check the host and the network, then retry",
+                command=command,
             ) from exc
         return LineStream(lambda: chan.recv(_CHUNK), chan.close)
 

@@ -86,7 +86,8 @@ class MsgpackCodec(Codec):
 
     def dumps(self, batch: Batch) -> bytes:
         try:
-            return msgpack.packb(batch, use_bin_type=True)
+            data: bytes = msgpack.packb(batch, use_bin_type=True)
+            return data
         except (TypeError, ValueError, OverflowError) as exc:
             raise _unsupported(self.name, batch, exc, _msgpack_scalar, _msgpack_key) from exc
 

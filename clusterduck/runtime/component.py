@@ -20,7 +20,7 @@ from types import GeneratorType
 from typing import Any
 
 from ..entries import resolve_entry
-from ..exceptions import FatalError
+from ..exceptions import EntryError, FatalError
 from ..protocol import MAX_PENDING, Batch, ComponentSpec
 from .anomalies import Anomalies
 from .bundler import Bundler
@@ -66,8 +66,16 @@ def load_user_code(component: ComponentSpec, code_dir: Path) -> UserCode:
     gets ``args`` as keyword arguments on every call."""
     target = resolve_entry(component.entry, code_dir)
     args = dict(component.args)
+    if not callable(target):  # validation checked it; a changed file may not be
+        raise EntryError(component.entry, f"{component.entry} is not callable")
     if inspect.isclass(target):
         instance = target(**args)
+        if not callable(instance):
+            raise EntryError(
+                component.entry,
+                f"instances of {component.entry} are not callable",
+                "give the class a __call__ method",
+            )
         close = getattr(instance, "close", None)
         is_async = inspect.iscoroutinefunction(type(instance).__call__)
         return UserCode(instance, close if callable(close) else None, is_async)

@@ -22,6 +22,13 @@ __all__ = ["Route", "stable_hash"]
 OnError = Callable[[int, Exception], None]
 
 
+def _callable(target: object) -> Callable[[Any], Any]:
+    """A resolved entry as a callable (validation already checked that it is one)."""
+    if not callable(target):
+        raise TypeError(f"{target!r} is not callable")
+    return target
+
+
 def stable_hash(key: Any) -> int:
     """A hash that every process on every host agrees on (Python's ``hash`` is salted)."""
     if isinstance(key, bytes):
@@ -55,7 +62,7 @@ class Route:
             return cls(worker.name, worker.parallelism, "seq")
         key = None
         if worker.grouping == "key" and worker.key:
-            key = resolve_entry(worker.key, code_dir)
+            key = _callable(resolve_entry(worker.key, code_dir))
         return cls(worker.name, worker.parallelism, worker.grouping, key)
 
     def shuffle_order(self) -> list[int]:

@@ -13,7 +13,6 @@ through an inproc socket pair, but only when the loop said it is about to sleep
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -74,6 +73,8 @@ class SpoutBridge:
     async def dispatch_async(self, seq: int, value: Any) -> None:
         """``dispatch`` for async spouts: the wait for room does not block the event loop."""
         if len(self._queue) >= self.limit and not self.stopping:
+            import asyncio  # only async spouts pay for it
+
             await asyncio.to_thread(self._wait_for_room)
         self.dispatch(seq, value)
 
@@ -86,6 +87,8 @@ class SpoutBridge:
         """The spout thread's body: the user's function, then the end of its stream."""
         try:
             if is_async:
+                import asyncio  # only async spouts pay for it
+
                 asyncio.run(call(self.dispatch_async))
             else:
                 call(self.dispatch)

@@ -26,7 +26,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from ..exceptions import ControlTimeout
-from ..protocol import CurveKeys
+from ..protocol import CurveKeys, decode_json
 
 __all__ = [
     "CurveKeys",
@@ -72,12 +72,12 @@ class _TopologyMembers:
 class Socket:
     """A thin wrapper so that callers never touch zmq constants."""
 
-    def __init__(self, raw: zmq.Socket, endpoint: str, port: int | None = None) -> None:
+    def __init__(self, raw: zmq.Socket[bytes], endpoint: str, port: int | None = None) -> None:
         self.raw = raw
         self.endpoint = endpoint
         self.port = port
         # Handshake monitor, attached before connect() so no event can be missed.
-        self.monitor: zmq.Socket | None = None
+        self.monitor: zmq.Socket[bytes] | None = None
 
     def send(self, frames: Sequence[bytes], *, block: bool = True) -> bool:
         """Send a multipart message; False when ``block`` is off and the peer is full."""
@@ -120,7 +120,7 @@ class Transport:
 
     # -- socket factories --------------------------------------------------------------
 
-    def _make(self, kind: int, *, server: bool) -> zmq.Socket:
+    def _make(self, kind: int, *, server: bool) -> zmq.Socket[bytes]:
         raw = self.context.socket(kind)
         if self.curve is not None:
             raw.curve_secretkey = self.curve.secret.encode("ascii")
@@ -132,7 +132,9 @@ class Transport:
                 raw.curve_serverkey = self.curve.public.encode("ascii")
         return raw
 
-    def _bind(self, raw: zmq.Socket, bind_host: str, port: int | None, advertise: str) -> Socket:
+    def _bind(
+        self, raw: zmq.Socket[bytes], bind_host: str, port: int | None, advertise: str
+    ) -> Socket:
         if port:
             raw.bind(f"tcp://{_bracket(bind_host)}:{port}")
         else:
@@ -236,7 +238,7 @@ def poll(
 ) -> tuple[set[Socket], set[Socket]]:
     """Wait until some reader has input or some writer has room (timeout in seconds)."""
     poller = zmq.Poller()
-    by_raw: dict[zmq.Socket, Socket] = {}
+    by_raw: dict[zmq.Socket[bytes], Socket] = {}
     for sock in readers:
         poller.register(sock.raw, zmq.POLLIN)
         by_raw[sock.raw] = sock
@@ -273,7 +275,7 @@ def request(
         if not sock.raw.poll(int(timeout * 1000)):
             raise ControlTimeout(endpoint, str(message.get("op")), timeout)
         frames = sock.raw.recv_multipart()
-        return json.loads(frames[-1])
+        return decode_json(frames[-1])
     finally:
         tr.close(linger_ms=0)
 

@@ -1,0 +1,72 @@
+"""The processes that run on hosts, and the CLI's --help, import only what they need.
+
+Each check runs in a fresh interpreter, since this one has long imported everything."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("pydantic", "yaml", "click", "rich", "paramiko")
+
+
+def loaded_after(code: str) -> set[str]:
+    """Top-level modules present in sys.modules after running ``code`` in a fresh process."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    return {name.split(".")[0] for name in json.loads(out.strip().splitlines()[-1])}
+
+
+@pytest.mark.parametrize(
+    "module", ["clusterduck.runtime.process", "clusterduck.runtime.supervisor"]
+)
+def test_runtime_entry_points_do_not_import_heavy_libraries(module: str) -> None:
+    loaded = loaded_after(f"import {module}")
+    assert "zmq" in loaded  # the probe sees the runtime's own imports
+    assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_cli_help_does_not_import_pydantic_paramiko_or_zmq() -> None:
+    code = (
+        "import sys\nfrom clusterduck.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass"
+    )
+    loaded = loaded_after(code)
+    assert "click" in loaded
+    assert loaded.isdisjoint({"pydantic", "paramiko", "zmq", "rich", "yaml"}), sorted(
+        loaded & {"pydantic", "paramiko", "zmq", "rich", "yaml"}
+    )
+
+
+def test_python_m_clusterduck_cli_help_works() -> None:
+    """The package has no import cycle: `python -m clusterduck.cli` runs."""
+    result = subprocess.run(
+        [sys.executable, "-m", "clusterduck.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    for command in ("validate", "graph", "up", "status", "down", "logs", "list"):
+        assert command in result.stdout
+
+
+def test_graph_formats_agree_with_the_cli_choices() -> None:
+    from clusterduck.cli.inspect import GRAPH_FORMATS
+    from clusterduck.graph import FORMATS
+
+    assert GRAPH_FORMATS == FORMATS
+
+
+def test_the_public_models_are_still_reachable_from_the_package() -> None:
+    import clusterduck
+    from clusterduck.topology import Topology
+
+    assert clusterduck.Topology is Topology
+    with pytest.raises(AttributeError):
+        clusterduck.NoSuchThing  # noqa: B018
