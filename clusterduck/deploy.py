@@ -32,6 +32,7 @@ from .launch.base import HostConnection
 from .launch.local import LocalHost
 from .protocol import (
     LOCALHOST,
+    MAX_KEPT_RUNS,
     ComponentStatus,
     ControlRequest,
     CurveKeys,
@@ -300,7 +301,19 @@ def start(
                     f"stop it first with `clusterduck down {topo.name}`"
                 )
     remote_hosts = [h for h in topo.hosts_used() if topo.is_remote(h)]
+    previous = next((r for r in load_all() if r.name == topo.name), None)
+    past_runs: dict[str, dict[str, str]] = {}
+    run = 1
+    if previous is not None:
+        past_runs = dict(previous.past_runs)
+        if previous.run_dirs():
+            past_runs[str(previous.run)] = previous.run_dirs()
+        run = previous.run + 1
+        kept = sorted(past_runs, key=int)[-MAX_KEPT_RUNS:]
+        past_runs = {r: past_runs[r] for r in kept}
     record = TopologyRecord(
+        run=run,
+        past_runs=past_runs,
         name=topo.name,
         file=str(tf.path),
         code_dir=str(tf.code_dir),
@@ -362,7 +375,7 @@ def _prepare_hosts(
             _check_python(name, conn, rec.python)
             workdir = topo.host(name).workdir.rstrip("/")
             code_dir = f"{workdir}/code/{topo.name}"
-            run_dir = f"{workdir}/runs/{topo.name}"
+            run_dir = RunLayout.of_run(workdir, topo.name, record.run).run_dir
             progress(name, "ship", str(tf.code_dir))
             shipped = conn.ship(tf.code_dir, code_dir)
             progress(name, "ship", f"{len(shipped.sent)} sent, {shipped.unchanged} unchanged")
@@ -370,7 +383,7 @@ def _prepare_hosts(
             bind_host = "0.0.0.0"
         else:
             code_dir = str(tf.code_dir)
-            run_dir = str(home / "runs" / topo.name)
+            run_dir = RunLayout.of_run(str(home), topo.name, record.run).run_dir
             if multi_host:
                 bind_host = "0.0.0.0"
                 advertise = local_address or _local_address_towards(record, conns)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # only for the type checker: the runtime never imports pydant
 
 __all__ = [
     "LOCALHOST",
+    "MAX_KEPT_RUNS",
     "PROTOCOL_VERSION",
     "Batch",
     "ComponentSpec",
@@ -910,13 +911,23 @@ class TopologyStatus:
 # -- files and processes on a host ----------------------------------------------------
 
 
+# Runs of one topology kept in the record (``logs --run N``); older run folders stay on
+# disk but are no longer listed.
+MAX_KEPT_RUNS = 20
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Where one run of a topology keeps its files on a host (POSIX paths, because the
-    host may be remote): ``<run_dir>/logs/<comp>.<i>.log``, ``supervisor.log`` and
-    ``final.json``."""
+    host may be remote): ``<workdir>/runs/<topology>/<run>/`` holds
+    ``logs/<comp>.<i>.log``, ``supervisor.log`` and ``final.json``. Every ``up`` is a new
+    run, so logs never mix runs."""
 
     run_dir: str
+
+    @classmethod
+    def of_run(cls, workdir: str, topology: str, run: int) -> RunLayout:
+        return cls(f"{workdir.rstrip('/')}/runs/{topology}/{run}")
 
     @property
     def logs(self) -> str:

@@ -50,6 +50,8 @@ class TopologyRecord:
     started_at: float = field(default_factory=time.time)
     hosts: dict[str, HostRecord] = field(default_factory=dict)
     final: dict[str, Any] | None = None  # the last status, kept once it ended
+    run: int = 1  # every `up` of this name is a new run, with run folders of its own
+    past_runs: dict[str, dict[str, str]] = field(default_factory=dict)  # run -> host -> dir
     curve: dict[str, str] | None = None
 
     @property
@@ -89,6 +91,16 @@ class TopologyRecord:
         keys = folder / "keys.json"
         data["curve"] = json.loads(keys.read_text()) if keys.exists() else None
         return cls(**data)
+
+    def run_dirs(self, run: int | None = None) -> dict[str, str]:
+        """Each host's run folder of ``run`` (default: this one); empty if not kept."""
+        if run is None or run == self.run:
+            return {h: r.run_dir for h, r in self.hosts.items() if r.run_dir}
+        return dict(self.past_runs.get(str(run), {}))
+
+    def runs(self) -> list[int]:
+        """Every run whose folders are known, oldest first."""
+        return sorted({*(int(r) for r in self.past_runs), self.run})
 
     def forget(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -334,3 +334,27 @@ def test_up_wait_exits_2_when_on_error_stop_fires(duck: Clusterduck) -> None:
     wait_until(
         lambda: not processes_matching(name), timeout=10, what=f"no process of {name} in /proc"
     )
+
+
+def test_every_up_is_a_run_of_its_own(duck: Clusterduck) -> None:
+    """A second `up` of the same name writes new logs: `logs` shows only the latest run,
+    `--run 1` and `--all-runs` reach the earlier one."""
+    name = duck.name("runs")
+    for _ in range(2):
+        done = duck.up("finite", name, "--wait")
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        assert done.stdout.count("printer done: count=20 total=380") == 1, done.stdout
+    latest = duck.run("logs", name, "printer", "-n", "100")
+    assert latest.returncode == 0, latest.stderr
+    assert latest.stdout.count("printer done") == 1, latest.stdout
+    assert f"/runs/{name}/2/logs/printer.0.log" in latest.stdout
+    first = duck.run("logs", name, "printer", "-n", "100", "--run", "1")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("printer done") == 1
+    assert f"/runs/{name}/1/logs/printer.0.log" in first.stdout
+    every = duck.run("logs", name, "printer", "-n", "100", "--all-runs")
+    assert every.returncode == 0, every.stderr
+    assert every.stdout.count("printer done") == 2
+    assert "### run 1" in every.stdout and "### run 2 (latest)" in every.stdout
+    missing = duck.run("logs", name, "--run", "7")
+    assert missing.returncode == 1 and "no run 7" in missing.stderr

@@ -228,7 +228,8 @@ def test_status_and_down_across_hosts(
     assert set(by_host) == {"h1", "h2", "h3"}
     assert all(state == "running" for states in by_host.values() for state in states)
     assert set(clusterduck_pids(netns_hosts)) == {"h1", "h2", "h3"}
-    assert (expanded / "runs" / "stream3" / "logs" / "dbl.0.log").exists()
+    # Every `up` is a run of its own: runs/<name>/<run>/logs (the first run is 1).
+    assert (expanded / "runs" / "stream3" / "1" / "logs" / "dbl.0.log").exists()
     assert (expanded / "code" / "stream3" / "stream.py").exists()
     logs = cli("logs", "stream3", "supervisor", "-n", "3")
     assert logs.returncode == 0 and str(expanded) in logs.stdout

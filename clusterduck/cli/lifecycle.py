@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..exceptions import ClusterduckError, RuntimeFault
-from ..protocol import RunLayout, State, TopologyStatus
+from ..protocol import RunLayout, State, TopologySpec, TopologyStatus
 from .errors import handle_errors
 
 if TYPE_CHECKING:
@@ -230,9 +230,24 @@ def list_topologies() -> None:
 @click.argument("component", required=False)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
 @click.option("-n", "lines", type=int, default=20, show_default=True, help="Lines per process.")
+@click.option(
+    "--run",
+    "run",
+    type=int,
+    default=None,
+    help="An earlier run of this topology (every `up` is a new run; default: the latest).",
+)
+@click.option("--all-runs", is_flag=True, help="Every kept run, oldest first.")
 @handle_errors
-def logs(name: str | None, component: str | None, follow: bool, lines: int) -> None:
-    """Logs of every process (or of COMPONENT), fetched from their hosts."""
+def logs(
+    name: str | None,
+    component: str | None,
+    follow: bool,
+    lines: int,
+    run: int | None,
+    all_runs: bool,
+) -> None:
+    """Logs of every process (or of COMPONENT) of the latest run, fetched from their hosts."""
     from ..deploy import Cluster
     from ..state import find
 
@@ -244,31 +259,52 @@ def logs(name: str | None, component: str | None, follow: bool, lines: int) -> N
             f"topology {record.name} has no component {component!r} "
             f"(components: {', '.join(names)}, or 'supervisor')"
         )
-    files: dict[str, list[tuple[str, str]]] = {}
-    for comp in spec.components:
-        if component in (None, comp.name):
-            for i in range(comp.parallelism):
-                host = comp.host_of(i)
-                layout = RunLayout(record.hosts[host].run_dir)
-                files.setdefault(host, []).append(
-                    (f"{comp.name}/{i}", layout.instance_log(comp.name, i))
-                )
-    if component in (None, "supervisor"):
-        for host, rec in record.hosts.items():
-            files.setdefault(host, []).append(
-                (f"supervisor@{host}", RunLayout(rec.run_dir).supervisor_log)
-            )
+    known = record.runs()
+    if run is not None and run not in known:
+        raise ClusterduckError(
+            f"topology {record.name} has no run {run} kept "
+            f"(runs: {', '.join(map(str, known))}; the latest is {record.run})"
+        )
+    runs = known if all_runs else [record.run if run is None else run]
     cluster = Cluster(record)
     try:
-        if follow:
-            _follow_logs(cluster, files, lines)
-        else:
+        for number in runs:
+            files = _log_files(record.run_dirs(number), spec, component)
+            if follow:
+                _follow_logs(cluster, files, lines)
+                return
+            if len(runs) > 1:
+                click.echo(f"### run {number}" + (" (latest)" if number == record.run else ""))
             for host, entries in files.items():
+                if host not in record.hosts:
+                    continue  # a host the latest run no longer uses: no way to reach it
                 for label, path in entries:
                     click.echo(f"==> {label} ({host}:{path}) <==")
                     click.echo(_tail(cluster, host, path, lines).rstrip("\n") or "(empty)")
     finally:
         cluster.close()
+
+
+def _log_files(
+    run_dirs: dict[str, str], spec: TopologySpec, component: str | None
+) -> dict[str, list[tuple[str, str]]]:
+    """Per host, (label, path) of every log of one run (RunLayout: written once)."""
+    files: dict[str, list[tuple[str, str]]] = {}
+    for comp in spec.components:
+        if component in (None, comp.name):
+            for i in range(comp.parallelism):
+                host = comp.host_of(i)
+                if host in run_dirs:
+                    layout = RunLayout(run_dirs[host])
+                    files.setdefault(host, []).append(
+                        (f"{comp.name}/{i}", layout.instance_log(comp.name, i))
+                    )
+    if component in (None, "supervisor"):
+        for host, run_dir in run_dirs.items():
+            files.setdefault(host, []).append(
+                (f"supervisor@{host}", RunLayout(run_dir).supervisor_log)
+            )
+    return files
 
 
 def _follow_logs(cluster: Cluster, files: dict[str, list[tuple[str, str]]], lines: int) -> None:

@@ -1,0 +1,191 @@
+"""protocol.py: what crosses a process boundary round-trips, and bad input is refused
+with a typed error (or None for frames), never a crash."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clusterduck.exceptions import ProtocolError
+from clusterduck.loader import load
+from clusterduck.protocol import (
+    ControlRequest,
+    HostStatus,
+    InstanceReport,
+    InstanceStatus,
+    Op,
+    ProcessSpec,
+    State,
+    StepReply,
+    SupervisorSpec,
+    TopologySpec,
+    TopologyStatus,
+    Wiring,
+    data_header,
+    decode_json,
+    decode_process_message,
+    eos_header,
+    parse_header,
+)
+from tests.conftest import EXAMPLES
+
+# The documented `status --json` keys (README / docs/reference.md): changing them breaks users.
+TOPOLOGY_KEYS = ["name", "state", "hosts", "problems", "components"]
+COMPONENT_KEYS = ["name", "kind", "instances"]
+ROW_KEYS = [
+    "index",
+    "host",
+    "pid",
+    "state",
+    "endpoint",
+    "received",
+    "emitted",
+    "errors",
+    "anomalies",
+    "backlog",
+    "blocked_seconds",
+    "rate",
+    "restarts",
+    "lost",
+    "uptime",
+    "last_error",
+]
+
+
+def test_ended_states() -> None:
+    assert {s for s in State if s.ended} == {
+        State.FINISHED,
+        State.FAILED,
+        State.CRASHED,
+        State.STOPPED,
+    }
+    assert {s for s in State if s.active} == {State.STARTING, State.RUNNING}
+    with pytest.raises(ProtocolError):
+        State.parse("sleeping")
+
+
+def test_headers_round_trip() -> None:
+    for header, eos in ((data_header("split-words", 12), False), (eos_header("a", 0), True)):
+        parsed = parse_header(header)
+        assert parsed is not None and parsed.eos is eos
+    parsed = parse_header(data_header("split-words", 12))
+    assert parsed is not None
+    assert (parsed.sender, parsed.component) == ("split-words/12", "split-words")
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [b"", b"D", b"X" + b"a/1", b"Da/", b"Da/x", b"D/1", b"Dab", b"D\xff\xfe/1", b"D" + b"a" * 600],
+)
+def test_bad_headers_are_refused_not_raised(frame: bytes) -> None:
+    assert parse_header(frame) is None
+
+
+@given(st.binary(max_size=64))
+def test_parse_header_never_raises(frame: bytes) -> None:
+    parsed = parse_header(frame)
+    if parsed is not None:
+        assert frame[:1] in (b"D", b"E") and "/" in parsed.sender
+
+
+def spec() -> TopologySpec:
+    return TopologySpec.from_topology(load(EXAMPLES / "bundled.yaml").topology)
+
+
+def test_topology_spec_round_trips_and_resolves_on_error() -> None:
+    original = spec()
+    again = TopologySpec.from_dict(json.loads(json.dumps(original.to_dict())))
+    assert again == original
+    assert original.topological_order()[0] in {s.name for s in original.spouts}
+    for comp in original.components:
+        assert comp.on_error in ("skip", "stop")
+
+
+def test_specs_round_trip_through_json() -> None:
+    sup = SupervisorSpec(spec(), "localhost", "/code", "/run", "127.0.0.1", "127.0.0.1")
+    assert SupervisorSpec.from_dict(json.loads(json.dumps(sup.to_dict()))) == sup
+    proc = ProcessSpec(
+        spec(),
+        "ordered",
+        0,
+        "localhost",
+        "/code",
+        "127.0.0.1",
+        "127.0.0.1",
+        "tcp://127.0.0.1:5",
+        ports={"left": 4000},
+        wiring=Wiring({"ordered/0": {"left": "tcp://127.0.0.1:4000"}}, None),
+        start=True,
+        ended=("left/0",),
+    )
+    assert ProcessSpec.from_dict(json.loads(json.dumps(proc.to_dict()))) == proc
+
+
+def test_a_spec_from_another_version_is_refused_with_the_fix() -> None:
+    data = SupervisorSpec(spec(), "h", "/c", "/r", "0.0.0.0", "h").to_dict()
+    data["version"] = 99
+    with pytest.raises(ProtocolError, match="same clusterduck version"):
+        SupervisorSpec.from_dict(data)
+
+
+def test_control_messages_round_trip() -> None:
+    wire = ControlRequest(
+        Op.WIRE,
+        timeout=60.0,
+        wiring=Wiring({"a/0": {"s": "tcp://h:1"}}, "tcp://c:2"),
+        supervisors=("tcp://h:3",),
+    )
+    assert ControlRequest.from_dict(wire.to_dict()) == wire
+    reply = StepReply(ok=False, error="boom", component="a/0", log_tail="x")
+    assert StepReply.from_dict(reply.to_dict()) == reply
+    report = InstanceReport(Op.REPORT, 42, state=State.RUNNING, received=3, anomalies={"late": 1})
+    assert decode_process_message(json.dumps(report.to_dict()).encode()) == report
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"op": "dance"}',
+        b'{"op": "report"}',
+        b'{"op": "report", "pid": "x"}',
+        b'{"op": "hello", "pid": 1, "endpoints": {"a": 1}, "ports": {}}',
+        b'{"op": "report", "pid": 1, "state": "sleeping"}',
+    ],
+)
+def test_malformed_process_messages_raise_protocol_error(raw: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        decode_process_message(raw)
+
+
+def test_malformed_control_requests_raise_protocol_error() -> None:
+    for raw in ({"op": "wire"}, {"op": "spawn", "timeout": "soon"}, {}):
+        with pytest.raises(ProtocolError):
+            ControlRequest.from_dict(raw)
+    with pytest.raises(ProtocolError):
+        decode_json(b"\xff")
+
+
+def test_status_json_keeps_the_documented_keys() -> None:
+    row = InstanceStatus("w", 0, "localhost", State.RUNNING, pid=7, anomalies={"late": 2})
+    host = HostStatus("localhost", State.RUNNING, 9, None, (row,))
+    assert HostStatus.from_dict(json.loads(json.dumps(host.to_dict()))) == host
+    from clusterduck.protocol import ComponentStatus
+
+    status = TopologyStatus(
+        "t",
+        State.RUNNING,
+        {"localhost": State.RUNNING},
+        ("x",),
+        (ComponentStatus("w", "worker", (row,)),),
+    )
+    doc = json.loads(status.to_json())
+    assert list(doc) == TOPOLOGY_KEYS
+    assert list(doc["components"][0]) == COMPONENT_KEYS
+    assert list(doc["components"][0]["instances"][0]) == ROW_KEYS
+    assert doc["state"] == "running" and doc["hosts"] == {"localhost": "running"}
+    assert TopologyStatus.from_dict(doc) == status
