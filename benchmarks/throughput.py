@@ -141,8 +141,8 @@ def run_clusterduck(n: int, serializer: str) -> tuple[float, float]:
         began = time.monotonic()
         result = run_processes(tf, timeout=600)
         whole = time.monotonic() - began
-        if result.status.get("state") != "finished":
-            raise SystemExit(f"clusterduck run ended {result.status.get('state')}")
+        if result.status.state.value != "finished":
+            raise SystemExit(f"clusterduck run ended {result.status.state.value}")
         count = int(Path(stamps, "count").read_text())
         if count != n:
             raise SystemExit(f"clusterduck delivered {count} of {n} messages")
