@@ -297,7 +297,7 @@ def _report_pydantic(
         )
         report.add(path, what, _MISSING_HINTS[field])
     else:
-        report.add(path, f"{field}: {msg}", f"fix the value of {field} (see docs/reference.md, section 2)")
+        report.add(path, f"{field}: {msg}", f"fix the value of {field} (see docs/reference.md)")
 
 
 _MISSING_HINTS = {
