@@ -1,0 +1,103 @@
+"""One turn of the worker loop, without sockets: the transport is passed in, so a fake
+one stands where ZeroMQ would (the real thing runs in tests/test_runtime_processes.py)."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from clusterduck.protocol import (
+    ComponentSpec,
+    ProcessSpec,
+    TopologySpec,
+    data_header,
+    eos_header,
+)
+from clusterduck.runtime.codec import get_codec
+from clusterduck.runtime.component import WorkerLogic
+from clusterduck.runtime.gate import InputGate
+from clusterduck.runtime.outbox import Outbox, Output
+from clusterduck.runtime.process import ComponentProcess
+from clusterduck.runtime.routing import Route
+
+CODEC = get_codec("pickle")
+
+
+class FakeSocket:
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.port: int | None = None
+        self.inbox: deque[list[bytes]] = deque()
+        self.sent: list[list[bytes]] = []
+
+    def send(self, frames: Sequence[bytes], *, block: bool = True) -> bool:
+        self.sent.append([bytes(f) for f in frames])
+        return True
+
+    def recv(self, *, block: bool = True) -> list[bytes] | None:
+        return self.inbox.popleft() if self.inbox else None
+
+    def send_json(self, obj: Any, *, prefix: Sequence[bytes] = ()) -> None:
+        self.sent.append([*prefix, json.dumps(obj).encode()])
+
+
+class FakeTransport:
+    def dealer(self, endpoint: str, identity: str | None = None) -> FakeSocket:
+        return FakeSocket(endpoint)
+
+    def poll(
+        self, readers: Iterable[FakeSocket], writers: Iterable[FakeSocket] = (), timeout: Any = None
+    ) -> tuple[set[FakeSocket], set[FakeSocket]]:
+        return {s for s in readers if s.inbox}, set(writers)
+
+
+def make_process() -> tuple[ComponentProcess, FakeSocket, FakeSocket]:
+    topo = TopologySpec(
+        "t",
+        (
+            ComponentSpec("src", "spout", "m:src"),
+            ComponentSpec("double", "worker", "m:double", inputs=("src",)),
+            ComponentSpec("sink", "worker", "m:sink", inputs=("double",)),
+        ),
+    )
+    spec = ProcessSpec(topo, "double", 0, "localhost", ".", "127.0.0.1", "127.0.0.1", "ctl")
+    proc = ComponentProcess(spec, FakeTransport())  # type: ignore[arg-type]
+    inbox, downstream = FakeSocket("in"), FakeSocket("out")
+    proc.inboxes = {inbox: "src"}  # type: ignore[dict-item]
+    proc.inbox_of = {"src": inbox}  # type: ignore[dict-item]
+    proc.outbox = Outbox(
+        [Output(Route("sink", 1, "shuffle"), [downstream])],
+        CODEC,
+        data_header("double", 0),
+        eos_header("double", 0),
+        lambda seq, exc: None,
+    )
+    return proc, inbox, downstream
+
+
+def test_one_step_reads_calls_and_sends() -> None:
+    proc, inbox, downstream = make_process()
+    logic = WorkerLogic(proc.component, lambda v: 2 * v, metrics=proc.metrics)
+    senders = {"src": {"src/0"}}
+    open_inputs = {"src"}
+    inbox.inbox.append([data_header("src", 0), CODEC.dumps([(0, 1), (1, 2)])])
+    proc.worker_step(logic, InputGate(senders), senders, open_inputs)
+    (frames,) = downstream.sent
+    assert frames[0] == data_header("double", 0)
+    assert [tuple(p) for p in CODEC.loads(frames[1])] == [(0, 2), (1, 4)]
+    assert proc.metrics.received == 2
+
+
+def test_end_of_stream_closes_the_input_and_bad_frames_are_counted() -> None:
+    proc, inbox, downstream = make_process()
+    logic = WorkerLogic(proc.component, lambda v: v)
+    senders = {"src": {"src/0"}}
+    open_inputs = {"src"}
+    inbox.inbox.append([b"garbage"])
+    inbox.inbox.append([data_header("src", 0), b"not a pickle"])
+    inbox.inbox.append([eos_header("src", 0)])
+    proc.worker_step(logic, InputGate(senders), senders, open_inputs)
+    assert open_inputs == set() and proc.ended == {"src/0"}
+    assert proc.metrics.errors == 2 and downstream.sent == []
