@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from heapq import heapify, heappop, heappush
 from typing import Any
 
+from clusterduck.protocol import MAX_PENDING
 from clusterduck.runtime.anomalies import (
     BUNDLE_OVERFLOW,
     DUPLICATE_PART,
@@ -54,7 +55,7 @@ class Bundler:
         self,
         inputs: Sequence[str],
         *,
-        max_pending: int = 100_000,
+        max_pending: int = MAX_PENDING,
         anomalies: Anomalies | None = None,
     ) -> None:
         names = tuple(inputs)

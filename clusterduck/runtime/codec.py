@@ -25,10 +25,9 @@ from typing import Any
 import msgpack
 
 from clusterduck.exceptions import CodecError
+from clusterduck.protocol import Batch
 
 __all__ = ["CODECS", "Codec", "CodecError", "get_codec"]
-
-Batch = list[tuple[int, Any]]
 
 
 class Codec(ABC):

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from heapq import heappop, heappush
 from typing import Any
 
+from clusterduck.protocol import MAX_PENDING
 from clusterduck.runtime.anomalies import DUPLICATE_ID, GAP_SKIPPED, LATE_ID, Anomalies
 
 __all__ = ["Sequencer"]
@@ -42,7 +43,7 @@ class Sequencer:
         start: int = 0,
         *,
         gap_timeout: float | None = None,
-        max_pending: int = 100_000,
+        max_pending: int = MAX_PENDING,
         clock: Callable[[], float] = time.monotonic,
         anomalies: Anomalies | None = None,
     ) -> None:
