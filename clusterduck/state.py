@@ -65,6 +65,10 @@ class TopologyRecord:
     @property
     def spec(self) -> TopologySpec:
         """The topology as the runtime sees it."""
+        if not self.runtime:  # a record written before the runtime view was kept
+            from .topology import Topology
+
+            return TopologySpec.from_topology(Topology.model_validate(self.topology))
         return TopologySpec.from_dict(self.runtime)
 
     def save(self) -> None:
