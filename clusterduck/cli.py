@@ -20,7 +20,10 @@ import click
 from .exceptions import ClusterduckError, TopologyError
 from .graph import FORMATS, render
 from .loader import load
-from .topology import Topology
+from .reports import FORMATS as REPORT_FORMATS
+from .reports import check_paths
+from .reports import render as render_report
+from .schema import topology_schema
 
 __all__ = ["handle_errors", "main"]
 
@@ -65,18 +68,6 @@ def handle_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def summary(topology: Topology) -> dict[str, Any]:
-    """Counts that ``validate`` prints, in the shape of its ``--json`` output."""
-    return {
-        "name": topology.name,
-        "components": len(topology.components),
-        "spouts": len(topology.spouts),
-        "workers": len(topology.workers),
-        "instances": len(topology.instances()),
-        "hosts": topology.hosts_used(),
-    }
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_version(), "--version", "-V", prog_name="clusterduck")
 def main() -> None:
@@ -89,31 +80,34 @@ topology_file = click.argument(
 
 
 @main.command()
-@topology_file
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--format", "-f", "fmt", type=click.Choice(REPORT_FORMATS), default="text",
+              show_default=True,
+              help="text for people, json for programs, github for Actions annotations.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--no-import", is_flag=True,
+              help="Check the YAML, keys, values and graph, but import no entry (for hooks).")
+@click.option("--only-topologies", is_flag=True,
+              help="Skip named files without a top-level spouts: or workers: key.")
 @handle_errors
-def validate(file: Path, as_json: bool) -> None:
-    """Check FILE and its graph and import every entry; exit 1 listing every problem."""
-    if not as_json:
-        loaded = load(file)
-        s = summary(loaded.topology)
-        click.echo(
-            f"ok: {file}: {_count(s['components'], 'component')} "
-            f"({_count(s['spouts'], 'spout')}, {_count(s['workers'], 'worker')}), "
-            f"{_count(s['instances'], 'instance')}, {_count(len(s['hosts']), 'host')} "
-            f"({', '.join(s['hosts'])})"
-        )
-        return
-    # user modules may print while imported; keep stdout pure JSON
-    with contextlib.redirect_stdout(sys.stderr):
-        try:
-            result = {"ok": True, "errors": [], "summary": summary(load(file).topology)}
-        except TopologyError as exc:
-            result = {"ok": False, "errors": [p.to_dict() for p in exc.problems],
-                      "summary": None}
-    click.echo(json.dumps(result, indent=2, ensure_ascii=False))
-    if not result["ok"]:
+def validate(paths: tuple[str, ...], fmt: str, as_json: bool, no_import: bool,
+             only_topologies: bool) -> None:
+    """Check topology files (folders: every topology inside); exit 1 if any has a problem."""
+    with contextlib.redirect_stdout(sys.stderr):  # user modules may print while imported
+        results = check_paths(paths, import_entries=not no_import,
+                              only_topologies=only_topologies)
+    out, err = render_report(results, "json" if as_json else fmt)
+    click.echo(out, nl=False)
+    click.echo(err, nl=False, err=True)
+    if not all(r.ok for r in results):
         sys.exit(TopologyError.exit_code)
+
+
+@main.command()
+@handle_errors
+def schema() -> None:
+    """Print the JSON Schema of a topology file (for editors: see the README)."""
+    click.echo(json.dumps(topology_schema(), indent=2, ensure_ascii=False))
 
 
 @main.command()
