@@ -135,10 +135,11 @@ class _BoundedLoader(yaml.SafeLoader):
         self.alias_nodes = 0
         self.expanded: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, depth)
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         mark = self.peek_event().start_mark
         if self.check_event(yaml.AliasEvent):
-            node: yaml.Node = super().compose_node(parent, index)
+            node = super().compose_node(parent, index)
+            assert node is not None  # an alias names a composed node, or the composer raised
             size, depth = _expanded_size(node, self.expanded)
             self.alias_nodes += size
             if self.alias_nodes > MAX_ALIAS_NODES:
@@ -153,7 +154,7 @@ class _BoundedLoader(yaml.SafeLoader):
             if self.depth > MAX_DEPTH:
                 raise _Refused(mark, f"YAML nested deeper than {MAX_DEPTH} levels",
                                "a topology file needs a few levels; flatten the value")
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)
         finally:
             self.depth -= 1
 

@@ -10,7 +10,8 @@ for every key, since ``validate`` checks it only once the variable is expanded.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
@@ -30,8 +31,9 @@ class _Generator(GenerateJsonSchema):
         """Show ``default_factory`` defaults (pydantic leaves them out) as plain data."""
         factory = schema.get("default_factory")
         if factory is not None and not schema.get("default_factory_takes_data"):
-            schema = {**schema, "default": factory()}  # type: ignore[typeddict-item]
-            schema.pop("default_factory")  # type: ignore[misc]
+            schema = schema.copy()
+            schema["default"] = cast(Callable[[], Any], factory)()
+            del schema["default_factory"]
         return super().default_schema(schema)
 
 
