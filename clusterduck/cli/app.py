@@ -17,6 +17,7 @@ def main() -> None:
 
 for _command in (
     inspect.validate,
+    inspect.schema,
     inspect.graph,
     lifecycle.up,
     lifecycle.status,
