@@ -131,6 +131,23 @@ def graph(file: Path, fmt: str) -> None:
     click.echo(render(load(file, import_entries=False).topology, fmt), nl=False)
 
 
+@main.command()
+@click.argument("name", required=False)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback shows the page to the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port to listen on (0: any free port).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
+@handle_errors
+def dashboard(name: str | None, host: str, port: int, open_browser: bool) -> None:
+    """Serve a live, read-only web page of the topologies (NAME: open that one's page),
+    with Prometheus metrics at /metrics."""
+    from .dashboard.command import run
+
+    run(name, host, port, open_browser, say=lambda s: click.echo(s),
+        warn=lambda s: click.echo(s, err=True))
+
+
 def _register_lifecycle() -> None:
     from . import cli_lifecycle as lifecycle
 
