@@ -29,9 +29,16 @@ from lifecycle_fixtures import CLI, Clusterduck, instance, wait_until
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
@@ -49,13 +56,20 @@ class Dashboard:
 
     def __init__(self, duck: Clusterduck, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [*CLI, "dashboard", "--port", "0", *args], env=duck.env, cwd=duck.tmp,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            stdin=subprocess.DEVNULL)
+            [*CLI, "dashboard", "--port", "0", *args],
+            env=duck.env,
+            cwd=duck.tmp,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         lines: queue.Queue[str] = queue.Queue()
         assert self.proc.stdout is not None
-        threading.Thread(target=lambda: lines.put(self.proc.stdout.readline()),  # type: ignore[union-attr]
-                         daemon=True).start()
+        threading.Thread(
+            target=lambda: lines.put(self.proc.stdout.readline()),  # type: ignore[union-attr]
+            daemon=True,
+        ).start()
         try:
             self.banner = lines.get(timeout=60)
         except queue.Empty:
@@ -116,7 +130,8 @@ def browser() -> Iterator[Any]:
 
 def cell(page: Any, inst: str, field: str) -> str:
     text: str = page.locator(
-        f'#instances tr[data-instance="{inst}"] td[data-field="{field}"]').inner_text()
+        f'#instances tr[data-instance="{inst}"] td[data-field="{field}"]'
+    ).inner_text()
     return text
 
 
@@ -136,7 +151,8 @@ def finished_topology(duck: Clusterduck, label: str) -> str:
 
 
 def test_live_page_draws_the_graph_and_counts_grow_without_reload(
-        duck: Clusterduck, dashboard: list[Dashboard], browser: Any) -> None:
+    duck: Clusterduck, dashboard: list[Dashboard], browser: Any
+) -> None:
     name = duck.name("dash")
     started = duck.up("dashboard", name)
     assert started.returncode == 0, started.stderr
@@ -161,44 +177,70 @@ def test_live_page_draws_the_graph_and_counts_grow_without_reload(
     for comp in status["components"]:
         assert page.locator(f'#graph g.node[data-component="{comp["name"]}"]').count() == 1
         for row in comp["instances"]:
-            inst = f'{comp["name"]}/{row["index"]}'
+            inst = f"{comp['name']}/{row['index']}"
             assert cell(page, inst, "component") == comp["name"]
             assert cell(page, inst, "host") == "localhost"
     assert page.locator("#graph g.edge").count() == 5  # source→relay, →check, both→join, →sink
-    assert "bundle · sequential" in page.locator(
-        '#graph g.node[data-component="join"]').text_content()
+    assert (
+        "bundle · sequential" in page.locator('#graph g.node[data-component="join"]').text_content()
+    )
 
     # a counter read twice grows, and the page never navigated again
     first = count(cell(page, "sink/0", "received"))
-    wait_until(lambda: count(cell(page, "sink/0", "received")) > first, timeout=30,
-               what="sink/0's received count to grow on the page")
+    wait_until(
+        lambda: count(cell(page, "sink/0", "received")) > first,
+        timeout=30,
+        what="sink/0's received count to grow on the page",
+    )
     assert navigations == [d.url]
     assert page.locator("#state").inner_text() == "running"
 
     # edges carry live rates; errors from `check` show with their seq ids
-    wait_until(lambda: page.locator('#graph g.edge[data-edge="source->relay"] text')
-               .text_content() not in ("–", "0/s"), timeout=30, what="a live edge rate")
-    wait_until(lambda: page.locator("#events tbody tr").count() > 0, timeout=60,
-               what="an error or anomaly in the events table")
+    wait_until(
+        lambda: (
+            page.locator('#graph g.edge[data-edge="source->relay"] text').text_content()
+            not in ("–", "0/s")
+        ),
+        timeout=30,
+        what="a live edge rate",
+    )
+    wait_until(
+        lambda: page.locator("#events tbody tr").count() > 0,
+        timeout=60,
+        what="an error or anomaly in the events table",
+    )
     seqs = page.locator("#events tbody td.num").all_inner_texts()
     assert any(s.isdigit() for s in seqs), seqs
-    wait_until(lambda: len(page.locator("#charts polyline").first.get_attribute("points")
-                           or "") > 0, timeout=30, what="a rate chart")
+    wait_until(
+        lambda: len(page.locator("#charts polyline").first.get_attribute("points") or "") > 0,
+        timeout=30,
+        what="a rate chart",
+    )
 
     # the chosen instance's log: what `logs NAME relay` shows
     page.select_option("#log-instance", "relay/0")
-    wait_until(lambda: "relay saw" in page.locator("#log").inner_text(), timeout=30,
-               what="relay/0's log lines on the page")
+    wait_until(
+        lambda: "relay saw" in page.locator("#log").inner_text(),
+        timeout=30,
+        what="relay/0's log lines on the page",
+    )
     # let the rate history fill a little so the screenshot shows lines, not dots
-    wait_until(lambda: len((page.locator("#charts polyline").first.get_attribute("points")
-                            or "").split()) >= 12, timeout=60, what="12 rate samples")
+    wait_until(
+        lambda: (
+            len((page.locator("#charts polyline").first.get_attribute("points") or "").split())
+            >= 12
+        ),
+        timeout=60,
+        what="12 rate samples",
+    )
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     assert not errors, errors
 
 
 def test_page_shows_a_finished_topology_finished(
-        duck: Clusterduck, dashboard: list[Dashboard], browser: Any) -> None:
+    duck: Clusterduck, dashboard: list[Dashboard], browser: Any
+) -> None:
     name = finished_topology(duck, "dashfin")
     d = serve(duck, dashboard)
     page = browser.new_page()
@@ -208,15 +250,19 @@ def test_page_shows_a_finished_topology_finished(
     assert "finished" in row.inner_text()
     row.locator("a").click()
     page.wait_for_url(f"{d.base}/topologies/{name}")
-    wait_until(lambda: page.locator("#state").inner_text() == "finished", timeout=30,
-               what="the badge to read finished")
+    wait_until(
+        lambda: page.locator("#state").inner_text() == "finished",
+        timeout=30,
+        what="the badge to read finished",
+    )
     for inst in ("numbers/0", "double/0", "printer/0"):
         assert cell(page, inst, "state") == "finished"
     assert count(cell(page, "printer/0", "received")) == 20
 
 
 def test_page_shows_the_restart_of_a_killed_instance(
-        duck: Clusterduck, dashboard: list[Dashboard], browser: Any) -> None:
+    duck: Clusterduck, dashboard: list[Dashboard], browser: Any
+) -> None:
     name = duck.name("dashkill")
     started = duck.up("endless", name, env={"LC_DELAY": "0.01"})
     assert started.returncode == 0, started.stderr
@@ -224,16 +270,25 @@ def test_page_shows_the_restart_of_a_killed_instance(
     page = browser.new_page()
     page.goto(d.url)
     page.wait_for_selector('#instances tr[data-instance="relay/0"]', timeout=30_000)
-    wait_until(lambda: cell(page, "relay/0", "state") == "running", timeout=30,
-               what="relay/0 running on the page")
+    wait_until(
+        lambda: cell(page, "relay/0", "state") == "running",
+        timeout=30,
+        what="relay/0 running on the page",
+    )
     assert cell(page, "relay/0", "restarts") == "0"
 
     pid = instance(duck.status(name), "relay", 0)["pid"]
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: cell(page, "relay/0", "restarts") == "1", timeout=60,
-               what="relay/0's restart on the page")
-    wait_until(lambda: cell(page, "relay/0", "pid") not in ("-", str(pid)), timeout=60,
-               what="a new pid for relay/0")
+    wait_until(
+        lambda: cell(page, "relay/0", "restarts") == "1",
+        timeout=60,
+        what="relay/0's restart on the page",
+    )
+    wait_until(
+        lambda: cell(page, "relay/0", "pid") not in ("-", str(pid)),
+        timeout=60,
+        what="a new pid for relay/0",
+    )
     assert "restart" in page.locator('#graph g.node[data-component="relay"]').text_content()
 
 
@@ -241,7 +296,8 @@ def test_page_shows_the_restart_of_a_killed_instance(
 
 
 def test_api_returns_the_documented_status_and_404_for_unknown(
-        duck: Clusterduck, dashboard: list[Dashboard]) -> None:
+    duck: Clusterduck, dashboard: list[Dashboard]
+) -> None:
     name = finished_topology(duck, "dashapi")
     d = serve(duck, dashboard)
 
@@ -249,7 +305,8 @@ def test_api_returns_the_documented_status_and_404_for_unknown(
     assert (code, ctype) == (200, "application/json")
     listed = json.loads(body)
     assert [(t["name"], t["state"], t["hosts"]) for t in listed] == [
-        (name, "finished", ["localhost"])]
+        (name, "finished", ["localhost"])
+    ]
 
     code, ctype, body = d.get(f"/api/topologies/{name}/status")
     assert (code, ctype) == (200, "application/json")
@@ -259,12 +316,28 @@ def test_api_returns_the_documented_status_and_404_for_unknown(
     for comp in doc["components"]:
         assert {"name", "kind", "instances"} <= set(comp)
         for row in comp["instances"]:
-            assert {"index", "host", "pid", "state", "endpoint", "received", "emitted",
-                    "errors", "anomalies", "backlog", "rate", "restarts", "uptime",
-                    "last_error"} <= set(row)
+            assert {
+                "index",
+                "host",
+                "pid",
+                "state",
+                "endpoint",
+                "received",
+                "emitted",
+                "errors",
+                "anomalies",
+                "backlog",
+                "rate",
+                "restarts",
+                "uptime",
+                "last_error",
+            } <= set(row)
 
-    for path in ("/api/topologies/nosuch/status", "/api/topologies/nosuch/events",
-                 "/api/topologies/nosuch/graph"):
+    for path in (
+        "/api/topologies/nosuch/status",
+        "/api/topologies/nosuch/events",
+        "/api/topologies/nosuch/graph",
+    ):
         code, ctype, body = d.get(path)
         assert (code, ctype) == (404, "application/json"), path
         error = json.loads(body)
@@ -286,22 +359,35 @@ def test_metrics_equal_status_json(duck: Clusterduck, dashboard: list[Dashboard]
     code, ctype, body = d.get("/metrics")
     assert code == 200 and ctype.startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(body)}
-    for family, kind in [("clusterduck_received", "counter"), ("clusterduck_emitted", "counter"),
-                         ("clusterduck_errors", "counter"), ("clusterduck_restarts", "counter"),
-                         ("clusterduck_anomalies", "counter"), ("clusterduck_backlog", "gauge"),
-                         ("clusterduck_rate", "gauge"), ("clusterduck_state", "gauge")]:
+    for family, kind in [
+        ("clusterduck_received", "counter"),
+        ("clusterduck_emitted", "counter"),
+        ("clusterduck_errors", "counter"),
+        ("clusterduck_restarts", "counter"),
+        ("clusterduck_anomalies", "counter"),
+        ("clusterduck_backlog", "gauge"),
+        ("clusterduck_rate", "gauge"),
+        ("clusterduck_state", "gauge"),
+    ]:
         assert families[family].type == kind, family
 
     def value(family: str, suffix: str = "", **labels: str) -> float:
-        found = [s.value for s in families[family].samples
-                 if s.name == family + suffix and s.labels == labels]
+        found = [
+            s.value
+            for s in families[family].samples
+            if s.name == family + suffix and s.labels == labels
+        ]
         assert len(found) == 1, (family, labels, found)
         return found[0]
 
     for comp in status["components"]:
         for row in comp["instances"]:
-            labels = {"topology": name, "component": comp["name"],
-                      "instance": str(row["index"]), "host": row["host"]}
+            labels = {
+                "topology": name,
+                "component": comp["name"],
+                "instance": str(row["index"]),
+                "host": row["host"],
+            }
             for key in ("received", "emitted", "errors", "restarts"):
                 assert value(f"clusterduck_{key}", "_total", **labels) == row[key], key
             assert value("clusterduck_backlog", **labels) == row["backlog"]
@@ -320,14 +406,22 @@ def test_metrics_count_anomalies_by_kind(duck: Clusterduck, dashboard: list[Dash
 
     name = duck.name("dashanom")
     assert duck.up("dashboard", name).returncode == 0
-    wait_until(lambda: instance(duck.status(name), "join")["anomalies"].get("gap_skipped"),
-               timeout=60, what="a gap_skipped anomaly in join")
+    wait_until(
+        lambda: instance(duck.status(name), "join")["anomalies"].get("gap_skipped"),
+        timeout=60,
+        what="a gap_skipped anomaly in join",
+    )
     d = serve(duck, dashboard)
     code, _, body = d.get("/metrics")
-    samples = [s for f in text_string_to_metric_families(body) for s in f.samples
-               if s.name == "clusterduck_anomalies_total"]
-    gap = [s for s in samples if s.labels["component"] == "join"
-           and s.labels["kind"] == "gap_skipped"]
+    samples = [
+        s
+        for f in text_string_to_metric_families(body)
+        for s in f.samples
+        if s.name == "clusterduck_anomalies_total"
+    ]
+    gap = [
+        s for s in samples if s.labels["component"] == "join" and s.labels["kind"] == "gap_skipped"
+    ]
     assert len(gap) == 1 and gap[0].labels["topology"] == name and gap[0].value >= 1
 
 

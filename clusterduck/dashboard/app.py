@@ -39,8 +39,9 @@ T = TypeVar("T")
 
 class _Timeout(Exception):
     def __init__(self, what: str) -> None:
-        super().__init__(f"{what} did not answer within {CALL_TIMEOUT:g}s "
-                         "(a host may be unreachable)")
+        super().__init__(
+            f"{what} did not answer within {CALL_TIMEOUT:g}s (a host may be unreachable)"
+        )
 
 
 def create_app() -> Starlette:
@@ -52,7 +53,8 @@ def create_app() -> Starlette:
         loop = asyncio.get_running_loop()
         try:
             return await asyncio.wait_for(
-                loop.run_in_executor(pool, functools.partial(fn, *args)), CALL_TIMEOUT)
+                loop.run_in_executor(pool, functools.partial(fn, *args)), CALL_TIMEOUT
+            )
         except asyncio.TimeoutError as exc:
             raise _Timeout(what) from exc
 
@@ -66,7 +68,9 @@ def create_app() -> Starlette:
             return Response(
                 f"<!doctype html><title>unknown topology</title><p>No topology named "
                 f"<b>{_html(name)}</b> is known here. <a href='/'>All topologies</a>",
-                status_code=404, media_type="text/html")
+                status_code=404,
+                media_type="text/html",
+            )
         return FileResponse(STATIC / "topology.html")
 
     async def api_topologies(request: Request) -> Response:
@@ -74,8 +78,9 @@ def create_app() -> Starlette:
 
     async def api_status(request: Request) -> Response:
         name = request.path_params["name"]
-        return JSONResponse(await off_loop(f"status of {name}",
-                                           status_source.topology_status, name))
+        return JSONResponse(
+            await off_loop(f"status of {name}", status_source.topology_status, name)
+        )
 
     async def api_graph(request: Request) -> Response:
         name = request.path_params["name"]
@@ -90,8 +95,9 @@ def create_app() -> Starlette:
             return _error(400, f"instance={instance!r}: expected COMPONENT/INDEX, e.g. sink/0")
         if not lines.isdigit() or not 1 <= int(lines) <= MAX_LOG_LINES:
             return _error(400, f"lines={lines!r}: expected a number from 1 to {MAX_LOG_LINES}")
-        text = await off_loop(f"log of {instance}", status_source.log_tail, name, component,
-                              int(index), int(lines))
+        text = await off_loop(
+            f"log of {instance}", status_source.log_tail, name, component, int(index), int(lines)
+        )
         return JSONResponse({"instance": instance, "lines": text.splitlines()})
 
     async def api_events(request: Request) -> Response:
@@ -105,14 +111,16 @@ def create_app() -> Starlette:
                 yield f"data: {json.dumps(watch.snapshot())}\n\n"
                 await asyncio.sleep(INTERVAL)
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store"})
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        )
 
     async def prometheus(request: Request) -> Response:
         names = [t["name"] for t in await off_loop("list", status_source.known_topologies)]
         results = await asyncio.gather(
             *(off_loop(f"status of {n}", status_source.topology_status, n) for n in names),
-            return_exceptions=True)
+            return_exceptions=True,
+        )
         statuses = [r for r in results if isinstance(r, dict)]
         return Response(metrics.exposition(statuses), media_type=metrics.CONTENT_TYPE)
 
@@ -145,8 +153,7 @@ def create_app() -> Starlette:
             Route("/metrics", prometheus),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
-        exception_handlers={UnknownTopology: unknown, _Timeout: timeout,
-                            ClusterduckError: failed},
+        exception_handlers={UnknownTopology: unknown, _Timeout: timeout, ClusterduckError: failed},
         lifespan=lifespan,
     )
     return app

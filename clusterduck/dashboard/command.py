@@ -24,12 +24,17 @@ class MissingExtra(ClusterduckError):
 
     def __init__(self, module: str) -> None:
         self.module = module
-        super().__init__(f"the dashboard needs {module}, which is not installed: "
-                         f"{EXTRA_HINT}")
+        super().__init__(f"the dashboard needs {module}, which is not installed: {EXTRA_HINT}")
 
 
-def run(name: str | None, host: str, port: int, open_browser: bool,
-        say: Callable[[str], None], warn: Callable[[str], None]) -> None:
+def run(
+    name: str | None,
+    host: str,
+    port: int,
+    open_browser: bool,
+    say: Callable[[str], None],
+    warn: Callable[[str], None],
+) -> None:
     """Serve the dashboard until Ctrl-C; ``say``/``warn`` print for the user."""
     missing = missing_dependency()
     if missing:
@@ -48,11 +53,12 @@ def run(name: str | None, host: str, port: int, open_browser: bool,
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{bound_port}{path}"
         if not _loopback(host):
-            warn(f"warning: listening on {host}: anyone who can reach this machine on port "
-                 f"{bound_port} sees topology names, hosts and errors (the page is "
-                 f"read-only, without authentication)")
-        say(f"dashboard: {url}   (metrics: http://{shown}:{bound_port}/metrics; "
-            "Ctrl-C to stop)")
+            warn(
+                f"warning: listening on {host}: anyone who can reach this machine on port "
+                f"{bound_port} sees topology names, hosts and errors (the page is "
+                f"read-only, without authentication)"
+            )
+        say(f"dashboard: {url}   (metrics: http://{shown}:{bound_port}/metrics; Ctrl-C to stop)")
         if open_browser:
             webbrowser.open(url)
         server.serve(sock)

@@ -22,10 +22,25 @@ __all__ = ["CONTENT_TYPE", "INSTANCE_STATES", "TOPOLOGY_STATES", "exposition"]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LABELS = ["topology", "component", "instance", "host"]
 # SPEC §3 instance states, and the topology-level ones `status` adds.
-INSTANCE_STATES = ("starting", "running", "draining", "finished", "failed", "crashed",
-                   "unreachable")
-TOPOLOGY_STATES = ("starting", "running", "finished", "failed", "failing", "broken",
-                   "stopped", "unreachable")
+INSTANCE_STATES = (
+    "starting",
+    "running",
+    "draining",
+    "finished",
+    "failed",
+    "crashed",
+    "unreachable",
+)
+TOPOLOGY_STATES = (
+    "starting",
+    "running",
+    "finished",
+    "failed",
+    "failing",
+    "broken",
+    "stopped",
+    "unreachable",
+)
 
 
 class _StatusCollector(Collector):
@@ -43,8 +58,10 @@ class _StatusCollector(Collector):
             ]
         }
         anomalies = CounterMetricFamily(
-            "clusterduck_anomalies", "Data anomalies counted by kind (SPEC §1).",
-            labels=[*LABELS, "kind"])
+            "clusterduck_anomalies",
+            "Data anomalies counted by kind (SPEC §1).",
+            labels=[*LABELS, "kind"],
+        )
         gauges = {
             key: GaugeMetricFamily(f"clusterduck_{name}", help_, labels=LABELS)
             for key, name, help_ in [
@@ -54,11 +71,15 @@ class _StatusCollector(Collector):
             ]
         }
         state = GaugeMetricFamily(
-            "clusterduck_state", "1 for the instance's current state, 0 for the others.",
-            labels=[*LABELS, "state"])
+            "clusterduck_state",
+            "1 for the instance's current state, 0 for the others.",
+            labels=[*LABELS, "state"],
+        )
         topo_state = GaugeMetricFamily(
-            "clusterduck_topology_state", "1 for the topology's current state.",
-            labels=["topology", "state"])
+            "clusterduck_topology_state",
+            "1 for the topology's current state.",
+            labels=["topology", "state"],
+        )
         for status in self.statuses:
             name = status["name"]
             for s in TOPOLOGY_STATES:
@@ -70,8 +91,8 @@ class _StatusCollector(Collector):
                         family.add_metric(labels, float(row.get(key) or 0))
                     for kind, count in sorted((row.get("anomalies") or {}).items()):
                         anomalies.add_metric([*labels, kind], float(count))
-                    for key, family in gauges.items():
-                        family.add_metric(labels, float(row.get(key) or 0))
+                    for key, gauge in gauges.items():
+                        gauge.add_metric(labels, float(row.get(key) or 0))
                     for s in INSTANCE_STATES:
                         state.add_metric([*labels, s], 1.0 if row["state"] == s else 0.0)
         yield from counters.values()

@@ -23,8 +23,7 @@ class PortInUse(ClusterduckError):
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
-        super().__init__(f"port {port} on {host} is already in use; "
-                         f"pick another with `--port`")
+        super().__init__(f"port {port} on {host} is already in use; pick another with `--port`")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -46,6 +45,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(sock: socket.socket) -> None:
     """Run until Ctrl-C (or SIGTERM)."""
-    config = uvicorn.Config(create_app(), log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=GRACEFUL_SECONDS)
+    config = uvicorn.Config(
+        create_app(),
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+    )
     uvicorn.Server(config).run(sockets=[sock])

@@ -60,8 +60,13 @@ def known_topologies() -> list[dict[str, Any]]:
             except ClusterduckError:
                 pass  # list still shows it; its status page says what is wrong
     return [
-        {"name": r.name, "state": r.status, "hosts": list(r.hosts), "started": r.started_at,
-         "file": r.file}
+        {
+            "name": r.name,
+            "state": r.status,
+            "hosts": list(r.hosts),
+            "started": r.started_at,
+            "file": r.file,
+        }
         for r in load_all()
     ]
 
@@ -78,16 +83,18 @@ def describe(name: str) -> dict[str, Any]:
     components = []
     for comp in topo.components:
         worker = comp if isinstance(comp, Worker) else None
-        components.append({
-            "name": comp.name,
-            "kind": comp.kind,
-            "inputs": list(worker.inputs) if worker else [],
-            "bundle": bool(worker and worker.bundle),
-            "sequential": bool(worker and worker.sequential),
-            "grouping": worker.grouping if worker else None,
-            "parallelism": comp.parallelism,
-            "hosts": [comp.host_of(i) for i in range(comp.parallelism)],
-        })
+        components.append(
+            {
+                "name": comp.name,
+                "kind": comp.kind,
+                "inputs": list(worker.inputs) if worker else [],
+                "bundle": bool(worker and worker.bundle),
+                "sequential": bool(worker and worker.sequential),
+                "grouping": worker.grouping if worker else None,
+                "parallelism": comp.parallelism,
+                "hosts": [comp.host_of(i) for i in range(comp.parallelism)],
+            }
+        )
     return {"name": topo.name, "components": components}
 
 
@@ -108,14 +115,17 @@ def log_tail(name: str, component: str, index: int, lines: int) -> str:
     hosts = {(c, i): h for c, i, h in _instances(record)}
     if (component, index) not in hosts:
         known = ", ".join(f"{c}/{i}" for c, i in hosts)
-        raise StateError(f"topology {name} has no instance {component}/{index} "
-                         f"(instances: {known})")
+        raise StateError(
+            f"topology {name} has no instance {component}/{index} (instances: {known})"
+        )
     host = hosts[(component, index)]
     cluster = deploy.Cluster(record)
     try:
-        return cluster.conn(host).run(
-            ["tail", "-n", str(lines), _log_path(record, component, index, host)],
-            timeout=10).stdout
+        return (
+            cluster.conn(host)
+            .run(["tail", "-n", str(lines), _log_path(record, component, index, host)], timeout=10)
+            .stdout
+        )
     finally:
         cluster.close()
 
@@ -131,14 +141,20 @@ class LogEvent:
     message: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"time": self.time, "level": self.level, "instance": self.instance,
-                "seq": self.seq, "message": self.message}
+        return {
+            "time": self.time,
+            "level": self.level,
+            "instance": self.instance,
+            "seq": self.seq,
+            "message": self.message,
+        }
 
 
 # runtime/process.py's format: "%(asctime)s %(levelname)s [component/i] %(message)s"
 _LINE = re.compile(
     r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)[,.]\d+ (?P<level>WARNING|ERROR|CRITICAL) "
-    r"\[(?P<instance>[^\]]+)\] (?P<message>.*)$")
+    r"\[(?P<instance>[^\]]+)\] (?P<message>.*)$"
+)
 _SEQ = re.compile(r"\bseq (\d+)")
 
 
@@ -157,8 +173,11 @@ def parse_events(text: str) -> list[LogEvent]:
         if message.endswith(":") and body:
             message += " " + body[-1]  # the exception itself, the traceback's last line
         seq = _SEQ.search(message)
-        events.append(LogEvent(m["time"], m["level"], m["instance"],
-                               int(seq.group(1)) if seq else None, message))
+        events.append(
+            LogEvent(
+                m["time"], m["level"], m["instance"], int(seq.group(1)) if seq else None, message
+            )
+        )
     return events
 
 
@@ -170,9 +189,14 @@ def recent_events(name: str, lines: int = 400, keep: int = 50) -> list[LogEvent]
     try:
         for component, index, host in _instances(record):
             try:
-                text = cluster.conn(host).run(
-                    ["tail", "-n", str(lines), _log_path(record, component, index, host)],
-                    timeout=10).stdout
+                text = (
+                    cluster.conn(host)
+                    .run(
+                        ["tail", "-n", str(lines), _log_path(record, component, index, host)],
+                        timeout=10,
+                    )
+                    .stdout
+                )
             except ClusterduckError:
                 continue  # an unreachable host: status says so
             events.extend(parse_events(text))

@@ -113,8 +113,10 @@ class Watch:
 def _unreachable(status: dict[str, Any], age: float) -> dict[str, Any]:
     stale = copy.deepcopy(status)
     stale["state"] = "unreachable"
-    stale["problems"] = [*(stale.get("problems") or []),
-                         f"no status answer for {age:.0f}s: hosts unreachable?"]
+    stale["problems"] = [
+        *(stale.get("problems") or []),
+        f"no status answer for {age:.0f}s: hosts unreachable?",
+    ]
     for comp in stale["components"]:
         for row in comp["instances"]:
             row["state"] = "unreachable"

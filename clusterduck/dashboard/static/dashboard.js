@@ -70,7 +70,7 @@ async function indexPage() {
 
 // -- topology page: the graph ---------------------------------------------------------
 
-const NODE_W = 226, NODE_H = 96, GAP_X = 150, GAP_Y = 26, PAD = 16;
+const NODE_W = 226, NODE_H = 96, GAP_X = 120, GAP_Y = 26, PAD = 16;
 
 // Columns by longest path from a spout, then a few barycentre sweeps against crossings.
 function layout(components) {
@@ -115,8 +115,10 @@ function layout(components) {
 function drawGraph(svg, graph) {
   const {pos, width, height} = layout(graph.components);
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  svg.setAttribute("width", width);
-  svg.setAttribute("height", height);
+  // natural size on a wide screen, scaled down (never up) to fit a narrow one
+  svg.setAttribute("width", "100%");
+  svg.style.maxWidth = width + "px";
+  svg.style.aspectRatio = `${width} / ${height}`;
   const defs = el("svg:defs", {}, el("svg:marker", {id: "arrow", viewBox: "0 0 10 10", refX: "9",
     refY: "5", markerWidth: "9", markerHeight: "9", markerUnits: "userSpaceOnUse",
     orient: "auto-start-reverse"},
