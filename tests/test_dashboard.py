@@ -463,3 +463,59 @@ def test_read_only(duck: Clusterduck, dashboard: list[Dashboard]) -> None:
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(request, timeout=30)
     assert err.value.code == 405
+
+
+def test_without_the_extra_the_command_names_the_install(duck: Clusterduck) -> None:
+    # starlette made unimportable, as in an install without the `dashboard` extra
+    code = (
+        "import sys; sys.modules['starlette'] = None; "
+        "from clusterduck.cli import main; main(['dashboard', '--port', '0'])"
+    )
+    result = subprocess.run(
+        [CLI[0], "-c", code],
+        env=duck.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=duck.tmp,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 1
+    assert "pip install 'clusterduck[dashboard]'" in result.stderr
+    assert "starlette" in result.stderr
+
+
+def test_a_host_that_stops_answering_shows_unreachable(
+    duck: Clusterduck, dashboard: list[Dashboard], browser: Any
+) -> None:
+    """The supervisor frozen (SIGSTOP): its control requests time out. The page and the
+    API must say unreachable instead of hanging."""
+    name = duck.name("dashfrozen")
+    assert duck.up("endless", name, env={"LC_DELAY": "0.01"}).returncode == 0
+    d = serve(duck, dashboard, name)
+    page = browser.new_page()
+    page.goto(d.url)
+    wait_until(
+        lambda: page.locator("#state").inner_text() == "running",
+        timeout=30,
+        what="the page to show running",
+    )
+    supervisor = duck.supervisor_pid(name)
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        wait_until(
+            lambda: cell(page, "sink/0", "state") == "unreachable",
+            timeout=60,
+            what="sink/0 unreachable on the page",
+        )
+        assert page.locator("#state").inner_text() == "broken"
+        assert "supervisor does not answer" in page.locator("#problems").inner_text()
+        code, _, body = d.get(f"/api/topologies/{name}/status")
+        assert code == 200 and json.loads(body)["state"] == "broken"
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
+    wait_until(
+        lambda: cell(page, "sink/0", "state") == "running",
+        timeout=60,
+        what="sink/0 running again once the supervisor answers",
+    )

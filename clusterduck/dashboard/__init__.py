@@ -16,9 +16,11 @@ EXTRA_HINT = "pip install 'clusterduck[dashboard]'"
 
 def missing_dependency() -> str | None:
     """The name of a missing web dependency, or None when the dashboard can run."""
-    import importlib.util
+    import importlib
 
     for module in ("starlette", "uvicorn", "prometheus_client"):
-        if importlib.util.find_spec(module) is None:
+        try:
+            importlib.import_module(module)
+        except ImportError:
             return module
     return None
