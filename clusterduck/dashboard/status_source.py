@@ -27,6 +27,7 @@ __all__ = [
     "known_topologies",
     "log_tail",
     "recent_events",
+    "topology_names",
     "topology_status",
 ]
 
@@ -69,6 +70,11 @@ def known_topologies() -> list[dict[str, Any]]:
         }
         for r in load_all()
     ]
+
+
+def topology_names() -> list[str]:
+    """The names of every topology recorded here, without asking any host."""
+    return [r.name for r in load_all()]
 
 
 def topology_status(name: str) -> dict[str, Any]:

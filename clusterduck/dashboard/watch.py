@@ -26,7 +26,7 @@ __all__ = ["STALE_AFTER", "Watch", "Watches"]
 
 INTERVAL = 1.0  # seconds between status calls: the page updates once a second
 EVENTS_EVERY = 3.0  # seconds between reads of the logs' error and anomaly lines
-STALE_AFTER = 12.0  # no answer for this long: show the topology unreachable
+STALE_AFTER = 20.0  # no answer this long (the engine gives up after ~15 s): unreachable
 IDLE_STOP = 60.0  # nobody read the snapshot for this long: stop polling
 
 
