@@ -24,5 +24,6 @@ for _command in (
     lifecycle.down,
     lifecycle.logs,
     lifecycle.list_topologies,
+    inspect.dashboard,
 ):
     main.add_command(_command)

@@ -1,4 +1,5 @@
-"""The commands that read a topology file and start nothing: ``validate`` and ``graph``."""
+"""The commands that start nothing: ``validate``, ``schema``, ``graph``, and the read-only
+``dashboard`` (a web page over what ``status``, ``list`` and ``logs`` read)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import click
 from ..exceptions import TopologyError
 from .errors import handle_errors
 
-__all__ = ["graph", "schema", "validate"]
+__all__ = ["dashboard", "graph", "schema", "validate"]
 
 # graph.FORMATS, written here too so that `--help` does not import pydantic
 # (tests/test_cli_package.py checks that both agree).
@@ -96,3 +97,35 @@ def graph(file: Path, fmt: str) -> None:
     from ..loader import load
 
     click.echo(render(load(file, import_entries=False).topology, fmt), nl=False)
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but loopback shows the page to the network.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Port to listen on (0: any free port).",
+)
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
+@handle_errors
+def dashboard(name: str | None, host: str, port: int, open_browser: bool) -> None:
+    """Serve a live, read-only web page of the topologies (NAME: open that one's page),
+    with Prometheus metrics at /metrics."""
+    from ..dashboard.command import run
+
+    run(
+        name,
+        host,
+        port,
+        open_browser,
+        say=lambda s: click.echo(s),
+        warn=lambda s: click.echo(s, err=True),
+    )
