@@ -108,6 +108,9 @@ class Spout(Component):
     # Accepted by the model so validation can say "a spout takes no inputs" rather
     # than "unknown key"; validation rejects any non-empty value.
     inputs: list[str] = Field(default_factory=list)
+    # Messages dispatched but not yet processed by the next components, at most (None:
+    # credit alone bounds them; see runtime/credit.py and the README's "Flow control").
+    max_pending: int | None = Field(default=None, ge=1)
 
 
 class Worker(Component):
