@@ -117,8 +117,8 @@ def run_clusterduck(n: int, rate: float) -> list[float]:
     with tempfile.TemporaryDirectory(prefix="clusterduck-lat-") as stamps:
         env = {**os.environ, "MESSAGES": str(n), "STAMPS": stamps, "RATE": str(rate)}
         result = run_processes(load(HERE / "latency.yaml", environ=env), timeout=600)
-        if result.status.get("state") != "finished":
-            raise SystemExit(f"clusterduck run ended {result.status.get('state')}")
+        if result.status.state.value != "finished":
+            raise SystemExit(f"clusterduck run ended {result.status.state.value}")
         return _read(Path(stamps, "latency"))
 
 

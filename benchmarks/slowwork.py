@@ -27,8 +27,8 @@ def run(n: int, parallelism: int) -> float:
     with tempfile.TemporaryDirectory(prefix="clusterduck-slow-") as stamps:
         env = {**os.environ, "MESSAGES": str(n), "STAMPS": stamps, "PARALLELISM": str(parallelism)}
         result = run_processes(load(HERE / "slowwork.yaml", environ=env), timeout=600)
-        if result.status.get("state") != "finished":
-            raise SystemExit(f"clusterduck run ended {result.status.get('state')}")
+        if result.status.state.value != "finished":
+            raise SystemExit(f"clusterduck run ended {result.status.state.value}")
         start = float(Path(stamps, "start").read_text())
         return float(Path(stamps, "end").read_text()) - start
 
