@@ -9,9 +9,11 @@ every start.
 What lives here:
 
 * ``State``: the states of an instance, a host and a topology; which of them are ended.
-* Frame layout: the header of every data or end-of-stream frame (``data_header``,
-  ``eos_header``, ``parse_header``). Frames come from the network: parsing never
-  raises, it returns ``None`` for anything malformed.
+* Frame layout: data, probe and end-of-stream frames from a sender, and the credit
+  grants a receiver sends back (``data_header``, ``eos_header``, ``probe_header``,
+  ``parse_header``, ``parse_frame``, ``pack_count``, ``grant_frame``, ``parse_grant``).
+  Frames come from the network: parsing never raises, it returns ``None`` for anything
+  malformed.
 * Specs: ``TopologySpec``/``ComponentSpec`` (the validated topology as the runtime needs
   it, without the pydantic models), ``SupervisorSpec`` and ``ProcessSpec`` (JSON on a
   process's stdin).
@@ -28,7 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping
+import struct
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import PurePosixPath
@@ -48,6 +51,9 @@ __all__ = [
     "ComponentStatus",
     "ControlRequest",
     "CurveKeys",
+    "EdgeStatus",
+    "Frame",
+    "Grant",
     "Header",
     "HostStatus",
     "InstanceReport",
@@ -65,7 +71,12 @@ __all__ = [
     "data_header",
     "decode_json",
     "eos_header",
+    "grant_frame",
+    "pack_count",
+    "parse_frame",
+    "parse_grant",
     "parse_header",
+    "probe_header",
     "topology_marker",
 ]
 
@@ -120,9 +131,25 @@ _ENDED = frozenset({State.FINISHED, State.FAILED, State.CRASHED, State.STOPPED})
 
 
 # -- frames ---------------------------------------------------------------------------
+#
+# Sender -> receiver (a DEALER with identity ``component/index`` -> a ROUTER, so the
+# ROUTER adds the identity in front):
+#   data           [D<component/index>, payload, total]
+#   probe          [P<component/index>, total]
+#   end of stream  [E<component/index>]
+# where ``total`` (``pack_count``) is the sender's running count of messages sent to this
+# receiver (runtime/credit.py says why the count is absolute).
+# Receiver -> sender, on the same connection:
+#   grant          [G<processed><limit><cost>]  (two int64 and a float64, little endian)
+# The test collector is a plain PULL: it receives the same data and end-of-stream frames
+# and sends no grants.
 
 _DATA = b"D"
 _EOS = b"E"
+_PROBE = b"P"
+_GRANT = b"G"
+_COUNT = struct.Struct("<q")
+_GRANT_BODY = struct.Struct("<qqd")
 
 
 def data_header(component: str, index: int) -> bytes:
@@ -135,12 +162,30 @@ def eos_header(component: str, index: int) -> bytes:
     return _EOS + f"{component}/{index}".encode()
 
 
+def probe_header(component: str, index: int) -> bytes:
+    """First frame of a probe: a sender without credit asking again (runtime/credit.py)."""
+    return _PROBE + f"{component}/{index}".encode()
+
+
+def pack_count(total: int) -> bytes:
+    """The running total a data or probe frame carries."""
+    return _COUNT.pack(total)
+
+
+def _unpack_count(data: bytes) -> int | None:
+    if len(data) != _COUNT.size:
+        return None
+    total = int(_COUNT.unpack(data)[0])
+    return total if total >= 0 else None
+
+
 @dataclass(frozen=True)
 class Header:
-    """A parsed frame header: data or end of stream, and who sent it."""
+    """A parsed frame header: data, probe or end of stream, and who sent it."""
 
     eos: bool
     sender: str  # "component/index"
+    probe: bool = False
 
     @property
     def component(self) -> str:
@@ -148,11 +193,16 @@ class Header:
 
 
 def parse_header(frame: bytes) -> Header | None:
-    """The header of a received frame, or ``None`` when it is not one of ours.
+    """The header of a received data or end-of-stream frame, or ``None`` when it is not
+    one of those (a probe header is read by :func:`parse_frame`).
 
     Never raises: frames come from the network, and a bad one is counted and dropped by
     the caller, not a crash."""
-    if len(frame) < 4 or len(frame) > 512 or frame[:1] not in (_DATA, _EOS):
+    return _parse_header(frame, (_DATA, _EOS))
+
+
+def _parse_header(frame: bytes, kinds: tuple[bytes, ...]) -> Header | None:
+    if len(frame) < 4 or len(frame) > 512 or frame[:1] not in kinds:
         return None
     try:
         sender = bytes(frame[1:]).decode("utf-8")
@@ -161,7 +211,65 @@ def parse_header(frame: bytes) -> Header | None:
     component, slash, index = sender.rpartition("/")
     if not slash or not component or not index.isdigit() or not index.isascii():
         return None
-    return Header(eos=frame[:1] == _EOS, sender=sender)
+    return Header(eos=frame[:1] == _EOS, sender=sender, probe=frame[:1] == _PROBE)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A whole received message from a sender: its header, payload (data) and the
+    sender's running ``total`` (data and probe; 0 for end of stream)."""
+
+    header: Header
+    payload: bytes = b""
+    total: int = 0
+
+    @property
+    def sender(self) -> str:
+        return self.header.sender
+
+
+def parse_frame(frames: Sequence[bytes]) -> Frame | None:
+    """A data, probe or end-of-stream message (without the ROUTER's identity frame), or
+    ``None`` when it is malformed. Never raises."""
+    if not frames:
+        return None
+    header = _parse_header(bytes(frames[0]), (_DATA, _EOS, _PROBE))
+    if header is None:
+        return None
+    if header.eos:
+        return Frame(header) if len(frames) == 1 else None
+    if header.probe:
+        total = _unpack_count(bytes(frames[1])) if len(frames) == 2 else None
+        return None if total is None else Frame(header, total=total)
+    if len(frames) != 3:
+        return None
+    total = _unpack_count(bytes(frames[2]))
+    return None if total is None else Frame(header, bytes(frames[1]), total)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a receiver tells one sender: processed up to ``processed``, accept up to
+    ``limit`` (both in the sender's numbering); ``cost`` is its seconds per message."""
+
+    processed: int
+    limit: int
+    cost: float
+
+
+def grant_frame(grant: Grant) -> bytes:
+    """The one frame of a grant."""
+    return _GRANT + _GRANT_BODY.pack(grant.processed, grant.limit, grant.cost)
+
+
+def parse_grant(data: bytes) -> Grant | None:
+    """A grant, or ``None`` when ``data`` is not a well-formed one. Never raises."""
+    if data[:1] != _GRANT or len(data) != 1 + _GRANT_BODY.size:
+        return None
+    processed, limit, cost = _GRANT_BODY.unpack(bytes(data[1:]))
+    if processed < 0 or limit < processed or not cost >= 0.0 or cost == float("inf"):
+        return None
+    return Grant(int(processed), int(limit), float(cost))
 
 
 # -- decoding helpers -----------------------------------------------------------------
@@ -245,6 +353,7 @@ class ComponentSpec:
     grouping: str = "shuffle"  # "shuffle" | "key" | "all"
     key: str | None = None
     on_error: str = "skip"  # resolved: the worker's own, else the topology's
+    max_pending: int | None = None  # a spout's cap on messages not yet processed
 
     @property
     def is_spout(self) -> bool:
@@ -284,6 +393,7 @@ class ComponentSpec:
             grouping=_get(data, "grouping", str, "shuffle"),
             key=_get(data, "key", str, None),
             on_error=_get(data, "on_error", str, "skip"),
+            max_pending=_get(data, "max_pending", int, None),
         )
 
 
@@ -319,6 +429,7 @@ class TopologySpec:
                     key=getattr(c, "key", None),
                     on_error=(getattr(c, "on_error", None) if worker else None)
                     or topo.settings.on_error,
+                    max_pending=getattr(c, "max_pending", None),
                 )
             )
         return cls(topo.name, tuple(comps), topo.settings.serializer, topo.settings.on_error)
@@ -662,6 +773,38 @@ class Hello:
 
 
 @dataclass(frozen=True)
+class EdgeStatus:
+    """Flow control on one edge, from an instance to one downstream instance: the credit
+    it holds there, the messages in flight and waiting for credit, and how long the last
+    of them will wait (in-flight messages times the downstream's measured cost)."""
+
+    to: str  # "component/index"
+    credit: int = 0
+    in_flight: int = 0
+    waiting: int = 0
+    queue_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> EdgeStatus:
+        if not isinstance(data, Mapping):
+            raise ProtocolError(f"edge: expected an object, got {data!r:.80}")
+        return cls(
+            to=_get(data, "to", str),
+            credit=_get(data, "credit", int, 0),
+            in_flight=_get(data, "in_flight", int, 0),
+            waiting=_get(data, "waiting", int, 0),
+            queue_ms=_get(data, "queue_ms", float, 0.0),
+        )
+
+
+def _edges(data: Mapping[str, Any]) -> tuple[EdgeStatus, ...]:
+    return tuple(EdgeStatus.from_dict(e) for e in _get(data, "edges", list, []))
+
+
+@dataclass(frozen=True)
 class InstanceReport:
     """What a process tells its supervisor: ``ready``, every half second ``report``,
     ``finished``, ``fatal`` (on_error: stop) or ``failed`` (could not start)."""
@@ -680,6 +823,9 @@ class InstanceReport:
     backlog: int = 0
     anomalies: Mapping[str, int] = field(default_factory=dict)
     error: str | None = None  # ``failed``: why it could not start
+    in_flight: int = 0  # sent downstream, not yet processed there (flow control)
+    cost_ms: float = 0.0  # a worker's measured work per message
+    edges: tuple[EdgeStatus, ...] = ()
 
     OPS: ClassVar[frozenset[Op]] = frozenset(
         {Op.READY, Op.REPORT, Op.FINISHED, Op.FATAL, Op.FAILED}
@@ -691,6 +837,7 @@ class InstanceReport:
         data["state"] = self.state.value
         data["ended"] = list(self.ended)
         data["anomalies"] = dict(self.anomalies)
+        data["edges"] = [e.to_dict() for e in self.edges]
         return data
 
     @classmethod
@@ -713,6 +860,9 @@ class InstanceReport:
             backlog=_get(data, "backlog", int, 0),
             anomalies=_get(data, "anomalies", dict, {}),
             error=_get(data, "error", str, None),
+            in_flight=_get(data, "in_flight", int, 0),
+            cost_ms=_get(data, "cost_ms", float, 0.0),
+            edges=_edges(data),
         )
 
 
@@ -751,6 +901,9 @@ class InstanceStatus:
     lost: int = 0
     uptime: float = 0.0
     last_error: str | None = None
+    in_flight: int = 0
+    cost_ms: float = 0.0
+    edges: tuple[EdgeStatus, ...] = ()
 
     # The documented key order of a row in ``status --json``.
     KEYS: ClassVar[tuple[str, ...]] = (
@@ -770,6 +923,9 @@ class InstanceStatus:
         "lost",
         "uptime",
         "last_error",
+        "in_flight",
+        "cost_ms",
+        "edges",
     )
 
     def to_dict(self, *, with_component: bool = False) -> dict[str, Any]:
@@ -780,6 +936,8 @@ class InstanceStatus:
                 value = value.value
             elif key == "anomalies":
                 value = dict(value)
+            elif key == "edges":
+                value = [e.to_dict() for e in value]
             data[key] = value
         return data
 
@@ -803,6 +961,9 @@ class InstanceStatus:
             lost=_get(data, "lost", int, 0),
             uptime=_get(data, "uptime", float, 0.0),
             last_error=_get(data, "last_error", str, None),
+            in_flight=_get(data, "in_flight", int, 0),
+            cost_ms=_get(data, "cost_ms", float, 0.0),
+            edges=_edges(data),
         )
 
 

@@ -228,6 +228,15 @@ class Spout(Component):
         json_schema_extra={"maxItems": 0},
         description="Not allowed: a spout takes no inputs.",
     )
+    max_pending: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "At most this many messages dispatched by this spout but not yet processed by "
+            "the components it feeds; dispatch blocks meanwhile. Unset: the credit each "
+            "consumer grants (about 20 ms of its work) bounds them, which needs no tuning."
+        ),
+    )
 
 
 class Worker(Component):

@@ -1,5 +1,6 @@
 """One turn of the worker loop, without sockets: the transport is passed in, so a fake
-one stands where ZeroMQ would (the real thing runs in tests/test_runtime_processes.py)."""
+one stands where ZeroMQ would (the real thing runs in tests/test_runtime_processes.py).
+Inbox frames arrive as a ROUTER delivers them: the sender's identity first."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from clusterduck.protocol import (
     TopologySpec,
     data_header,
     eos_header,
+    pack_count,
 )
 from clusterduck.runtime.codec import get_codec
 from clusterduck.runtime.component import WorkerLogic
@@ -82,7 +84,9 @@ def test_one_step_reads_calls_and_sends() -> None:
     logic = WorkerLogic(proc.component, lambda v: 2 * v, metrics=proc.metrics)
     senders = {"src": {"src/0"}}
     open_inputs = {"src"}
-    inbox.inbox.append([data_header("src", 0), CODEC.dumps([(0, 1), (1, 2)])])
+    inbox.inbox.append(
+        [b"src/0", data_header("src", 0), CODEC.dumps([(0, 1), (1, 2)]), pack_count(2)]
+    )
     proc.worker_step(logic, InputGate(senders), senders, open_inputs)
     (frames,) = downstream.sent
     assert frames[0] == data_header("double", 0)
@@ -95,9 +99,9 @@ def test_end_of_stream_closes_the_input_and_bad_frames_are_counted() -> None:
     logic = WorkerLogic(proc.component, lambda v: v)
     senders = {"src": {"src/0"}}
     open_inputs = {"src"}
-    inbox.inbox.append([b"garbage"])
-    inbox.inbox.append([data_header("src", 0), b"not a pickle"])
-    inbox.inbox.append([eos_header("src", 0)])
+    inbox.inbox.append([b"src/0", b"garbage"])
+    inbox.inbox.append([b"src/0", data_header("src", 0), b"not a pickle", pack_count(1)])
+    inbox.inbox.append([b"src/0", eos_header("src", 0)])
     proc.worker_step(logic, InputGate(senders), senders, open_inputs)
     assert open_inputs == set() and proc.ended == {"src/0"}
     assert proc.metrics.errors == 2 and downstream.sent == []

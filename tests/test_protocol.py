@@ -3,6 +3,7 @@ with a typed error (or None for frames), never a crash."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -13,6 +14,8 @@ from clusterduck.exceptions import ProtocolError
 from clusterduck.loader import load
 from clusterduck.protocol import (
     ControlRequest,
+    EdgeStatus,
+    Grant,
     HostStatus,
     InstanceReport,
     InstanceStatus,
@@ -28,7 +31,12 @@ from clusterduck.protocol import (
     decode_json,
     decode_process_message,
     eos_header,
+    grant_frame,
+    pack_count,
+    parse_frame,
+    parse_grant,
     parse_header,
+    probe_header,
 )
 from tests.conftest import EXAMPLES
 
@@ -52,7 +60,11 @@ ROW_KEYS = [
     "lost",
     "uptime",
     "last_error",
+    "in_flight",
+    "cost_ms",
+    "edges",
 ]
+EDGE_KEYS = ["to", "credit", "in_flight", "waiting", "queue_ms"]
 
 
 def test_ended_states() -> None:
@@ -89,6 +101,57 @@ def test_parse_header_never_raises(frame: bytes) -> None:
     parsed = parse_header(frame)
     if parsed is not None:
         assert frame[:1] in (b"D", b"E") and "/" in parsed.sender
+
+
+def test_data_probe_and_eos_frames_round_trip() -> None:
+    data = parse_frame([data_header("w", 3), b"payload", pack_count(120)])
+    assert data is not None and not data.header.eos and not data.header.probe
+    assert (data.sender, data.payload, data.total) == ("w/3", b"payload", 120)
+    probe = parse_frame([probe_header("w", 3), pack_count(7)])
+    assert probe is not None and probe.header.probe and probe.total == 7
+    eos = parse_frame([eos_header("w", 3)])
+    assert eos is not None and eos.header.eos
+    assert parse_header(probe_header("w", 3)) is None  # not a data or end-of-stream frame
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [],
+        [b"Dw/1", b"payload"],  # no running total
+        [b"Dw/1", b"payload", b"short"],
+        [b"Dw/1", b"payload", pack_count(-1)],
+        [b"Pw/1"],
+        [b"Pw/1", pack_count(1), b"extra"],
+        [b"Ew/1", b"extra"],
+        [b"Xw/1", b"payload", pack_count(1)],
+    ],
+)
+def test_bad_frames_are_refused_not_raised(frames: list[bytes]) -> None:
+    assert parse_frame(frames) is None
+
+
+@given(st.lists(st.binary(max_size=24), max_size=4))
+def test_parse_frame_never_raises(frames: list[bytes]) -> None:
+    parsed = parse_frame(frames)
+    if parsed is not None:
+        assert frames[0][:1] in (b"D", b"E", b"P") and parsed.total >= 0
+
+
+def test_grants_round_trip_and_bad_ones_are_refused() -> None:
+    grant = Grant(10, 30, 0.002)
+    assert parse_grant(grant_frame(grant)) == grant
+    assert parse_grant(grant_frame(grant)[:-1]) is None
+    assert parse_grant(b"X" + grant_frame(grant)[1:]) is None
+    assert parse_grant(grant_frame(Grant(10, 5, 0.0))) is None  # limit below processed
+    assert parse_grant(grant_frame(Grant(0, 5, float("nan")))) is None
+
+
+@given(st.binary(max_size=40))
+def test_parse_grant_never_raises(data: bytes) -> None:
+    grant = parse_grant(data)
+    if grant is not None:
+        assert 0 <= grant.processed <= grant.limit and grant.cost >= 0
 
 
 def spec() -> TopologySpec:
@@ -187,5 +250,10 @@ def test_status_json_keeps_the_documented_keys() -> None:
     assert list(doc) == TOPOLOGY_KEYS
     assert list(doc["components"][0]) == COMPONENT_KEYS
     assert list(doc["components"][0]["instances"][0]) == ROW_KEYS
+    edge = EdgeStatus("sink/0", credit=40, in_flight=60, waiting=3, queue_ms=12.5)
+    flowing = dataclasses.replace(row, in_flight=60, cost_ms=0.2, edges=(edge,))
+    flow_doc = json.loads(json.dumps(flowing.to_dict()))
+    assert list(flow_doc["edges"][0]) == EDGE_KEYS
+    assert InstanceStatus.from_dict(flow_doc, component="w") == flowing
     assert doc["state"] == "running" and doc["hosts"] == {"localhost": "running"}
     assert TopologyStatus.from_dict(doc) == status

@@ -493,3 +493,20 @@ def test_random_cycles_are_rejected(
     assert found and all(p.message.startswith("cycle: ") for p in found)
     # worker and back are in one loop; its report names every member in the hint
     assert any(f"n{worker}" in p.hint and f"n{back}" in p.hint for p in found)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "lots"])
+def test_spout_max_pending_must_be_a_positive_count(
+    write_topology: WriteTopology, value: str
+) -> None:
+    problem = one(
+        write_topology,
+        "- {name: a, entry: vmod:fn, inputs: [src]}\n",
+        spouts=f"""\
+        - name: other
+          entry: vmod:source
+          max_pending: {value}
+        """,
+    )
+    assert (problem.line, problem.component) == (6, "other")  # the max_pending line
+    assert "max_pending" in problem.message

@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..protocol import State, TopologyStatus
+from ..protocol import InstanceStatus, State, TopologyStatus
 
 __all__ = [
     "HostProgress",
@@ -81,6 +81,16 @@ def _anomalies(anomalies: Mapping[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(anomalies.items()) if v) or "-"
 
 
+def _queue_ms(row: InstanceStatus) -> str:
+    """The longest estimated wait on this instance's outgoing edges (flow control)."""
+    return f"{max(e.queue_ms for e in row.edges):,.1f}" if row.edges else "-"
+
+
+def _cost(row: InstanceStatus) -> str:
+    """The instance's own measured work per message: the bottleneck has the highest."""
+    return f"{row.cost_ms:.3f}" if row.cost_ms else "-"
+
+
 def status_table(status: TopologyStatus) -> Group:
     """One row per instance, as SPEC §3 lists the columns."""
     table = Table(box=None, pad_edge=False, header_style="bold")
@@ -95,6 +105,9 @@ def status_table(status: TopologyStatus) -> Group:
         ("errors", "right"),
         ("anomalies", "left"),
         ("backlog", "right"),
+        ("in flight", "right"),
+        ("queue ms", "right"),
+        ("ms/msg", "right"),
         ("rate/s", "right"),
         ("restarts", "right"),
         ("uptime", "right"),
@@ -114,6 +127,9 @@ def status_table(status: TopologyStatus) -> Group:
                 str(row.errors),
                 _anomalies(row.anomalies),
                 f"{row.backlog:,}",
+                f"{row.in_flight:,}",
+                _queue_ms(row),
+                _cost(row),
                 f"{row.rate:,.0f}",
                 str(row.restarts),
                 _duration(row.uptime),

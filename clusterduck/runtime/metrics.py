@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..protocol import InstanceReport, Op, State
+from ..protocol import EdgeStatus, InstanceReport, Op, State
 
 __all__ = ["Metrics"]
 
@@ -41,6 +41,9 @@ class Metrics:
         ended: tuple[str, ...],
         backlog: int,
         anomalies: Mapping[str, int],
+        in_flight: int = 0,
+        edges: tuple[EdgeStatus, ...] = (),
+        cost_ms: float = 0.0,
     ) -> InstanceReport:
         """What a process tells its supervisor now (see ``protocol.InstanceReport``)."""
         self.update_rate()
@@ -58,4 +61,7 @@ class Metrics:
             blocked_seconds=round(self.blocked_seconds, 2),
             backlog=backlog,
             anomalies=anomalies,
+            in_flight=in_flight,
+            cost_ms=cost_ms,
+            edges=edges,
         )

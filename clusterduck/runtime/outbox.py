@@ -1,36 +1,54 @@
-"""Everything one process sends downstream: routing, framing, back-pressure, EOS.
+"""Everything one process sends downstream: routing, framing, credit, EOS.
 
-A batch handed to ``emit`` is split per route (SPEC §1), encoded once per distinct
-sub-batch, and queued as frames. ``flush`` pushes frames without blocking; what a full
-peer refuses stays queued and the caller polls ``blocked_sockets()`` for room. While
-anything is queued the caller reads no input — that is how back-pressure travels
-upstream, and why memory stays bounded to one batch's output.
+A batch handed to ``emit`` is split per route (SPEC §1) and waits, per downstream
+instance (or, for ``shuffle``, for any instance), until that instance has credit
+(runtime/credit.py). ``flush`` frames and sends as much as the credit allows, never
+blocking: a frame holds at most ``min(free credit, MAX_BATCH)`` messages, so a trickle
+goes out message by message and a flood in large frames. ``shuffle`` picks the instance
+with the most free credit (ties in the route's turn). While anything waits the caller
+reads no input — that is how back-pressure travels upstream, and why memory stays bounded
+to one batch's output. The frames themselves are laid out in :mod:`clusterduck.protocol`.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol import Batch, data_header, eos_header
+from ..protocol import Batch, EdgeStatus, pack_count, parse_grant
 from .codec import Codec
+from .credit import CreditLedger
 from .routing import OnError, Route
 
-__all__ = ["MAX_BATCH", "Outbox", "Output", "data_header", "eos_header"]
+__all__ = ["MAX_BATCH", "Outbox", "Output"]
 
-# Frames carry at most this many messages: floods travel in large frames, and a shuffle
-# route still spreads work over its instances.
+# Frames carry at most this many messages (fewer when the receiver grants less).
 MAX_BATCH = 1000
 
 
 @dataclass
 class Output:
-    """One downstream component: its route and one socket per instance."""
+    """One downstream component: its route, one socket per instance, their credit.
+
+    ``credit`` False: a peer that grants nothing (the test collector's PULL)."""
 
     route: Route
     sockets: Sequence[Any]  # transport.Socket
+    credit: bool = True
+    ledger: CreditLedger = field(init=False)
+    # Messages waiting for credit: per instance, and (shuffle) for any instance.
+    waiting: list[deque[tuple[int, Any]]] = field(init=False)
+    any: deque[tuple[int, Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ledger = CreditLedger(len(self.sockets), unlimited=not self.credit)
+        self.waiting = [deque() for _ in self.sockets]
+        self.any = deque()
+
+    def backlog(self) -> int:
+        return len(self.any) + sum(map(len, self.waiting))
 
 
 class Outbox:
@@ -41,41 +59,35 @@ class Outbox:
         header: bytes,
         eos: bytes,
         on_error: OnError,
+        probe: bytes = b"P",
     ) -> None:
         self.outputs = outputs
         self.codec = codec
         self.header = header
         self.eos = eos
+        self.probe = probe
         # A message that cannot be routed (its key raised) or encoded is dropped and
         # reported here, with its seq id, like an error in the user's function.
         self.on_error = on_error
-        # Queued frames: (output, instance index or None for "any instance", payload, count)
-        self._queue: deque[tuple[Output, int | None, bytes, int]] = deque()
         self.queued_messages = 0
+        self._full: set[Any] = set()  # sockets whose ZeroMQ queue refused a frame
 
     @property
     def pending(self) -> bool:
-        return bool(self._queue)
+        return self.queued_messages > 0
 
     def emit(self, batch: Batch) -> None:
         if not batch or not self.outputs:
             return
-        for start in range(0, len(batch), MAX_BATCH):
-            chunk = batch[start : start + MAX_BATCH] if len(batch) > MAX_BATCH else batch
-            # Encode each distinct list once (broadcast and "all" reuse it). The list is
-            # kept in the cache so its id cannot be reused while the cache lives.
-            encoded: dict[int, tuple[Batch, bytes, int]] = {}
-            for out in self.outputs:
-                parts = out.route.split(chunk, self.on_error)
-                targets = [(None, chunk)] if parts is None else list(parts.items())
-                for index, part in targets:
-                    cached = encoded.get(id(part))
-                    if cached is None:
-                        cached = encoded[id(part)] = (part, *self._encode(part))
-                    _, payload, count = cached
-                    if count:
-                        self._queue.append((out, index, payload, count))
-                        self.queued_messages += count
+        for out in self.outputs:
+            parts = out.route.split(batch, self.on_error)
+            if parts is None:
+                out.any.extend(batch)
+                self.queued_messages += len(batch)
+            else:
+                for index, part in parts.items():
+                    out.waiting[index].extend(part)
+                    self.queued_messages += len(part)
 
     def _encode(self, part: Batch) -> tuple[bytes, int]:
         """The whole batch in one call; if that fails, find and drop the bad messages."""
@@ -92,41 +104,122 @@ class Outbox:
                     good.append(item)
             return (self.codec.dumps(good) if good else b""), len(good)
 
-    def flush(self) -> bool:
-        """Send what peers accept now; True when nothing is left queued."""
-        queue = self._queue
-        while queue:
-            out, index, payload, count = queue[0]
-            frames = (self.header, payload)
-            if index is not None:
-                if not out.sockets[index].send(frames, block=False):
-                    return False
-            elif not self._send_any(out, frames):
+    def _send(self, out: Output, i: int, queue: deque[tuple[int, Any]]) -> bool:
+        """One frame from ``queue`` to instance ``i``, as large as its credit allows."""
+        sock = out.sockets[i]
+        if sock in self._full:
+            return False
+        led = out.ledger
+        free = led.free(i)
+        if free < len(queue) and free < led.window(i) // 2 and led.in_flight(i):
+            # Low on credit with more waiting: a grant is on its way (the receiver grants
+            # once we are below half our window), so wait for it rather than cut the
+            # stream into ever smaller frames.
+            return False
+        n = min(len(queue), free, MAX_BATCH)
+        if n <= 0:
+            return False
+        if n == len(queue):
+            part = list(queue)
+            queue.clear()
+        else:
+            part = [queue.popleft() for _ in range(n)]
+        payload, good = self._encode(part)
+        if good:
+            total = led.sent[i] + good
+            if not sock.send((self.header, payload, pack_count(total)), block=False):
+                queue.extendleft(reversed(part))  # ZeroMQ's own queue is full: later
+                self._full.add(sock)
                 return False
-            queue.popleft()
-            self.queued_messages -= count
+            led.take(i, good)
+        self.queued_messages -= n
         return True
 
-    def _send_any(self, out: Output, frames: tuple[bytes, bytes]) -> bool:
-        """Shuffle: the next instance in turn that has room takes the frame."""
-        for i in out.route.shuffle_order():
-            if out.sockets[i].send(frames, block=False):
-                out.route.took(i)
-                return True
-        return False
+    def flush(self) -> bool:
+        """Send what credit allows now; True when nothing is left waiting."""
+        self._full.clear()
+        for out in self.outputs:
+            for i, queue in enumerate(out.waiting):
+                while queue and self._send(out, i, queue):
+                    pass
+            while out.any:
+                chosen = out.ledger.choose(out.route.shuffle_order())
+                if chosen is None or not self._send(out, chosen, out.any):
+                    break
+                out.route.took(chosen)
+            if out.credit:
+                self._probe(out)
+        return self.queued_messages == 0
+
+    def _probe(self, out: Output) -> None:
+        """Ask an instance without credit again now and then (it may have restarted)."""
+        for i, sock in enumerate(out.sockets):
+            if (out.waiting[i] or out.any) and out.ledger.probe_due(i):
+                sock.send((self.probe, pack_count(out.ledger.sent[i])), block=False)
+
+    def read_grants(self) -> int:
+        """Apply every grant that arrived (never blocks); returns how many. Anything
+        that is not a well-formed grant is ignored."""
+        got = 0
+        for out in self.outputs:
+            if not out.credit:
+                continue
+            for i, sock in enumerate(out.sockets):
+                while (frames := sock.recv(block=False)) is not None:
+                    grant = parse_grant(bytes(frames[-1])) if frames else None
+                    if grant is not None:
+                        out.ledger.grant(i, grant)
+                        got += 1
+        return got
+
+    def grant_sockets(self) -> list[Any]:
+        """The sockets grants arrive on (to poll for input)."""
+        return [s for out in self.outputs if out.credit for s in out.sockets]
 
     def blocked_sockets(self) -> list[Any]:
-        """The sockets whose room would let the head of the queue move."""
-        if not self._queue:
-            return []
-        out, index, _, _ = self._queue[0]
-        return [out.sockets[index]] if index is not None else list(out.sockets)
+        """Sockets whose ZeroMQ queue was full at the last flush (to poll for room)."""
+        return list(self._full)
 
-    def send_eos(self, wait: Callable[[list[Any]], None]) -> None:
-        """End of stream on every socket, after everything queued (blocking)."""
+    def in_flight(self) -> int:
+        return sum(out.ledger.total_in_flight() for out in self.outputs)
+
+    def unprocessed(self) -> int:
+        """Messages emitted that some next component has not processed yet (the output
+        furthest behind counts: with two outputs a message is in both)."""
+        return max(
+            (out.ledger.total_in_flight() + out.backlog() for out in self.outputs),
+            default=0,
+        )
+
+    def window(self) -> int:
+        """Messages this process may have in flight now, all outputs together."""
+        return min((out.ledger.total_window() for out in self.outputs), default=MAX_BATCH)
+
+    def edges(self) -> tuple[EdgeStatus, ...]:
+        """Per downstream instance: credit, in flight and estimated queue time (status)."""
+        rows = []
+        for out in self.outputs:
+            if not out.credit:
+                continue
+            led = out.ledger
+            for i in range(led.instances):
+                rows.append(
+                    EdgeStatus(
+                        to=f"{out.route.component}/{i}",
+                        credit=led.free(i),
+                        in_flight=led.in_flight(i),
+                        waiting=len(out.waiting[i]),
+                        queue_ms=round(led.queue_seconds(i) * 1000, 1),
+                    )
+                )
+        return tuple(rows)
+
+    def send_eos(self, wait: Callable[[], None]) -> None:
+        """End of stream on every socket, after everything waiting (blocking)."""
         while not self.flush():
-            wait(self.blocked_sockets())
+            wait()
+            self.read_grants()
         for out in self.outputs:
             for sock in out.sockets:
                 while not sock.send((self.eos,), block=False):
-                    wait([sock])
+                    wait()

@@ -14,9 +14,13 @@ drained; a spout ends when its function returns. Either calls ``close()``, sends
 stream downstream and says ``finished``. Counters go to the supervisor every half second.
 
 The seams, for whoever changes the loop: input is read in :meth:`ComponentProcess._read_burst`
-(one inbox, a few frames), results are handed to I/O with ``outbox.emit`` and sent by
-``outbox.flush``; which inputs are read is the :class:`~.gate.InputGate`'s decision; a
-full downstream is waited out in :meth:`ComponentProcess.wait_room`.
+(one inbox, a few frames, each worked through in slices so results stream), results are
+handed to I/O with ``outbox.emit`` and sent by ``outbox.flush`` as far as downstream
+credit allows (runtime/credit.py); how far this worker got goes back to each sender as a
+grant (:class:`~.intake.Intake`); which inputs are read is the :class:`~.gate.InputGate`'s
+decision; waiting for credit is :meth:`ComponentProcess.wait_room`. A spout's thread is
+held back by the :class:`~.spout.SpoutBridge`, whose room follows the credit its outputs
+hold and the spout's ``max_pending``.
 """
 
 from __future__ import annotations
@@ -41,13 +45,16 @@ from ..protocol import (
     data_header,
     decode_json,
     eos_header,
-    parse_header,
+    parse_frame,
+    probe_header,
 )
 from .anomalies import Anomalies
 from .codec import get_codec
 from .component import UserCode, WorkerLogic, load_user_code, message_failed
 from .context import InstanceContext, set_context
+from .credit import PROBE_INTERVAL
 from .gate import InputGate
+from .intake import Intake
 from .metrics import Metrics
 from .outbox import MAX_BATCH, Outbox, Output
 from .routing import Route
@@ -60,7 +67,8 @@ log = logging.getLogger("clusterduck.runtime")
 
 REPORT_INTERVAL = 0.5
 CONNECT_TIMEOUT = 60.0
-# A spout may run this many messages ahead of what the I/O thread has framed.
+# A spout may run at most this many messages ahead of what the I/O thread has framed
+# (fewer: never more than the credit its outputs hold, see _room_for_spout).
 SPOUT_QUEUE = 2 * MAX_BATCH
 # Frames read from one inbox before looking at control and timers again.
 READ_BURST = 16
@@ -95,6 +103,13 @@ class ComponentProcess:
         self.stopping = spec.stop  # restarted during a graceful down
         self.wiring: Wiring | None = spec.wiring
         self._next_report = 0.0
+        # A worker's side of credit: what it grants each sender, and grants it owes
+        # while its own output waits (identity: (inbox, processed, total)).
+        self.intake: Intake | None = None
+        if not self.is_spout:
+            senders = sum(self.topology.component(n).parallelism for n in self.component.inputs)
+            self.intake = Intake(max(1, senders))
+        self._owed: dict[bytes, tuple[Socket, int, int]] = {}
 
     # -- talking to the supervisor ------------------------------------------------
 
@@ -115,6 +130,9 @@ class ComponentProcess:
                 ended=tuple(sorted(self.ended)),
                 backlog=backlog,
                 anomalies=self.anomalies.as_dict(),
+                in_flight=self.outbox.in_flight() if self.outbox else 0,
+                edges=self.outbox.edges() if self.outbox else (),
+                cost_ms=self.intake.cost_ms() if self.intake else 0.0,
             )
         )
         self._next_report = time.monotonic() + REPORT_INTERVAL
@@ -167,7 +185,7 @@ class ComponentProcess:
         code = load_user_code(self.component, Path(spec.code_dir))
         endpoints = {}
         for name in self.component.inputs:
-            sock = self.transport.pull(spec.bind_host, spec.advertise, spec.ports.get(name))
+            sock = self.transport.receiver(spec.bind_host, spec.advertise, spec.ports.get(name))
             self.inboxes[sock] = name
             endpoints[name] = sock.endpoint
         self.inbox_of = {name: sock for sock, name in self.inboxes.items()}
@@ -185,7 +203,8 @@ class ComponentProcess:
         for worker in self.topology.downstream(me):
             sockets = []
             for i in range(worker.parallelism):
-                sock = self.transport.push(wiring.endpoints[f"{worker.name}/{i}"][me])
+                endpoint = wiring.endpoints[f"{worker.name}/{i}"][me]
+                sock = self.transport.sender(endpoint, self.name)
                 labels[sock] = f"{worker.name}/{i} on {worker.host_of(i)} ({sock.endpoint})"
                 sockets.append(sock)
             route = Route.for_worker(worker, Path(self.spec.code_dir))
@@ -194,7 +213,7 @@ class ComponentProcess:
         if collector and not outputs:
             sock = self.transport.push(collector)
             labels[sock] = f"the test collector ({collector})"
-            outputs.append(Output(Route("(collector)", 1, "all"), [sock]))
+            outputs.append(Output(Route("(collector)", 1, "all"), [sock], credit=False))
         missing = self.transport.wait_connected(labels, CONNECT_TIMEOUT)
         if missing:
             raise ConnectionError(
@@ -211,16 +230,29 @@ class ComponentProcess:
             )
 
         return Outbox(
-            outputs, self.codec, data_header(me, self.index), eos_header(me, self.index), failed
+            outputs,
+            self.codec,
+            data_header(me, self.index),
+            eos_header(me, self.index),
+            failed,
+            probe_header(me, self.index),
         )
 
-    def wait_room(self, sockets: list[Socket]) -> None:
-        """Block on a full downstream, still answering the supervisor."""
+    def wait_room(self) -> None:
+        """Block until downstream grants credit (or has room), still answering the
+        supervisor; wakes up to probe an instance that stays without credit."""
+        outbox = self.outbox
+        assert outbox is not None
         began = time.monotonic()
-        readable, _ = self.transport.poll([self.control], sockets, timeout=REPORT_INTERVAL)
+        readable, _ = self.transport.poll(
+            [self.control, *outbox.grant_sockets()],
+            outbox.blocked_sockets(),
+            timeout=PROBE_INTERVAL,
+        )
         self.metrics.blocked_seconds += time.monotonic() - began
         if self.control in readable:
             self.handle_control()
+        outbox.read_grants()
         self.maybe_report()
 
     # -- running -------------------------------------------------------------------
@@ -289,9 +321,11 @@ class ComponentProcess:
         outbox = self.outbox
         assert outbox is not None
         self.maybe_report()
+        outbox.read_grants()
         if outbox.pending and not outbox.flush():
-            self.wait_room(outbox.blocked_sockets())
+            self.wait_room()
             return
+        self._pay_owed()
         deadline = logic.next_deadline()
         now = time.monotonic()
         if deadline is not None and now >= deadline:
@@ -303,13 +337,14 @@ class ComponentProcess:
             timeout = min(timeout, deadline - now)
         inbox_of = self.inbox_of
         readable, _ = self.transport.poll(
-            [self.control, *(inbox_of[n] for n in reading)], timeout=max(0.0, timeout)
+            [self.control, *(inbox_of[n] for n in reading), *outbox.grant_sockets()],
+            timeout=max(0.0, timeout),
         )
         heard: set[str] = set()
         for sock in readable:
             if sock is self.control:
                 self.handle_control()
-            elif not outbox.pending:  # nothing more is read while output waits
+            elif sock in self.inboxes and not outbox.pending:  # not while output waits
                 heard.add(self.inboxes[sock])
                 self._read_burst(sock, logic, outbox, senders, open_inputs)
         gate.heard(heard)
@@ -322,30 +357,89 @@ class ComponentProcess:
         senders: dict[str, set[str]],
         open_inputs: set[str],
     ) -> None:
-        """Up to READ_BURST frames from one inbox, stopping when output backs up."""
+        """Up to READ_BURST frames from one inbox, stopping when output backs up.
+
+        A frame is worked through in slices (runtime/intake.py): what each slice produced
+        goes to the outbox at once, and its sender learns how far we got (credit)."""
         name = self.inboxes[sock]
+        intake = self.intake
+        assert intake is not None
         for _ in range(READ_BURST):
             frames = sock.recv(block=False)
             if frames is None:
                 return
-            header = parse_header(frames[0])
-            if header is None or (not header.eos and len(frames) < 2):
-                self._dropped(frames[0], "not a clusterduck data frame")
+            identity = bytes(frames[0])  # the ROUTER's: who to grant
+            frame = parse_frame(frames[1:])
+            if frame is None:
+                head = frames[1] if len(frames) > 1 else frames[0]
+                self._dropped(head, "not a clusterduck data frame")
                 continue
-            if header.eos:
-                self.ended.add(header.sender)
+            if frame.header.eos:
+                self.ended.add(frame.sender)
                 if senders[name] <= self.ended:
                     open_inputs.discard(name)
                 self.report()
                 continue
-            try:
-                batch = self.codec.loads(frames[1])
-            except Exception as exc:  # noqa: BLE001 - a peer's bad frame must not kill us
-                self._dropped(frames[0], f"undecodable frame from {header.sender}: {exc}")
+            if frame.header.probe:
+                self._grant(sock, identity, frame.total, frame.total, 0, 0.0)
                 continue
-            outbox.emit(logic.feed(name, batch))
-            if not outbox.flush():
+            try:
+                batch = self.codec.loads(frame.payload)
+            except Exception as exc:  # noqa: BLE001 - a peer's bad frame must not kill us
+                self._dropped(frames[1], f"undecodable frame from {frame.sender}: {exc}")
+                self._grant(sock, identity, frame.total, frame.total, 0, 0.0)
+                continue
+            first = frame.total - len(batch)
+            for start, end in intake.slices(len(batch)):
+                began = time.perf_counter()
+                part = batch if end - start == len(batch) else batch[start:end]
+                outbox.emit(logic.feed(name, part))
+                outbox.flush()
+                self._grant(
+                    sock,
+                    identity,
+                    first + end,
+                    frame.total,
+                    end - start,
+                    time.perf_counter() - began,
+                )
+                self.maybe_report()
+            if outbox.pending:
                 return
+
+    def _grant(
+        self,
+        sock: Socket,
+        identity: bytes,
+        processed: int,
+        total: int,
+        messages: int,
+        seconds: float,
+    ) -> None:
+        """Tell a sender how far we got; new credit only while our own output flows
+        (otherwise it is owed, paid by _pay_owed), so a blocked worker stops its inputs."""
+        intake = self.intake
+        assert intake is not None
+        intake.grantor.record(messages, seconds)
+        if self.outbox is not None and self.outbox.pending:
+            self._owed[identity] = (sock, processed, total)
+            return
+        self._owed.pop(identity, None)
+        grant = intake.grant_frame(
+            identity, processed, total, time.monotonic(), force=messages == 0
+        )
+        if grant is not None:
+            sock.send((identity, grant), block=False)
+
+    def _pay_owed(self) -> None:
+        """The grants held back while our output waited, now that it flows again."""
+        if self._owed and self.intake is not None:
+            now = time.monotonic()
+            for identity, (sock, processed, total) in self._owed.items():
+                grant = self.intake.grant_frame(identity, processed, total, now, force=True)
+                if grant is not None:
+                    sock.send((identity, grant), block=False)
+            self._owed.clear()
 
     def _dropped(self, head: bytes, why: str) -> None:
         """A frame that is not ours or does not decode: counted and dropped, never a crash."""
@@ -358,7 +452,7 @@ class ComponentProcess:
     def run_spout(self, code: UserCode) -> None:
         self.wait_for(lambda: self.started or self.stopping)
         wake_recv, wake_send = self.transport.pair_signal(f"wake-{os.getpid()}")
-        bridge = self.bridge = SpoutBridge(SPOUT_QUEUE, wake_send)
+        bridge = self.bridge = SpoutBridge(self._room_for_spout(), wake_send)
         if self.stopping:
             bridge.stop()
         thread = threading.Thread(
@@ -370,21 +464,25 @@ class ComponentProcess:
         assert outbox is not None
         while True:
             self.maybe_report()
+            outbox.read_grants()
+            bridge.set_limit(self._room_for_spout())
             if outbox.pending and not outbox.flush():
-                self.wait_room(outbox.blocked_sockets())
+                self.wait_room()
                 continue
             if len(bridge):
                 batch = bridge.take(MAX_BATCH)
                 self.metrics.emitted += len(batch)
                 outbox.emit(batch)
                 outbox.flush()
+                bridge.set_limit(self._room_for_spout())
                 continue
             if bridge.done:
                 break
             if not bridge.idle():
                 continue
             readable, _ = self.transport.poll(
-                [self.control, wake_recv], timeout=max(0.0, self._next_report - time.monotonic())
+                [self.control, wake_recv, *outbox.grant_sockets()],
+                timeout=max(0.0, self._next_report - time.monotonic()),
             )
             bridge.awake()
             if wake_recv in readable:
@@ -402,6 +500,17 @@ class ComponentProcess:
                 raise FatalError(
                     self.name, f"spout {self.name} raised: {exc!r} (on_error: stop)"
                 ) from exc
+
+    def _room_for_spout(self) -> int:
+        """How far the spout may run ahead of the I/O loop: no more than the credit its
+        outputs hold, so that a graceful down drains within about one credit window, and
+        no more than ``max_pending`` leaves unused (0: dispatch waits)."""
+        assert self.outbox is not None
+        room = max(1, min(SPOUT_QUEUE, self.outbox.window()))
+        cap = self.component.max_pending
+        if cap is not None:
+            room = min(room, max(0, cap - self.outbox.unprocessed()))
+        return room
 
 
 def _setup_logging(name: str) -> None:

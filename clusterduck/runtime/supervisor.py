@@ -358,6 +358,9 @@ class Supervisor:
                     blocked_seconds=rep.blocked_seconds,
                     rate=rep.rate,
                     uptime=rep.uptime,
+                    in_flight=rep.in_flight,
+                    cost_ms=rep.cost_ms,
+                    edges=rep.edges,
                 )
             rows.append(
                 dataclasses.replace(

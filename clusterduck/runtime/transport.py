@@ -1,10 +1,12 @@
 """ZeroMQ, and nothing else, lives here: sockets, frames, polling, CURVE.
 
-Data travels over PUSH/PULL: every worker instance binds one PULL socket *per input
-component* (so a bundled worker can stop reading an input that runs ahead while it keeps
-reading the lagging one), and each upstream instance connects one PUSH socket per
-downstream instance (so routing — key, ``seq % k``, least-loaded — is ours, not
-ZeroMQ's blind round-robin). Control travels over ROUTER/DEALER.
+Data travels over DEALER → ROUTER: every worker instance binds one ROUTER socket *per
+input component* (so a bundled worker can stop reading an input that runs ahead while it
+keeps reading the lagging one), and each upstream instance connects one DEALER socket,
+with its ``component/index`` as identity, per downstream instance (so routing — key,
+``seq % k``, most free credit — is ours, not ZeroMQ's blind round-robin). The receiver
+sends credit back on the same connection (runtime/credit.py says why). The test
+collector is a plain PULL fed by PUSH. Control travels over ROUTER/DEALER.
 
 Loss pitfalls handled here: a PUSH socket queues for a peer that is not connected yet
 or restarting (we never set ZMQ_IMMEDIATE, so a restarted peer on the same port gets
@@ -42,6 +44,9 @@ log = logging.getLogger("clusterduck.transport")
 # High-water marks count frames (batches), not messages: memory stays bounded by
 # HWM x batch size per peer, plus kernel socket buffers.
 DATA_HWM = 8
+# On credit-controlled sockets the credit bounds what is queued; the HWM only has to stay
+# out of its way (frames of one message each, up to the largest grant).
+FLOW_HWM = 10_000
 CONTROL_HWM = 1000
 # Linger on close: long enough to flush the last batches and EOS to a live peer,
 # bounded so that a process whose peer is gone for good still exits.
@@ -157,6 +162,29 @@ class Transport:
         raw.linger = DATA_LINGER_MS
         raw.reconnect_ivl = 100
         raw.reconnect_ivl_max = 2000
+        sock = Socket(raw, endpoint)
+        sock.monitor = raw.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        raw.connect(endpoint)
+        self._sockets.append(sock)
+        return sock
+
+    def receiver(self, bind_host: str, advertise: str, port: int | None = None) -> Socket:
+        """A bound data inbox that answers each sender with credit (ROUTER); ``port``
+        re-binds the port a crashed predecessor had."""
+        raw = self._make(zmq.ROUTER, server=True)
+        raw.rcvhwm = raw.sndhwm = FLOW_HWM
+        raw.linger = 0
+        raw.router_handover = True  # a restarted sender takes its identity back
+        return self._bind(raw, bind_host, port, advertise)
+
+    def sender(self, endpoint: str, identity: str) -> Socket:
+        """A data outbox to exactly one downstream instance, receiving its credit."""
+        raw = self._make(zmq.DEALER, server=False)
+        raw.sndhwm = raw.rcvhwm = FLOW_HWM
+        raw.linger = DATA_LINGER_MS
+        raw.reconnect_ivl = 100
+        raw.reconnect_ivl_max = 2000
+        raw.identity = identity.encode()
         sock = Socket(raw, endpoint)
         sock.monitor = raw.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         raw.connect(endpoint)

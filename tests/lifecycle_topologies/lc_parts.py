@@ -126,6 +126,44 @@ class SlowSink:
             time.sleep(self.pause)
 
 
+# -- flow control: the drain test -----------------------------------------------------
+
+
+def counted(dispatch: Dispatch, out: str) -> None:
+    """Ids 0, 1, 2 … as fast as dispatch takes them, until a graceful ``down``; then
+    writes to ``out`` how many ``dispatch`` calls returned."""
+    i = 0
+    try:
+        while True:
+            dispatch(i, i)
+            i += 1
+    finally:
+        tmp = Path(out + ".tmp")
+        tmp.write_text(str(i))
+        tmp.replace(out)
+
+
+def sleepy(value: Any, ms: int = 5) -> Any:
+    time.sleep(ms / 1000)
+    return value
+
+
+class IdSink:
+    """Keeps every id it receives; ``close()`` writes them, one per line, to ``out``."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.ids: list[int] = []
+
+    def __call__(self, value: int) -> None:
+        self.ids.append(value)
+
+    def close(self) -> None:
+        tmp = Path(self.out + ".tmp")
+        tmp.write_text("\n".join(map(str, self.ids)))
+        tmp.replace(self.out)
+
+
 # -- for the dashboard's topology (tests/test_dashboard.py) ---------------------------------
 
 

@@ -239,3 +239,70 @@ def even_ids(value: tuple[int, str]) -> tuple[int, str] | None:
 def join_ids(direct: tuple[int, str], filtered: tuple[int, str]) -> int:
     assert direct == filtered
     return direct[0]
+
+
+# -- flow control (tests/test_flow_control.py) --------------------------------------------
+
+
+def sleep_ms(value: Any, ms: int = 10) -> Any:
+    """Work that takes ``ms`` milliseconds of waiting, like an I/O call."""
+    time.sleep(ms / 1000)
+    return value
+
+
+class ProgressWorker:
+    """Sleeps ``ms`` per message and keeps its running count in the file ``progress``."""
+
+    def __init__(self, progress: str, ms: int = 5) -> None:
+        self.progress = Path(progress)
+        self.ms = ms
+        self.done = 0
+
+    def __call__(self, value: Any) -> Any:
+        time.sleep(self.ms / 1000)
+        self.done += 1
+        tmp = self.progress.with_suffix(".tmp")
+        tmp.write_text(str(self.done))
+        tmp.replace(self.progress)
+        return value
+
+
+class FirstArrival:
+    """A sink that, on its first call, returns how far the worker was (its ``progress``
+    file); later calls return None."""
+
+    def __init__(self, progress: str) -> None:
+        self.progress = Path(progress)
+        self.first = True
+
+    def __call__(self, value: Any) -> int | None:
+        if not self.first:
+            return None
+        self.first = False
+        return int(self.progress.read_text())
+
+
+def counting_spout(dispatch: Dispatch, count: int, dispatched: str) -> None:
+    """Ids 0..count-1; after each dispatch returns, the file ``dispatched`` holds how many
+    did."""
+    path, tmp = Path(dispatched), Path(dispatched + ".tmp")
+    for i in range(count):
+        dispatch(i, i)
+        tmp.write_text(str(i + 1))
+        tmp.replace(path)
+
+
+class AheadOfMe:
+    """Sleeps ``ms``; returns how many messages the spout had dispatched that this worker
+    had not processed yet when the call began (read from the spout's file)."""
+
+    def __init__(self, dispatched: str, ms: int = 5) -> None:
+        self.dispatched = Path(dispatched)
+        self.ms = ms
+        self.done = 0
+
+    def __call__(self, value: Any) -> int:
+        ahead = int(self.dispatched.read_text()) - self.done
+        time.sleep(self.ms / 1000)
+        self.done += 1
+        return ahead

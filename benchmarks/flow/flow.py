@@ -1,0 +1,101 @@
+"""Functions of the flow-control benchmarks (latency.py, slowwork.py, drain.py).
+
+Times are ``time.monotonic()`` (one clock for every process of this machine), written as
+files into ``stamps``.
+"""
+
+from __future__ import annotations
+
+import array
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Dispatch = Callable[[int, Any], None]
+
+
+def paced(dispatch: Dispatch, rate: str, count: str, stamps: str) -> None:
+    """``count`` messages at ``rate`` per second; each carries its dispatch time."""
+    n, interval = int(count), 1.0 / float(rate)
+    Path(stamps, "start").write_text(repr(time.monotonic()))
+    began = time.monotonic()
+    for i in range(n):
+        due = began + i * interval
+        while (now := time.monotonic()) < due:
+            if due - now > 0.0002:
+                time.sleep(due - now - 0.0001)
+        dispatch(i, time.monotonic())
+
+
+def numbers(dispatch: Dispatch, count: str, stamps: str) -> None:
+    """``count`` small messages as fast as dispatch takes them."""
+    Path(stamps, "start").write_text(repr(time.monotonic()))
+    for i in range(int(count)):
+        dispatch(i, i)
+
+
+def counted(dispatch: Dispatch, stamps: str) -> None:
+    """Ids 0, 1, 2 … forever (until a graceful down); ``dispatched`` holds how many
+    dispatch calls returned."""
+    out = Path(stamps, "dispatched")
+    i = 0
+    try:
+        while True:
+            dispatch(i, i)
+            i += 1
+    finally:
+        out.write_text(str(i))
+        Path(stamps, "stopped").write_text(repr(time.monotonic()))
+
+
+def identity(value: Any) -> Any:
+    return value
+
+
+def sleepy(value: Any, seconds: str = "0.01") -> Any:
+    time.sleep(float(seconds))
+    return value
+
+
+class LatencySink:
+    """Keeps dispatch→call latency of every message; writes them (float64) on close."""
+
+    def __init__(self, stamps: str) -> None:
+        self.stamps = Path(stamps)
+        self.lat = array.array("d")
+
+    def __call__(self, value: float) -> None:
+        self.lat.append(time.monotonic() - value)
+
+    def close(self) -> None:
+        with open(self.stamps / "latency", "wb") as f:
+            self.lat.tofile(f)
+
+
+class EndSink:
+    """Stamps the time the last of ``count`` messages arrived."""
+
+    def __init__(self, count: str, stamps: str) -> None:
+        self.expected, self.stamps, self.seen = int(count), Path(stamps), 0
+
+    def __call__(self, value: Any) -> None:
+        self.seen += 1
+        if self.seen == self.expected:
+            (self.stamps / "end").write_text(repr(time.monotonic()))
+
+
+class IdSink:
+    """Records every id it receives; writes them (int64) on close."""
+
+    def __init__(self, stamps: str) -> None:
+        self.stamps = Path(stamps)
+        self.ids = array.array("q")
+
+    def __call__(self, value: int) -> None:
+        self.ids.append(value)
+
+    def close(self) -> None:
+        with open(self.stamps / "ids", "wb") as f:
+            self.ids.tofile(f)
+        (self.stamps / "closed").write_text(repr(time.monotonic()))

@@ -1,0 +1,214 @@
+"""Credit-based flow control: how many messages a sender may have in flight to an instance.
+
+Every downstream instance grants each of its upstream instances *credit*, sized from its
+own measured processing time so that the work queued for it stays short (``TARGET_QUEUE``
+of its work, at least 1 message, at most ``MAX_CREDIT``). A sender never has more than
+that in flight towards an instance, so a slow consumer receives small frames and a fast
+one large frames, a stalled one receives nothing more, and ``shuffle`` sends to the
+instance with the most free credit — slow work spreads over every instance, down to one
+message at a time. In the spirit of Flink's credit-based flow control and Reactive
+Streams' ``request(n)``; Storm's ``max.spout.pending`` is the spout-wide cap on top.
+
+Counting. Both sides count in the *sender's* numbering: a sender numbers the messages it
+sends to one instance 1, 2, 3 … and writes the running total into every frame. The
+receiver answers with a grant ``(processed, limit)``: it has processed every message up to
+number ``processed`` and accepts up to number ``limit``. Grants are absolute, so a lost,
+late or repeated grant never leaks or invents credit, and the latest one wins (a channel is
+ordered). ``in flight`` is ``sent - processed``, never more than the granted window.
+
+Return path. Credit travels back on the *same* connection as the data: the data sockets
+are DEALER (sender, identity ``component/index``) → ROUTER (receiver), so the receiver
+addresses a grant to the identity the frame came from. We chose this over a second
+PUSH/PULL pair per edge because it needs no extra endpoint, bind, handshake or wiring
+step, CURVE and reconnects cover it for free, and grants stay ordered with the data they
+answer — the same reason Flink sends credit announcements on its data channel.
+
+Restarts. A sender that waits on an instance without credit sends a *probe* (a frame of
+zero messages carrying its running total) every ``PROBE_INTERVAL``; the receiver answers
+it like any frame, once everything sent before it was processed. A restarted receiver
+(which knows nothing) therefore resynchronises, and a restarted sender starts again from
+``INITIAL_CREDIT`` with its own numbering, which the receiver adopts from its first frame.
+
+The frames themselves (data, probe, grant) are laid out in :mod:`clusterduck.protocol`.
+
+Everything here is pure: no sockets, an injected clock, hypothesis tests in
+``tests/test_credit.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from ..protocol import Grant
+
+__all__ = [
+    "INITIAL_CREDIT",
+    "MAX_CREDIT",
+    "PROBE_INTERVAL",
+    "TARGET_QUEUE",
+    "CreditGrantor",
+    "CreditLedger",
+    "Grant",
+]
+
+#: Work a consumer lets queue for it, in seconds of its own measured processing time.
+TARGET_QUEUE = 0.02
+#: The most credit one instance grants (all its senders together), in messages.
+MAX_CREDIT = 5000
+#: Credit a sender assumes before the first grant (the consumer's speed is unknown).
+INITIAL_CREDIT = 100
+#: How often a sender without credit asks again (covers a restarted consumer).
+PROBE_INTERVAL = 0.5
+# Weight of the newest measurement in the moving average of seconds per message.
+_EWMA = 0.2
+
+
+class CreditLedger:
+    """The sender's side for one downstream component: credit per instance.
+
+    ``unlimited`` is for a peer that grants nothing (the test collector): free credit is
+    then always ``MAX_CREDIT`` and nothing is ever counted as waiting on it.
+    """
+
+    def __init__(
+        self,
+        instances: int,
+        *,
+        initial: int = INITIAL_CREDIT,
+        unlimited: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if instances < 1:
+            raise ValueError(f"instances must be >= 1, got {instances}")
+        if initial < 1:
+            raise ValueError(f"initial credit must be >= 1, got {initial}")
+        self.unlimited = unlimited
+        self.sent = [0] * instances
+        self.processed = [0] * instances
+        self.limit = [initial] * instances
+        self.cost = [0.0] * instances  # the instance's seconds per message, as it said
+        self._clock = clock
+        self._last_probe = [clock()] * instances
+        self._cursor = 0  # round-robin among instances with equal free credit
+
+    @property
+    def instances(self) -> int:
+        return len(self.sent)
+
+    def free(self, i: int) -> int:
+        if self.unlimited:
+            return MAX_CREDIT
+        return max(0, self.limit[i] - self.sent[i])
+
+    def in_flight(self, i: int) -> int:
+        """Messages sent to instance ``i`` that it has not said it processed."""
+        return 0 if self.unlimited else max(0, self.sent[i] - self.processed[i])
+
+    def window(self, i: int) -> int:
+        """The credit instance ``i`` last granted on top of what it processed."""
+        return MAX_CREDIT if self.unlimited else max(0, self.limit[i] - self.processed[i])
+
+    def queue_seconds(self, i: int) -> float:
+        """Estimated wait of a message sent to ``i`` now: its in-flight work."""
+        return self.in_flight(i) * self.cost[i]
+
+    def take(self, i: int, n: int) -> int:
+        """Record ``n`` messages sent to ``i``; returns the running total for the frame.
+
+        Raises ValueError when that exceeds the credit: a sender bug, never a peer's."""
+        if n > self.free(i):
+            raise ValueError(f"sending {n} to instance {i} with {self.free(i)} credit")
+        self.sent[i] += n
+        return self.sent[i]
+
+    def grant(self, i: int, grant: Grant) -> None:
+        """Apply a grant from instance ``i`` (the latest one wins: the channel is ordered)."""
+        self.processed[i] = min(grant.processed, self.sent[i])
+        self.limit[i] = grant.limit
+        self.cost[i] = grant.cost
+
+    def choose(self, order: Sequence[int] | None = None) -> int | None:
+        """For shuffle: the instance with the most free credit, or None if none has any.
+
+        Ties go to the first in ``order`` (the route's turn, ``Route.shuffle_order``);
+        without one, the ledger takes turns itself."""
+        own = order is None
+        if order is None:
+            n = self.instances
+            order = [(self._cursor + step) % n for step in range(n)]
+        best, best_free = None, 0
+        for i in order:
+            free = self.free(i)
+            if free > best_free:
+                best, best_free = i, free
+        if best is not None and own:
+            self._cursor = (best + 1) % self.instances
+        return best
+
+    def probe_due(self, i: int) -> bool:
+        """True when ``i`` gave no credit and it is time to ask again (then resets)."""
+        if self.unlimited or self.free(i) > 0:
+            return False
+        now = self._clock()
+        if now - self._last_probe[i] < PROBE_INTERVAL:
+            return False
+        self._last_probe[i] = now
+        return True
+
+    def total_in_flight(self) -> int:
+        return sum(self.in_flight(i) for i in range(self.instances))
+
+    def total_window(self) -> int:
+        """Credit this sender holds in all (in flight + free): the edge's bound now."""
+        if self.unlimited:
+            return MAX_CREDIT
+        return sum(max(0, self.limit[i] - self.processed[i]) for i in range(self.instances))
+
+
+class CreditGrantor:
+    """The receiver's side: measures its own speed and sizes what each sender may send.
+
+    ``senders`` is how many upstream instances feed this instance; the window (the work
+    it lets queue) is shared between them, each getting at least one message.
+    """
+
+    def __init__(
+        self,
+        senders: int,
+        *,
+        target: float = TARGET_QUEUE,
+        max_credit: int = MAX_CREDIT,
+    ) -> None:
+        if senders < 1:
+            raise ValueError(f"senders must be >= 1, got {senders}")
+        if max_credit < 1:
+            raise ValueError(f"max_credit must be >= 1, got {max_credit}")
+        self.senders = senders
+        self.target = target
+        self.max_credit = max_credit
+        #: Moving average of seconds of work per message (None until measured).
+        self.cost: float | None = None
+
+    def record(self, messages: int, seconds: float) -> None:
+        """Processing ``messages`` took ``seconds`` of this instance's own work."""
+        if messages <= 0:
+            return
+        per = max(0.0, seconds) / messages
+        self.cost = per if self.cost is None else self.cost + _EWMA * (per - self.cost)
+
+    def window(self) -> int:
+        """Messages of work this instance lets queue, all senders together."""
+        if self.cost is None:
+            return min(self.max_credit, INITIAL_CREDIT * self.senders)
+        if self.cost * self.max_credit <= self.target:
+            return self.max_credit
+        return max(1, int(self.target / self.cost))
+
+    def share(self) -> int:
+        """One sender's part of the window (at least one message)."""
+        return max(1, self.window() // self.senders)
+
+    def grant(self, processed: int) -> Grant:
+        """The grant for a sender whose messages are processed up to ``processed``."""
+        return Grant(processed, processed + self.share(), self.cost or 0.0)

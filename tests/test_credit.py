@@ -1,0 +1,308 @@
+"""Credit accounting (runtime/credit.py): a pure object, driven by a simulated topology.
+
+The simulation is one sender feeding k receivers through ``CreditLedger``; each receiver
+processes what reached it with a ``CreditGrantor`` and sends grants back through a queue
+that hypothesis delays, duplicates or drops. No sockets, no clock but a fake one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clusterduck.runtime.credit import (
+    INITIAL_CREDIT,
+    MAX_CREDIT,
+    PROBE_INTERVAL,
+    CreditGrantor,
+    CreditLedger,
+    Grant,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Receiver:
+    grantor: CreditGrantor
+    arrived: int = 0  # messages received (in the sender's numbering)
+    processed: int = 0
+    stalled: bool = False
+    grants: list[Grant] = field(default_factory=list)  # on their way back
+
+
+class Sim:
+    """One shuffle sender, k receivers with per-message costs."""
+
+    def __init__(self, costs: list[float]) -> None:
+        self.clock = FakeClock()
+        self.ledger = CreditLedger(len(costs), clock=self.clock)
+        self.rx = [Receiver(CreditGrantor(1)) for _ in costs]
+        self.costs = costs
+        self.max_limit = [INITIAL_CREDIT] * len(costs)
+        self.sent_after_stall = [0] * len(costs)
+
+    def send(self, n: int) -> int:
+        """Shuffle up to n messages; returns how many went."""
+        done = 0
+        while done < n and (i := self.ledger.choose()) is not None:
+            k = min(n - done, self.ledger.free(i))
+            self.ledger.take(i, k)
+            self.rx[i].arrived += k
+            if self.rx[i].stalled:
+                self.sent_after_stall[i] += k
+            done += k
+            assert self.ledger.sent[i] <= self.max_limit[i]
+        return done
+
+    def process(self, i: int, n: int) -> None:
+        rx = self.rx[i]
+        if rx.stalled:
+            return
+        k = min(n, rx.arrived - rx.processed)
+        if k <= 0:
+            return
+        rx.processed += k
+        rx.grantor.record(k, k * self.costs[i])
+        g = rx.grantor.grant(rx.processed)
+        self.max_limit[i] = max(self.max_limit[i], g.limit)
+        rx.grants.append(g)
+
+    def deliver(self, i: int, how: str) -> None:
+        rx = self.rx[i]
+        if not rx.grants:
+            return
+        if how == "drop":
+            rx.grants.pop(0)
+        elif how == "dup":
+            self.ledger.grant(i, rx.grants[0])
+        else:
+            self.ledger.grant(i, rx.grants.pop(0))
+
+    def probe(self, i: int) -> None:
+        """A probe: the receiver answers once it processed what was sent before it."""
+        rx = self.rx[i]
+        if not rx.stalled and rx.processed == rx.arrived:
+            rx.grants.append(rx.grantor.grant(rx.processed))
+
+    def settle(self) -> None:
+        """Every live receiver processes all and every grant arrives (a sender whose last
+        grant was lost probes, as it does after PROBE_INTERVAL without credit)."""
+        for i, rx in enumerate(self.rx):
+            self.process(i, rx.arrived)
+            if not rx.grants and self.ledger.in_flight(i):
+                self.probe(i)
+            while rx.grants:
+                self.deliver(i, "ok")
+
+    def true_in_flight(self, i: int) -> int:
+        return self.rx[i].arrived - self.rx[i].processed
+
+
+costs_st = st.lists(st.sampled_from([1e-6, 1e-4, 1e-3, 5e-3, 1e-2, 5e-2]), min_size=1, max_size=5)
+action_st = st.tuples(
+    st.sampled_from(["send", "process", "deliver", "drop", "dup"]),
+    st.integers(0, 4),
+    st.integers(1, 3000),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(costs_st, st.lists(action_st, max_size=80))
+def test_never_more_in_flight_than_granted(costs: list[float], actions: list) -> None:
+    sim = Sim(costs)
+    for kind, who, n in actions:
+        i = who % len(costs)
+        if kind == "send":
+            sim.send(n)
+        elif kind == "process":
+            sim.process(i, n)
+        else:
+            sim.deliver(i, {"deliver": "ok", "drop": "drop", "dup": "dup"}[kind])
+        for j in range(len(costs)):
+            # Never past the highest limit the receiver ever granted (send() checks each
+            # step), and what is in flight never exceeds what the sender believes.
+            assert sim.true_in_flight(j) <= sim.ledger.in_flight(j)
+            assert sim.ledger.in_flight(j) <= max(INITIAL_CREDIT, MAX_CREDIT)
+
+
+@settings(max_examples=200, deadline=None)
+@given(costs_st, st.lists(action_st, max_size=60))
+def test_credit_returns_once_work_is_processed(costs: list[float], actions: list) -> None:
+    sim = Sim(costs)
+    for kind, who, n in actions:
+        i = who % len(costs)
+        if kind == "send":
+            sim.send(n)
+        elif kind == "process":
+            sim.process(i, n)
+        elif kind == "drop":
+            sim.deliver(i, "drop")
+    sim.settle()
+    for i in range(len(costs)):
+        if sim.rx[i].arrived:  # a receiver that got something has granted since
+            assert sim.ledger.in_flight(i) == 0
+            assert sim.ledger.free(i) == sim.rx[i].grantor.share() >= 1
+        else:
+            assert sim.ledger.free(i) == INITIAL_CREDIT
+    assert sim.send(1) == 1  # credit is there again
+
+
+@settings(max_examples=200, deadline=None)
+@given(costs_st, st.integers(0, 4), st.lists(action_st, max_size=60))
+def test_a_stalled_consumer_gets_nothing_more(costs: list[float], who: int, actions: list) -> None:
+    sim = Sim(costs)
+    sim.send(10_000)
+    sim.settle()
+    stalled = who % len(costs)
+    # At the stall the sender may still use what it holds, and nothing beyond it.
+    holding = sim.ledger.free(stalled) + sum(
+        max(0, g.limit - sim.ledger.sent[stalled]) for g in sim.rx[stalled].grants
+    )
+    sim.rx[stalled].stalled = True
+    for kind, w, n in actions:
+        i = w % len(costs)
+        if kind == "send":
+            sim.send(n)
+        elif kind == "process":
+            sim.process(i, n)
+        else:
+            sim.deliver(i, "ok")
+    sim.send(100_000)
+    assert sim.sent_after_stall[stalled] <= holding
+    assert sim.ledger.free(stalled) == 0 or sim.sent_after_stall[stalled] < holding
+    # The others keep receiving as they process.
+    others = [i for i in range(len(costs)) if i != stalled]
+    if others:
+        before = sum(sim.ledger.sent[i] for i in others)
+        sim.settle()
+        assert sim.send(100_000) > 0
+        assert sum(sim.ledger.sent[i] for i in others) > before
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(2, 6), st.sampled_from([1e-3, 5e-3, 1e-2]), st.integers(1, 30))
+def test_equal_consumers_share_fairly(k: int, cost: float, rounds: int) -> None:
+    """Equally fast instances fed by shuffle: each gets within one window of the others."""
+    sim = Sim([cost] * k)
+    for _ in range(rounds):
+        sim.send(1_000_000)
+        sim.settle()
+    sent = sim.ledger.sent
+    window = max(INITIAL_CREDIT, sim.rx[0].grantor.share())
+    assert max(sent) - min(sent) <= window
+
+
+def test_slow_work_spreads_one_message_at_a_time() -> None:
+    """A 50 ms consumer lets one message queue: four of them take turns message by message."""
+    sim = Sim([0.05] * 4)
+    sim.send(1000)
+    sim.settle()  # all measured now: the window is one message each
+    assert [rx.grantor.share() for rx in sim.rx] == [1, 1, 1, 1]
+    before = list(sim.ledger.sent)
+    assert sim.send(1000) == 4
+    assert [s - b for s, b in zip(sim.ledger.sent, before, strict=True)] == [1, 1, 1, 1]
+
+
+def test_shuffle_prefers_the_instance_with_most_free_credit() -> None:
+    ledger = CreditLedger(3)
+    ledger.take(0, 90)
+    ledger.take(2, 50)
+    assert ledger.choose() == 1
+    ledger.take(1, 100)
+    assert ledger.choose() == 2
+    ledger.take(2, 50)
+    assert ledger.choose() == 0
+    ledger.take(0, 10)
+    assert ledger.choose() is None
+
+
+def test_take_beyond_credit_is_a_bug() -> None:
+    ledger = CreditLedger(1, initial=5)
+    ledger.take(0, 5)
+    with pytest.raises(ValueError):
+        ledger.take(0, 1)
+
+
+def test_grants_are_absolute_so_old_ones_do_not_leak_credit() -> None:
+    ledger = CreditLedger(1, initial=10)
+    ledger.take(0, 10)
+    ledger.grant(0, Grant(10, 20, 0.001))
+    ledger.grant(0, Grant(10, 20, 0.001))  # a duplicate adds nothing
+    assert ledger.free(0) == 10 and ledger.in_flight(0) == 0
+    assert ledger.queue_seconds(0) == 0.0
+
+
+def test_probe_only_when_starved_and_at_most_every_interval() -> None:
+    clock = FakeClock()
+    ledger = CreditLedger(2, initial=1, clock=clock)
+    assert not ledger.probe_due(0)  # has credit
+    ledger.take(0, 1)
+    assert not ledger.probe_due(0)  # starved, but too soon after the start
+    clock.now += PROBE_INTERVAL
+    assert ledger.probe_due(0)
+    assert not ledger.probe_due(0)
+    clock.now += PROBE_INTERVAL
+    assert ledger.probe_due(0)
+    assert CreditLedger(1, unlimited=True).probe_due(0) is False
+
+
+def test_window_follows_the_measured_cost() -> None:
+    g = CreditGrantor(2)
+    assert g.window() == 2 * INITIAL_CREDIT  # unmeasured
+    g.record(1, 0.005)
+    assert g.window() == 4 and g.share() == 2  # 20 ms of 5 ms work, shared by two
+    fast = CreditGrantor(1)
+    fast.record(1000, 0.001)
+    assert fast.window() == MAX_CREDIT
+    slow = CreditGrantor(3)
+    slow.record(1, 1.0)
+    assert slow.window() == 1 and slow.share() == 1
+
+
+@given(st.lists(st.tuples(st.integers(0, 5000), st.floats(0, 10)), max_size=30), st.integers(1, 16))
+def test_window_and_share_stay_in_bounds(samples: list[tuple[int, float]], senders: int) -> None:
+    g = CreditGrantor(senders)
+    for n, seconds in samples:
+        g.record(n, seconds)
+        assert 1 <= g.window() <= max(MAX_CREDIT, INITIAL_CREDIT * senders)
+        assert 1 <= g.share() <= g.window()
+        grant = g.grant(7)
+        assert grant.processed == 7 and grant.limit == 7 + g.share()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 400), st.floats(1e-6, 0.05)), min_size=1, max_size=40))
+def test_a_skipped_grant_never_meets_a_held_back_frame(frames: list[tuple[int, float]]) -> None:
+    """The receiver skips a grant only while the sender holds over half its last share;
+    the sender holds a frame back only below that half: never both, however the measured
+    cost (and so the share) moves between grants."""
+    from clusterduck.protocol import parse_grant
+    from clusterduck.runtime.intake import Intake
+
+    intake = Intake(1)
+    ledger = CreditLedger(1)
+    now = 0.0
+    for size, cost in frames:
+        n = min(size, ledger.free(0))
+        if n == 0:
+            break
+        total = ledger.take(0, n)
+        intake.grantor.record(n, n * cost)
+        frame = intake.grant_frame(b"s", total, total, now)  # everything sent processed
+        if frame is not None:
+            grant = parse_grant(frame)
+            assert grant is not None
+            ledger.grant(0, grant)
+        else:
+            assert ledger.free(0) >= ledger.window(0) // 2  # so the sender sends on
+        assert ledger.free(0) > 0
