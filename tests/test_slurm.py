@@ -50,8 +50,10 @@ def slurm_env() -> Iterator[dict[str, str]]:
         )
     env = {**os.environ, "PATH": path}
     conf = "/tmp/clusterduck-slurm/slurm.conf"
+    # Without its config file sinfo retries for a minute: only ask a Slurm that has one.
     already = (
-        subprocess.run(
+        Path(conf).exists()
+        and subprocess.run(
             ["sinfo", "-h"], env={**env, "SLURM_CONF": conf}, capture_output=True, timeout=30
         ).returncode
         == 0
