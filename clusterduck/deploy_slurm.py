@@ -15,9 +15,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .exceptions import ClusterduckError, ProtocolError, StartFailed
+from .launch.base import HostConnection
 from .launch.slurm import SlurmGroup, SlurmJob, batch_script, code_archive
 from .protocol import (
     CurveKeys,
@@ -42,7 +43,6 @@ __all__ = [
     "cancel",
     "ended_status",
     "group_key",
-    "is_slurm",
     "jobs",
     "on_this_machine",
     "start_group",
@@ -52,20 +52,18 @@ __all__ = [
 READY_TIMEOUT = 60.0  # from RUNNING to every node's supervisor answering
 
 
-def is_slurm(rec: HostRecord) -> bool:
-    return bool(rec.slurm)
-
-
 def group_key(group: str, rank: int) -> str:
     return group if rank == 0 else f"{group}#{rank}"
 
 
-def on_this_machine(conn: Any) -> bool:
+def on_this_machine(conn: HostConnection) -> bool:
     """A Slurm group whose every node is this machine needs no network address."""
     return isinstance(conn, SlurmGroup) and conn.runs_on_this_machine()
 
 
-def start_groups(names: list[str], prepare: Callable[[str], None], conns: dict[str, Any]) -> None:
+def start_groups(
+    names: list[str], prepare: Callable[[str], None], conns: dict[str, HostConnection]
+) -> None:
     """``prepare`` every group at once. The waits run in threads, which Ctrl-C does not
     reach: the main thread catches it, tells each group's wait to give up (cancelling
     its job), and re-raises once they have."""
@@ -89,7 +87,9 @@ def start_groups(names: list[str], prepare: Callable[[str], None], conns: dict[s
                 t.join(0.2)
     except KeyboardInterrupt:
         for name in names:
-            conns[name].abort.set()
+            conn = conns[name]
+            if isinstance(conn, SlurmGroup):
+                conn.abort.set()
         for t in threads:
             t.join(60)
         raise

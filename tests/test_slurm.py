@@ -26,7 +26,14 @@ import yaml
 
 from clusterduck.exceptions import TopologyError
 from clusterduck.loader import load
-from clusterduck.protocol import SlurmJobStatus, SupervisorSpec, ThisMachine, TopologySpec
+from clusterduck.protocol import (
+    SlurmJobStatus,
+    State,
+    SupervisorSpec,
+    ThisMachine,
+    TopologySpec,
+    TopologyStatus,
+)
 from clusterduck.state import HostRecord, TopologyRecord
 from clusterduck.topology import Topology
 from tests.lifecycle_fixtures import CLI, Clusterduck, processes_matching, wait_until
@@ -249,6 +256,11 @@ def test_the_slurm_parts_of_the_protocol_round_trip() -> None:
     job = SlurmJobStatus("42", "PENDING", "Priority", (), "debug")
     assert SlurmJobStatus.from_dict(job.to_dict()) == job
     assert job.describe() == "job 42 pending (Priority) on -"
+    # `status --json` has a `slurm` key only for topologies with Slurm groups.
+    status = TopologyStatus("t", State.RUNNING, slurm={"c": job})
+    assert status.to_dict()["slurm"] == {"c": job.to_dict()}
+    assert TopologyStatus.from_dict(json.loads(status.to_json())) == status
+    assert "slurm" not in status.replace(slurm={}).to_dict()
 
 
 # -- against the real scheduler ----------------------------------------------------------
