@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import __version__
+from . import __version__, deploy_slurm
 from .exceptions import (
     ClusterduckError,
     ControlTimeout,
@@ -30,6 +30,7 @@ from .exceptions import (
 )
 from .launch.base import HostConnection
 from .launch.local import LocalHost
+from .launch.slurm import SlurmGroup
 from .protocol import (
     LOCALHOST,
     MAX_KEPT_RUNS,
@@ -78,6 +79,8 @@ def open_connection(
 ) -> HostConnection:
     if not remote:
         return LocalHost()
+    if host is not None and host.slurm is not None:
+        return SlurmGroup(name.split("#")[0], host)
     from .launch.ssh import SSHHost  # paramiko is imported only when a host is remote
     from .topology import Host
 
@@ -115,7 +118,8 @@ class Cluster:
 
     def each(self, fn: Callable[[str], T]) -> dict[str, T | Exception]:
         """``fn(host)`` for every host with a supervisor, in parallel (see in_parallel)."""
-        return in_parallel([h for h, r in self.record.hosts.items() if r.control], fn)
+        hosts = [h for h, r in self.record.hosts.items() if r.control or r.slurm]
+        return in_parallel(hosts, fn)
 
     # -- status ----------------------------------------------------------------------
 
@@ -123,6 +127,12 @@ class Cluster:
         rec = self.record.hosts[host]
         if not rec.remote and not pid_alive(rec.pid):
             return self._final_or_lost(host, "supervisor process is gone")
+        if rec.slurm:  # Slurm: a job the scheduler ended answers from its verdict
+            ended = deploy_slurm.ended_status(self, host)
+            if ended is not None:
+                return ended
+            if not rec.control:  # queued when `up` failed or was interrupted
+                return HostStatus(host, State.STARTING, None)
         try:
             return HostStatus.from_dict(self.request(host, ControlRequest(Op.STATUS)))
         except ControlTimeout:
@@ -161,9 +171,12 @@ class Cluster:
             rows = []
             for i in range(comp.parallelism):
                 host = comp.host_of(i)
-                unreachable = host_states.get(host) is State.UNREACHABLE
+                gone = host_states.get(self.record.holder(comp.name, i))
                 row = by_instance.get((comp.name, i)) or InstanceStatus(
-                    comp.name, i, host, State.UNREACHABLE if unreachable else State.STARTING
+                    comp.name,
+                    i,
+                    host,
+                    gone if gone in (State.UNREACHABLE, State.FAILED) else State.STARTING,
                 )
                 rows.append(row)
             components.append(ComponentStatus(comp.name, comp.kind, tuple(rows)))
@@ -173,6 +186,7 @@ class Cluster:
             hosts=host_states,
             problems=tuple(problems),
             components=tuple(components),
+            slurm=deploy_slurm.jobs(self),
         )
 
     # -- stopping --------------------------------------------------------------------
@@ -220,7 +234,7 @@ class Cluster:
 
     def _ask_stop(self, host: str) -> None:
         rec = self.record.hosts[host]
-        if rec.remote or pid_alive(rec.pid):
+        if rec.control and (rec.remote or pid_alive(rec.pid)):
             try:
                 self.request(host, ControlRequest(Op.STOP))
             except ClusterduckError:
@@ -228,11 +242,14 @@ class Cluster:
 
     def _kill_host(self, host: str) -> None:
         rec = self.record.hosts[host]
-        if rec.remote or pid_alive(rec.pid):
+        if rec.control and (rec.remote or pid_alive(rec.pid)):
             try:
                 self.request(host, ControlRequest(Op.KILL), timeout=2.0)
             except ClusterduckError:
                 pass
+        if rec.slurm:  # Slurm takes back the job and every process in it
+            deploy_slurm.cancel(self, host)
+            return
         if not rec.remote:
             sweep(rec.pid, self.record.name)
             return
@@ -289,6 +306,7 @@ def start(
     accept_new_host_keys: bool = False,
     collector: str | None = None,
     curve: CurveKeys | None = None,
+    wait_for_allocation: float | None = None,
 ) -> TopologyRecord:
     """Start every process of the topology; on any failure nothing stays running."""
     topo = tf.topology
@@ -300,7 +318,6 @@ def start(
                     f"topology {topo.name!r} is already running (started from {rec.file}); "
                     f"stop it first with `clusterduck down {topo.name}`"
                 )
-    remote_hosts = [h for h in topo.hosts_used() if topo.is_remote(h)]
     previous = next((r for r in load_all() if r.name == topo.name), None)
     past_runs: dict[str, dict[str, str]] = {}
     run = 1
@@ -340,7 +357,13 @@ def start(
     cluster = Cluster(record, accept_new_host_keys=accept_new_host_keys)
     cluster._conns = conns
     try:
-        _prepare_hosts(tf, record, conns, home, bool(remote_hosts), progress)
+        # A Slurm group whose nodes are all this machine is no reason to leave loopback.
+        remote_hosts = [
+            h
+            for h in topo.hosts_used()
+            if topo.is_remote(h) and not deploy_slurm.on_this_machine(conns[h])
+        ]
+        _prepare_hosts(tf, record, conns, home, bool(remote_hosts), progress, wait_for_allocation)
         _spawn_and_wire(cluster, collector, progress)
     except BaseException:
         cluster.each(cluster._kill_host)
@@ -361,13 +384,35 @@ def _prepare_hosts(
     home: Path,
     multi_host: bool,
     progress: Progress,
+    wait_for_allocation: float | None = None,
 ) -> None:
     topo = tf.topology
     local_address = topo.host(LOCALHOST).address
 
+    def local_addresses() -> tuple[str, str]:
+        """(bind, advertise) of this machine's sockets."""
+        if not multi_host:
+            return "127.0.0.1", "127.0.0.1"
+        return "0.0.0.0", local_address or _local_address_towards(record, conns)
+
     def prepare(name: str) -> None:
         rec = record.hosts[name]
         conn = conns[name]
+        if topo.is_slurm(name):
+            assert isinstance(conn, SlurmGroup)
+            bind, advertise = local_addresses()
+            deploy_slurm.start_group(
+                name,
+                tf,
+                record,
+                conn,
+                bind_host=bind,
+                advertise=advertise,
+                wait=wait_for_allocation,
+                progress=progress,
+                check_python=lambda: _check_python(name, conn, rec.python),
+            )
+            return
         if rec.remote:
             progress(name, "connect", "")
             conn.connect()
@@ -384,11 +429,7 @@ def _prepare_hosts(
         else:
             code_dir = str(tf.code_dir)
             run_dir = RunLayout.of_run(str(home), topo.name, record.run).run_dir
-            if multi_host:
-                bind_host = "0.0.0.0"
-                advertise = local_address or _local_address_towards(record, conns)
-            else:
-                bind_host = advertise = "127.0.0.1"
+            bind_host, advertise = local_addresses()
         progress(name, "start", "supervisor")
         spec = SupervisorSpec(
             topology=record.spec,
@@ -417,7 +458,11 @@ def _prepare_hosts(
         rec.run_dir = ready.run_dir  # absolute: `~` expanded on that host
         record.save()
 
-    raise_first_error(in_parallel(list(record.hosts), prepare))
+    # Slurm groups first: their queue wait must not run out other supervisors' patience.
+    names = list(record.hosts)  # a group adds "<group>#<rank>" records as it starts
+    slurm = [h for h in names if topo.is_slurm(h)]
+    deploy_slurm.start_groups(slurm, prepare, conns)
+    raise_first_error(in_parallel([h for h in names if h not in slurm], prepare))
 
 
 def _spawn_and_wire(cluster: Cluster, collector: str | None, progress: Progress) -> None:
@@ -540,7 +585,14 @@ def topology_status(record: TopologyRecord) -> TopologyStatus:
     """Status of a record (``status --json`` is its ``to_dict()``); an ended topology
     answers from its saved final status."""
     if not record.active and record.final is not None:
-        return TopologyStatus.from_dict(record.final)
+        final = TopologyStatus.from_dict(record.final)
+        if final.slurm:  # the job's state now, not when it ended
+            cluster = Cluster(record)
+            try:
+                final = final.replace(slurm=deploy_slurm.jobs(cluster))
+            finally:
+                cluster.close()
+        return final
     cluster = Cluster(record)
     try:
         return cluster.settle(cluster.status())

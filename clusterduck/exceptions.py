@@ -9,7 +9,12 @@
     │   ├── HostKeyRefused         the host key is unknown or does not match
     │   ├── AuthenticationFailed   SSH refused every key we offered
     │   ├── RemotePythonError      the host's interpreter lacks clusterduck or zmq
-    │   └── StartFailed            a supervisor or component died while starting
+    │   ├── StartFailed            a supervisor or component died while starting
+    │   └── SlurmError             Slurm refused or could not grant a group's job
+    │       ├── SlurmNotFound          no sbatch/squeue/scancel on the PATH
+    │       ├── SlurmRefused           sbatch rejected it (partition, account, option)
+    │       ├── AllocationTimeout      still queued after --wait-for-allocation
+    │       └── AllocationImpossible   the request can never be granted
     └── RuntimeFault           a running topology misbehaved (exit 2)
         ├── ControlTimeout         a supervisor did not answer a control request
         ├── ProtocolError          a message or spec across a process boundary is malformed
@@ -24,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "AllocationImpossible",
+    "AllocationTimeout",
     "AuthenticationFailed",
     "ClusterduckError",
     "CodecError",
@@ -37,6 +44,9 @@ __all__ = [
     "ProtocolError",
     "RemotePythonError",
     "RuntimeFault",
+    "SlurmError",
+    "SlurmNotFound",
+    "SlurmRefused",
     "StartFailed",
     "StateError",
     "TopologyError",
@@ -200,6 +210,47 @@ class StartFailed(LaunchError):
         if log_tail:
             body += "\n--- last log lines ---\n" + log_tail.rstrip()
         super().__init__(host, body, hint)
+
+
+class SlurmError(LaunchError):
+    """Slurm refused or could not satisfy a group's job (see ``launch/slurm.py``).
+
+    Carries the job id (when one was submitted), the partition, and the scheduler's own
+    words, so the user sees what Slurm said and what to change."""
+
+    def __init__(
+        self,
+        host: str,
+        message: str,
+        hint: str = "",
+        *,
+        job_id: str | None = None,
+        partition: str | None = None,
+        scheduler_message: str = "",
+    ) -> None:
+        self.job_id = job_id
+        self.partition = partition
+        self.scheduler_message = scheduler_message
+        body = message
+        if scheduler_message:
+            body += f"\n    slurm: {scheduler_message.strip()}"
+        super().__init__(host, body, hint)
+
+
+class SlurmNotFound(SlurmError):
+    """``sbatch`` (or another Slurm command) is not on this machine's PATH."""
+
+
+class SlurmRefused(SlurmError):
+    """``sbatch`` rejected the request (unknown partition or account, bad option)."""
+
+
+class AllocationTimeout(SlurmError):
+    """The job was still queued when ``--wait-for-allocation`` ran out (it is cancelled)."""
+
+
+class AllocationImpossible(SlurmError):
+    """The scheduler says the request can never be granted (e.g. more nodes than exist)."""
 
 
 class RuntimeFault(ClusterduckError):

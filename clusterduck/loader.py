@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .exceptions import Problem, TopologyError
-from .topology import Host, Settings, Spout, Topology, Worker
+from .topology import Host, Settings, SlurmRequest, Spout, Topology, Worker
 from .validation import Report, YamlPath, check
 
 __all__ = ["MAX_ALIAS_NODES", "MAX_DEPTH", "MAX_FILE_BYTES", "TopologyFile", "load"]
@@ -366,6 +366,8 @@ def _model_at(path: YamlPath) -> type[BaseModel]:
         return Spout if path[0] == "spouts" else Worker
     if len(path) == 2 and path[0] == "hosts":
         return Host
+    if len(path) == 3 and path[0] == "hosts" and path[2] == "slurm":
+        return SlurmRequest
     return Settings if path[:1] == ("settings",) else Topology
 
 

@@ -61,10 +61,12 @@ __all__ = [
     "Op",
     "ProcessSpec",
     "RunLayout",
+    "SlurmJobStatus",
     "State",
     "StepReply",
     "SupervisorReady",
     "SupervisorSpec",
+    "ThisMachine",
     "TopologySpec",
     "TopologyStatus",
     "Wiring",
@@ -473,6 +475,12 @@ class TopologySpec:
         """Every (component, index, host) the topology runs."""
         return [(c.name, i, c.host_of(i)) for c in self.components for i in range(c.parallelism)]
 
+    def slot(self, host: str, component: str, index: int) -> int:
+        """Position of an instance among those placed on ``host`` (file order): a Slurm
+        group's node ``rank`` of ``size`` runs the instances whose slot % size == rank."""
+        mine = [(c, i) for c, i, h in self.instances() if h == host]
+        return mine.index((component, index))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -514,8 +522,34 @@ class Wiring:
 
 
 @dataclass(frozen=True)
+class ThisMachine:
+    """A Slurm group's spec: how a node recognises the machine ``up`` ran on (then it
+    binds and advertises as that machine's own supervisor would, e.g. on loopback)."""
+
+    names: tuple[str, ...]
+    bind_host: str
+    advertise: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"names": list(self.names), "bind_host": self.bind_host, "advertise": self.advertise}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ThisMachine:
+        return cls(
+            tuple(str(n) for n in _get(data, "names", list)),
+            _get(data, "bind_host", str),
+            _get(data, "advertise", str),
+        )
+
+
+@dataclass(frozen=True)
 class SupervisorSpec:
-    """What ``up`` hands a host's supervisor on stdin (JSON)."""
+    """What ``up`` hands a host's supervisor on stdin (JSON).
+
+    A Slurm group's spec (``--slurm``) also says where to report readiness
+    (``report_to``), how to recognise this machine (``this_machine``) and, without a
+    shared file system, carries the code (``code_archive``, base64 tar.gz); each node
+    then sets ``share`` = (rank, size): it runs every size-th instance of the group."""
 
     topology: TopologySpec
     host: str
@@ -525,6 +559,17 @@ class SupervisorSpec:
     advertise: str
     curve: CurveKeys | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    share: tuple[int, int] = (0, 1)
+    report_to: str | None = None
+    this_machine: ThisMachine | None = None
+    code_archive: str | None = None
+
+    def runs(self, component: str, index: int, host: str) -> bool:
+        """Whether this supervisor runs instance ``component/index`` placed on ``host``."""
+        if host != self.host:
+            return False
+        rank, size = self.share
+        return size == 1 or self.topology.slot(host, component, index) % size == rank
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -537,11 +582,19 @@ class SupervisorSpec:
             "advertise": self.advertise,
             "curve": self.curve.to_dict() if self.curve else None,
             "env": dict(self.env),
+            "share": list(self.share),
+            "report_to": self.report_to,
+            "this_machine": self.this_machine.to_dict() if self.this_machine else None,
+            "code_archive": self.code_archive,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SupervisorSpec:
         _check_version(data)
+        share = _get(data, "share", list, [0, 1])
+        if len(share) != 2 or not all(isinstance(x, int) for x in share) or share[1] < 1:
+            raise ProtocolError(f"share must be [rank, size], got {share!r}")
+        here = _get(data, "this_machine", dict, None)
         return cls(
             topology=TopologySpec.from_dict(_get(data, "topology", dict)),
             host=_get(data, "host", str),
@@ -551,6 +604,10 @@ class SupervisorSpec:
             advertise=_get(data, "advertise", str),
             curve=CurveKeys.from_dict(_get(data, "curve", dict, None)),
             env=_str_dict(data.get("env") or {}, "env"),
+            share=(share[0], share[1]),
+            report_to=_get(data, "report_to", str, None),
+            this_machine=ThisMachine.from_dict(here) if here is not None else None,
+            code_archive=_get(data, "code_archive", str, None),
         )
 
 
@@ -630,6 +687,8 @@ class SupervisorReady:
     pid: int
     run_dir: str
     code_dir: str
+    rank: int = 0  # a Slurm group's node: its rank in the job, and its name
+    node: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -641,6 +700,8 @@ class SupervisorReady:
             _get(data, "pid", int),
             _get(data, "run_dir", str),
             _get(data, "code_dir", str),
+            _get(data, "rank", int, 0),
+            _get(data, "node", str, ""),
         )
 
 
@@ -1012,14 +1073,51 @@ class ComponentStatus:
 
 
 @dataclass(frozen=True)
+class SlurmJobStatus:
+    """A Slurm group's job in ``status``: the scheduler's view of it."""
+
+    job_id: str
+    state: str  # Slurm's own word: PENDING, RUNNING, COMPLETED, TIMEOUT, CANCELLED, …
+    reason: str = ""
+    nodes: tuple[str, ...] = ()
+    partition: str = ""
+
+    def describe(self) -> str:
+        reason = "" if self.reason in ("", "None", "(null)") else f" ({self.reason})"
+        nodes = ", ".join(self.nodes) or "-"
+        return f"job {self.job_id} {self.state.lower()}{reason} on {nodes}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "state": self.state,
+            "reason": self.reason,
+            "nodes": list(self.nodes),
+            "partition": self.partition,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SlurmJobStatus:
+        return cls(
+            _get(data, "job_id", str),
+            _get(data, "state", str),
+            _get(data, "reason", str, ""),
+            tuple(str(n) for n in _get(data, "nodes", list, [])),
+            _get(data, "partition", str, ""),
+        )
+
+
+@dataclass(frozen=True)
 class TopologyStatus:
-    """The whole topology; ``to_dict()`` is exactly ``clusterduck status --json``."""
+    """The whole topology; ``to_dict()`` is exactly ``clusterduck status --json``
+    (``slurm``, group → job, only when the topology has Slurm groups)."""
 
     name: str
     state: State
     hosts: Mapping[str, State] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
     components: tuple[ComponentStatus, ...] = ()
+    slurm: Mapping[str, SlurmJobStatus] = field(default_factory=dict)
 
     def instances(self) -> Iterable[InstanceStatus]:
         for comp in self.components:
@@ -1035,13 +1133,16 @@ class TopologyStatus:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "state": self.state.value,
             "hosts": {h: s.value for h, s in self.hosts.items()},
             "problems": list(self.problems),
             "components": [c.to_dict() for c in self.components],
         }
+        if self.slurm:
+            data["slurm"] = {group: job.to_dict() for group, job in self.slurm.items()}
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -1066,6 +1167,10 @@ class TopologyStatus:
             hosts={str(h): State.parse(s) for h, s in hosts.items()},
             problems=tuple(str(p) for p in _get(data, "problems", list, [])),
             components=tuple(comps),
+            slurm={
+                str(g): SlurmJobStatus.from_dict(j)
+                for g, j in _get(data, "slurm", dict, {}).items()
+            },
         )
 
 

@@ -36,6 +36,9 @@ class HostRecord:
     run_dir: str = ""
     python: str = ""
     connect: dict[str, Any] = field(default_factory=dict)  # the Host model, for SSH
+    # A Slurm group's node supervisor: job_id, rank, size (nodes), node, partition,
+    # output. Rank 0 is recorded under the group's name, rank r under "<group>#r".
+    slurm: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,6 +108,17 @@ class TopologyRecord:
     def runs(self) -> list[int]:
         """Every run whose folders are known, oldest first."""
         return sorted({*(int(r) for r in self.past_runs), self.run})
+
+    def holder(self, component: str, index: int) -> str:
+        """The record key of the supervisor that runs instance ``component/index``
+        (the host's name, or ``<group>#<rank>`` on a Slurm group's other nodes)."""
+        spec = self.spec
+        host = spec.component(component).host_of(index)
+        rec = self.hosts.get(host)
+        if rec is None or not rec.slurm:
+            return host
+        rank = spec.slot(host, component, index) % int(rec.slurm.get("size", 1))
+        return host if rank == 0 else f"{host}#{rank}"
 
     def forget(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -25,6 +25,7 @@ __all__ = [
     "Component",
     "Host",
     "Settings",
+    "SlurmRequest",
     "Spout",
     "Topology",
     "Worker",
@@ -99,6 +100,69 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Slurm's --time forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S.
+_SLURM_TIME = re.compile(r"^(\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2})$")
+
+
+def _slurm_time(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError('expected a Slurm time limit such as "02:00:00" or "30"')
+    text = str(value).strip()
+    if not _SLURM_TIME.match(text):
+        raise ValueError(
+            f'{text!r} is not a Slurm time limit: use minutes ("30"), "HH:MM:SS" or "D-HH:MM:SS"'
+        )
+    return text
+
+
+SlurmTime = Annotated[
+    str | None,
+    BeforeValidator(_slurm_time),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": _SLURM_TIME.pattern},
+                {"type": "integer", "minimum": 0},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
+
+
+class SlurmRequest(_Frozen):
+    """What a Slurm group asks the scheduler for: one job, ``nodes`` machines."""
+
+    nodes: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "How many machines the job asks for; one supervisor runs on each and the "
+            "group's instances are spread over them in turn."
+        ),
+    )
+    partition: str | None = Field(
+        default=None,
+        description="Slurm partition (sbatch --partition); the cluster's default when left out.",
+    )
+    time: SlurmTime = Field(
+        default=None,
+        description=(
+            'Time limit in Slurm\'s forms ("30" minutes, "HH:MM:SS", "D-HH:MM:SS"); '
+            "the partition's default when left out. The scheduler ends the job after it."
+        ),
+    )
+    account: str | None = Field(
+        default=None, description="Account charged for the job (sbatch --account)."
+    )
+    options: list[str] = Field(
+        default_factory=list,
+        description='Further sbatch options passed as they are, e.g. ["--mem=4G", "--qos=long"].',
+    )
+
+
 class Host(_Frozen):
     """How to reach a machine and where clusterduck keeps its files there."""
 
@@ -138,6 +202,21 @@ class Host(_Frozen):
         default_factory=dict,
         description=(
             'Environment variables for every process on that host, e.g. {OMP_NUM_THREADS: "1"}.'
+        ),
+    )
+    slurm: SlurmRequest | None = Field(
+        default=None,
+        description=(
+            "Makes this host a Slurm group: its components run inside one Slurm job "
+            "submitted with sbatch from this machine, instead of on a machine reached by SSH."
+        ),
+    )
+    shared_fs: bool = Field(
+        default=True,
+        description=(
+            "Slurm groups only: `workdir` is on a file system the compute nodes share with "
+            "this machine (code is copied there once and read by every node). When false, "
+            "the code travels inside the job script and logs stay on the nodes."
         ),
     )
 
@@ -386,6 +465,10 @@ class Topology(_Frozen):
 
     def is_remote(self, host: str) -> bool:
         return host != LOCALHOST
+
+    def is_slurm(self, host: str) -> bool:
+        """True when ``host`` is a Slurm group (its processes run inside a Slurm job)."""
+        return self.host(host).slurm is not None
 
     @property
     def uses_curve(self) -> bool:

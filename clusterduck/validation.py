@@ -226,6 +226,41 @@ def _check_hosts(hosts: Any, comps: list[_Comp], report: Report) -> None:
                     else f"declare {host!r} under hosts:, or use {LOCALHOST}"
                 )
                 report.add(path, f"host {host!r} is not declared under hosts:", hint, comp.name)
+    for name, entry in (hosts or {}).items():
+        if isinstance(entry, Mapping):
+            _check_slurm_group(str(name), entry, report)
+
+
+_SSH_ONLY = ("address", "user", "port", "identity_file")
+
+
+def _check_slurm_group(name: str, entry: Mapping[str, Any], report: Report) -> None:
+    """A Slurm group is reached through the scheduler, never by SSH: no address keys."""
+    if entry.get("slurm") is None:
+        if "shared_fs" in entry:
+            report.add(
+                ("hosts", name, "shared_fs"),
+                "shared_fs applies only to a Slurm group",
+                "add a slurm: {nodes: ...} entry to this host, or remove shared_fs",
+                at_key=True,
+            )
+        return
+    if name == LOCALHOST:
+        report.add(
+            ("hosts", name, "slurm"),
+            "localhost cannot be a Slurm group",
+            "give the group its own name (e.g. `cluster:`) and place components on it",
+            at_key=True,
+        )
+    for key in _SSH_ONLY:
+        if key in entry:
+            report.add(
+                ("hosts", name, key),
+                f"{key!r} does not apply to a Slurm group",
+                "a Slurm group's machines are chosen by the scheduler; remove "
+                f"{key!r} (sbatch runs on this machine)",
+                at_key=True,
+            )
 
 
 def _check_flags(comps: list[_Comp], report: Report) -> None:

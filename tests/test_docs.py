@@ -9,13 +9,23 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from clusterduck.topology import Component, Host, Settings, Spout, Topology, Worker
+from clusterduck.topology import (
+    Component,
+    Host,
+    Settings,
+    SlurmRequest,
+    Spout,
+    Topology,
+    Worker,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "docs" / "reference.md"
 
 
-@pytest.mark.parametrize("model", [Topology, Component, Spout, Worker, Host, Settings])
+@pytest.mark.parametrize(
+    "model", [Topology, Component, Spout, Worker, Host, Settings, SlurmRequest]
+)
 def test_every_key_of_the_topology_models_is_documented(model: type[BaseModel]) -> None:
     text = REFERENCE.read_text()
     missing = [key for key in model.model_fields if f"`{key}`" not in text]

@@ -27,7 +27,7 @@ from clusterduck.cli import main
 from clusterduck.exceptions import TopologyError
 from clusterduck.loader import load
 from clusterduck.schema import topology_schema
-from clusterduck.topology import Host, Settings, Spout, Topology, Worker
+from clusterduck.topology import Host, Settings, SlurmRequest, Spout, Topology, Worker
 
 SCHEMA = topology_schema()
 VALIDATOR = Draft7Validator(SCHEMA)
@@ -73,6 +73,7 @@ def test_the_schema_is_draft7_with_a_title() -> None:
         (Topology, ()),
         (Host, ("definitions", "Host")),
         (Settings, ("definitions", "Settings")),
+        (SlurmRequest, ("definitions", "SlurmRequest")),
         (Spout, ("definitions", "Spout")),
         (Worker, ("definitions", "Worker")),
     ],

@@ -25,7 +25,7 @@ __all__ = [
     "throughput_table",
 ]
 
-STEPS = ["connect", "check", "ship", "start", "spawn", "wire", "ready"]
+STEPS = ["connect", "check", "ship", "queue", "start", "spawn", "wire", "ready"]
 _STATE_STYLE = {
     "running": "green",
     "finished": "blue",
@@ -137,6 +137,8 @@ def status_table(status: TopologyStatus) -> Group:
             )
     head = Text.assemble(("topology ", ""), (status.name, "bold"), ("  ", ""), _state(status.state))
     parts: list[Any] = [head, table]
+    for group, job in status.slurm.items():
+        parts.append(Text(f"slurm {group}: {job.describe()}"))
     for problem in status.problems:
         parts.append(Text(f"! {problem}", style="red"))
     return Group(*parts)
@@ -216,9 +218,14 @@ class HostProgress:
 
     def __call__(self, host: str, step: str, detail: str = "") -> None:
         with self._lock:
+            changed = self.steps.get(host) != (step, detail)
             self.steps[host] = (step, detail)
             if self._live is not None:
                 self._live.update(self._render())
+            elif step == "queue" and changed and detail != "sbatch":
+                # Not a terminal (a batch log, CI): a Slurm job's queue states still
+                # show, one line each, since waiting there can take long.
+                self.console.print(f"{host}: slurm {detail}", markup=False, highlight=False)
 
     def _render(self) -> Table:
         table = Table(box=None, pad_edge=False, show_header=False)
@@ -226,7 +233,7 @@ class HostProgress:
         table.add_column("steps")
         table.add_column("detail", style="dim")
         for host in self.hosts:
-            step, detail = self.steps[host]
+            step, detail = self.steps.get(host, ("waiting", ""))
             done = STEPS.index(step) if step in STEPS else -1
             marks = []
             for i, name in enumerate(STEPS):

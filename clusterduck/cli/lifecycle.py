@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..exceptions import ClusterduckError, RuntimeFault
-from ..protocol import RunLayout, State, TopologySpec, TopologyStatus
+from ..protocol import RunLayout, State, TopologyStatus
 from .errors import handle_errors
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def _sink_output(record: TopologyRecord, lines: int = 15) -> list[tuple[str, str
     try:
         for comp in spec.sinks():
             for i in range(comp.parallelism):
-                host = comp.host_of(i)
+                host = record.holder(comp.name, i)
                 path = RunLayout(record.hosts[host].run_dir).instance_log(comp.name, i)
                 try:
                     text = _tail(cluster, host, path, lines)
@@ -78,8 +78,18 @@ def _tail(cluster: Cluster, host: str, path: str, lines: int) -> str:
     is_flag=True,
     help="Trust and record SSH host keys not yet in ~/.ssh/known_hosts.",
 )
+@click.option(
+    "--wait-for-allocation",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Slurm groups: give up (cancel the job, exit 2) if it is still queued "
+    "after SECONDS. Default: wait as long as the queue takes.",
+)
 @handle_errors
-def up(file: Path, mode: str, accept_new_host_keys: bool) -> None:
+def up(
+    file: Path, mode: str, accept_new_host_keys: bool, wait_for_allocation: float | None
+) -> None:
     """Validate FILE, start every process on every host, and wire them together."""
     from .. import deploy
     from ..loader import load
@@ -89,7 +99,12 @@ def up(file: Path, mode: str, accept_new_host_keys: bool) -> None:
     topo = tf.topology
     out, err = make_console(), make_console(err=True)
     with HostProgress(err, topo.hosts_used()) as progress:
-        record = deploy.start(tf, progress=progress, accept_new_host_keys=accept_new_host_keys)
+        record = deploy.start(
+            tf,
+            progress=progress,
+            accept_new_host_keys=accept_new_host_keys,
+            wait_for_allocation=wait_for_allocation,
+        )
     n = len(topo.instances())
     err.print(
         f"[green]started[/] {topo.name}: {n} processes on "
@@ -269,7 +284,7 @@ def logs(
     cluster = Cluster(record)
     try:
         for number in runs:
-            files = _log_files(record.run_dirs(number), spec, component)
+            files = _log_files(record, number, component)
             if follow:
                 _follow_logs(cluster, files, lines)
                 return
@@ -286,14 +301,16 @@ def logs(
 
 
 def _log_files(
-    run_dirs: dict[str, str], spec: TopologySpec, component: str | None
+    record: TopologyRecord, run: int, component: str | None
 ) -> dict[str, list[tuple[str, str]]]:
-    """Per host, (label, path) of every log of one run (RunLayout: written once)."""
+    """Per host, (label, path) of every log of one run (RunLayout: written once); a
+    Slurm group's instances are found under the node supervisor that runs them."""
+    run_dirs = record.run_dirs(run)
     files: dict[str, list[tuple[str, str]]] = {}
-    for comp in spec.components:
+    for comp in record.spec.components:
         if component in (None, comp.name):
             for i in range(comp.parallelism):
-                host = comp.host_of(i)
+                host = record.holder(comp.name, i)
                 if host in run_dirs:
                     layout = RunLayout(run_dirs[host])
                     files.setdefault(host, []).append(

@@ -109,7 +109,13 @@ def _log_path(record: TopologyRecord, component: str, index: int, host: str) -> 
 
 
 def _instances(record: TopologyRecord) -> list[tuple[str, int, str]]:
-    return [(c.name, i, c.host_of(i)) for c in record.spec.components for i in range(c.parallelism)]
+    """(component, index, record key of the supervisor that runs it): on a Slurm
+    group's other nodes that is ``<group>#<rank>``, whose run folder holds the log."""
+    return [
+        (c.name, i, record.holder(c.name, i))
+        for c in record.spec.components
+        for i in range(c.parallelism)
+    ]
 
 
 def log_tail(name: str, component: str, index: int, lines: int) -> str:

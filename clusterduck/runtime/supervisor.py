@@ -113,8 +113,10 @@ class Supervisor:
         self.control = self.transport.router(spec.bind_host, spec.advertise)
         self.procs = self.transport.router("127.0.0.1", "127.0.0.1")
         self.instances: dict[str, Instance] = {}
+        # A Slurm group runs one supervisor per node: node ``rank`` of ``size`` takes
+        # every size-th instance placed on the group (SupervisorSpec.runs).
         for comp, index, host in self.topology.instances():
-            if host == self.host:
+            if spec.runs(comp, index, host):
                 inst = Instance(comp, index, Path(self.layout.instance_log(comp, index)))
                 self.instances[inst.name] = inst
         self.wiring: Wiring | None = None
@@ -583,12 +585,86 @@ def _daemonize_and_run(spec: SupervisorSpec) -> int:
     os._exit(0)
 
 
+def _run_in_slurm_step(spec: SupervisorSpec) -> int:
+    """One node's supervisor inside the group's ``srun`` step, in the foreground, so
+    Slurm tracks it and every process it spawns (no fork, no new session). It tells
+    ``up`` it is ready by a message to ``report_to`` (no shared file system needed)."""
+    import base64
+    import io
+    import socket
+    import tarfile
+
+    env = os.environ
+    rank, size = int(env.get("SLURM_NODEID", "0")), int(env.get("SLURM_JOB_NUM_NODES", "1"))
+    node = env.get("SLURMD_NODENAME") or socket.gethostname()
+    # A node that is the machine `up` ran on is reached like localhost (loopback when
+    # the whole topology is on this machine); any other node by its name.
+    machine = socket.gethostname()
+    here = spec.this_machine
+    if here is not None and (machine in here.names or machine.split(".")[0] in here.names):
+        bind_host, advertise = here.bind_host, here.advertise
+    else:
+        bind_host, advertise = "0.0.0.0", machine
+    archive = spec.code_archive
+    spec = dataclasses.replace(
+        spec,
+        run_dir=f"{os.path.expanduser(spec.run_dir)}/node{rank}",
+        code_dir=os.path.expanduser(spec.code_dir),
+        share=(rank, size),
+        bind_host=bind_host,
+        advertise=advertise,
+        this_machine=None,
+        code_archive=None,
+    )
+    layout = RunLayout(spec.run_dir)
+    Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
+    Path(layout.final_status).unlink(missing_ok=True)
+    if archive:  # no shared file system: unpack the code shipped inside the job script
+        code = Path(spec.code_dir)
+        code.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(base64.b64decode(archive)), mode="r:gz") as tar:
+            tar.extractall(code, filter="data")
+    logfd = os.open(layout.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(logfd, 1)
+    os.dup2(logfd, 2)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s [supervisor {spec.host}#{rank}] %(message)s",
+    )
+    if spec.report_to is None:
+        log.error("a --slurm spec needs report_to")
+        return 1
+    sup: Supervisor | None = None
+    try:
+        sup = Supervisor(spec)
+        ready = SupervisorReady(
+            sup.control.endpoint, os.getpid(), spec.run_dir, spec.code_dir, rank, node
+        )
+        report = sup.transport.push(spec.report_to)
+        report.send_json(ready.to_dict())
+        # wait_connected() detaches the handshake monitor (an open one blocks close()).
+        sup.transport.wait_connected([report], timeout=10.0)
+        sup.run()
+        sup.transport.close(linger_ms=0)
+    except Exception:
+        log.exception("supervisor failed")
+        if sup is not None:
+            sup.kill_all()
+        os._exit(1)
+    # As the detached supervisor does: leave without waiting on helper threads, so
+    # the job step (and with it the job) ends as soon as the work is done.
+    os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["--sweep"]:
         print(sweep(int(args[1]), args[2]))
         return 0
     spec = SupervisorSpec.from_dict(decode_json(sys.stdin.read()))
+    if args[:1] == ["--slurm"]:
+        return _run_in_slurm_step(spec)
     return _daemonize_and_run(spec)
 
 
