@@ -1,8 +1,9 @@
 """Starting, querying and stopping a topology across its hosts (the CLI's engine).
 
-``up`` runs in steps, every host in parallel where it can: connect → check the
-interpreter → ship ``code`` → start the supervisor → spawn every process → wire them
-together → start the spouts. A failure at any step tears down everything started on
+``up`` runs in steps, every host in parallel where it can: connect → ship ``code`` →
+start the supervisor (which is also the check of the host's interpreter and its
+clusterduck version: one remote interpreter start-up per host) → spawn every process →
+wire them together → start the spouts. A failure at any step tears down everything started on
 every host before the error reaches the caller. Nothing here prints: progress goes to a
 callback, errors are raised.
 """
@@ -10,6 +11,7 @@ callback, errors are raised.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 import time
@@ -46,8 +48,11 @@ from .protocol import (
     SupervisorSpec,
     TopologySpec,
     TopologyStatus,
+    VersionMismatch,
     Wiring,
     decode_json,
+    decode_ready,
+    same_release,
     topology_marker,
 )
 from .runtime.procfs import pid_alive, sweep
@@ -371,14 +376,13 @@ def _prepare_hosts(
         if rec.remote:
             progress(name, "connect", "")
             conn.connect()
-            progress(name, "check", rec.python)
-            _check_python(name, conn, rec.python)
             workdir = topo.host(name).workdir.rstrip("/")
             code_dir = f"{workdir}/code/{topo.name}"
             run_dir = RunLayout.of_run(workdir, topo.name, record.run).run_dir
             progress(name, "ship", str(tf.code_dir))
             shipped = conn.ship(tf.code_dir, code_dir)
             progress(name, "ship", f"{len(shipped.sent)} sent, {shipped.unchanged} unchanged")
+            progress(name, "check", rec.python)  # done by the supervisor's own start
             advertise = getattr(conn, "resolved_address", None) or topo.host(name).address or name
             bind_host = "0.0.0.0"
         else:
@@ -399,23 +403,13 @@ def _prepare_hosts(
             advertise=advertise,
             curve=CurveKeys.from_dict(record.curve),
             env=topo.host(name).env,
+            expect_version=__version__,
         )
-        result = conn.run(
-            [rec.python, "-m", "clusterduck.runtime.supervisor", *topology_marker(topo.name)],
-            stdin=json.dumps(spec.to_dict()).encode(),
-            timeout=START_TIMEOUT,
-        )
-        if result.returncode != 0 or not result.stdout.strip():
-            raise StartFailed(
-                name,
-                "the supervisor did not start",
-                log_tail=(result.stderr or result.stdout)[-3000:],
-                hint="see the log lines above; run `clusterduck logs` for more",
-            )
-        ready = SupervisorReady.from_dict(decode_json(result.stdout.strip().splitlines()[-1]))
+        ready = _start_supervisor(name, conn, rec.python, spec)
         rec.control, rec.pid = ready.control, ready.pid
         rec.run_dir = ready.run_dir  # absolute: `~` expanded on that host
         record.save()
+        _check_ready_version(name, rec.python, ready)  # after save: a failure tears it down
 
     raise_first_error(in_parallel(list(record.hosts), prepare))
 
@@ -449,7 +443,84 @@ def _spawn_and_wire(cluster: Cluster, collector: str | None, progress: Progress)
         progress(host, "ready", "")
 
 
+_MISSING_MODULE = re.compile(r"No module named '?([A-Za-z_][\w.]*)'?")
+
+
+def _python_fix(host: str, python: str) -> str:
+    return (
+        f"install it there (`{python} -m pip install clusterduck=={__version__}`) or point "
+        f"hosts.{host}.python at an interpreter that has it"
+    )
+
+
+def _start_supervisor(
+    host: str, conn: HostConnection, python: str, spec: SupervisorSpec
+) -> SupervisorReady:
+    """Start the host's supervisor: ONE remote command, which also checks the interpreter.
+
+    The starter compares versions before it detaches and answers a typed
+    ``VersionMismatch``; an interpreter that is missing (exit 126/127) or lacks
+    clusterduck or zmq shows in the exit status and stderr. Each is a RemotePythonError
+    naming host, interpreter and the fix."""
+    fix = _python_fix(host, python)
+    result = conn.run(
+        [python, "-m", "clusterduck.runtime.supervisor", *topology_marker(spec.topology.name)],
+        stdin=json.dumps(spec.to_dict()).encode(),
+        timeout=START_TIMEOUT,
+    )
+    lines = result.stdout.strip().splitlines()
+    ready: SupervisorReady | VersionMismatch | None = None
+    if lines:
+        try:
+            ready = decode_ready(lines[-1])
+        except ProtocolError:
+            ready = None
+    if isinstance(ready, VersionMismatch):
+        raise RemotePythonError(
+            host,
+            f"{python} (Python {ready.python}) has clusterduck {ready.clusterduck}, this "
+            f"machine has {spec.expect_version}: versions must match in major.minor",
+            fix,
+            python=python,
+        )
+    if result.returncode in (126, 127):
+        raise RemotePythonError(
+            host,
+            f"interpreter {python!r} did not run: {result.stderr.strip()[-500:]}",
+            fix,
+            python=python,
+        )
+    missing = _MISSING_MODULE.search(result.stderr)
+    module = missing.group(1).split(".")[0] if missing else ""
+    if result.returncode != 0 and missing and module in ("clusterduck", "zmq"):
+        raise RemotePythonError(
+            host, f"{python} cannot import {module} ({missing.group(0)})", fix, python=python
+        )
+    if result.returncode != 0 or not isinstance(ready, SupervisorReady):
+        raise StartFailed(
+            host,
+            "the supervisor did not start",
+            log_tail=(result.stderr or result.stdout)[-3000:],
+            hint="see the log lines above; run `clusterduck logs` for more",
+        )
+    return ready
+
+
+def _check_ready_version(host: str, python: str, ready: SupervisorReady) -> None:
+    """A supervisor too old to check ``expect_version`` still says its version."""
+    if not same_release(ready.clusterduck, __version__):
+        raise RemotePythonError(
+            host,
+            f"{python} has clusterduck {ready.clusterduck}, this machine has {__version__}: "
+            "versions must match in major.minor",
+            _python_fix(host, python),
+            python=python,
+        )
+
+
 def _check_python(host: str, conn: HostConnection, python: str) -> None:
+    """A separate interpreter probe, for a launcher whose supervisor start cannot double
+    as the check (``up`` over SSH uses ``_start_supervisor`` instead)."""
     probe = (
         "import json, sys\n"
         "found = {'python': sys.version.split()[0]}\n"

@@ -61,11 +61,14 @@ __all__ = [
     "SupervisorSpec",
     "TopologySpec",
     "TopologyStatus",
+    "VersionMismatch",
     "Wiring",
     "data_header",
     "decode_json",
+    "decode_ready",
     "eos_header",
     "parse_header",
+    "same_release",
     "topology_marker",
 ]
 
@@ -402,9 +405,18 @@ class Wiring:
         return cls(endpoints, _get(data, "collector", str, None))
 
 
+def same_release(a: str, b: str) -> bool:
+    """Two clusterduck versions that work together: the same major.minor."""
+    return a.split(".")[:2] == b.split(".")[:2]
+
+
 @dataclass(frozen=True)
 class SupervisorSpec:
-    """What ``up`` hands a host's supervisor on stdin (JSON)."""
+    """What ``up`` hands a host's supervisor on stdin (JSON).
+
+    ``expect_version`` is ``up``'s clusterduck version: the starter compares it with its
+    own before it detaches, so starting the supervisor is also the host's interpreter
+    check (one remote interpreter start-up per host, not two)."""
 
     topology: TopologySpec
     host: str
@@ -414,6 +426,7 @@ class SupervisorSpec:
     advertise: str
     curve: CurveKeys | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    expect_version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -426,7 +439,15 @@ class SupervisorSpec:
             "advertise": self.advertise,
             "curve": self.curve.to_dict() if self.curve else None,
             "env": dict(self.env),
+            "expect_version": self.expect_version,
         }
+
+    @staticmethod
+    def expected_version(data: Mapping[str, Any]) -> str | None:
+        """``expect_version`` of a spec that may not parse at all (it may come from
+        another release): read first, so a mismatch is answered as one."""
+        value = data.get("expect_version")
+        return value if isinstance(value, str) else None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SupervisorSpec:
@@ -440,6 +461,7 @@ class SupervisorSpec:
             advertise=_get(data, "advertise", str),
             curve=CurveKeys.from_dict(_get(data, "curve", dict, None)),
             env=_str_dict(data.get("env") or {}, "env"),
+            expect_version=_get(data, "expect_version", str, None),
         )
 
 
@@ -512,13 +534,15 @@ class ProcessSpec:
 
 @dataclass(frozen=True)
 class SupervisorReady:
-    """The one line a starting supervisor prints: where to reach it, and its paths with
-    ``~`` expanded on its host."""
+    """The one line a starting supervisor prints: where to reach it, its paths with
+    ``~`` expanded on its host, and its clusterduck version (so ``up`` catches a
+    supervisor too old to check ``expect_version`` itself)."""
 
     control: str
     pid: int
     run_dir: str
     code_dir: str
+    clusterduck: str = "?"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -530,7 +554,39 @@ class SupervisorReady:
             _get(data, "pid", int),
             _get(data, "run_dir", str),
             _get(data, "code_dir", str),
+            _get(data, "clusterduck", str, "?"),
         )
+
+
+@dataclass(frozen=True)
+class VersionMismatch:
+    """The starter's line instead of :class:`SupervisorReady` when its clusterduck does
+    not match the spec's ``expect_version`` in major.minor (exit 3, nothing started)."""
+
+    clusterduck: str  # the host's version
+    python: str  # the host interpreter's version
+    executable: str
+
+    EXIT_CODE: ClassVar[int] = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": "version", **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VersionMismatch:
+        return cls(
+            _get(data, "clusterduck", str, "?"),
+            _get(data, "python", str, "?"),
+            _get(data, "executable", str, "?"),
+        )
+
+
+def decode_ready(line: bytes | str) -> SupervisorReady | VersionMismatch:
+    """The readiness line of ``python -m clusterduck.runtime.supervisor``."""
+    data = decode_json(line)
+    if data.get("error") == "version":
+        return VersionMismatch.from_dict(data)
+    return SupervisorReady.from_dict(data)
 
 
 def _check_version(data: Mapping[str, Any]) -> None:

@@ -2,10 +2,14 @@
 
 ``python -m clusterduck.runtime.supervisor`` reads its JSON spec on stdin, detaches
 (fork + ``setsid``, so it outlives the terminal or SSH channel that started it), prints
-one readiness line ``{"control": endpoint, "pid": n}`` and returns. The detached
-supervisor then spawns the host's component processes, restarts those that crash (with
-backoff and a limit), keeps their logs under ``<run_dir>/logs`` and answers the control
-requests of ``clusterduck up/status/down`` on a ROUTER socket:
+one readiness line (``protocol.SupervisorReady``: control endpoint, pid, paths, its
+clusterduck version) and returns. When this host's clusterduck does not match the spec's
+``expect_version`` in major.minor, the line is a ``protocol.VersionMismatch`` instead
+(exit 3) and nothing starts: ``up`` checks the interpreter with the same remote command
+that starts the supervisor. The detached supervisor then spawns the host's component
+processes, restarts those that crash (with backoff and a limit), keeps their logs under
+``<run_dir>/logs`` and answers the control requests of ``clusterduck up/status/down`` on
+a ROUTER socket:
 
 =========  ===================================================================
 ``spawn``  start every local instance; answer with their inbox endpoints
@@ -38,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import __version__
 from ..exceptions import ProtocolError
 from ..protocol import (
     ControlRequest,
@@ -52,9 +57,11 @@ from ..protocol import (
     StepReply,
     SupervisorReady,
     SupervisorSpec,
+    VersionMismatch,
     Wiring,
     decode_json,
     decode_process_message,
+    same_release,
     topology_marker,
 )
 from .procfs import sweep
@@ -567,7 +574,9 @@ def _daemonize_and_run(spec: SupervisorSpec) -> int:
     sup: Supervisor | None = None
     try:
         sup = Supervisor(spec)
-        ready = SupervisorReady(sup.control.endpoint, os.getpid(), spec.run_dir, spec.code_dir)
+        ready = SupervisorReady(
+            sup.control.endpoint, os.getpid(), spec.run_dir, spec.code_dir, __version__
+        )
         os.write(write_fd, (json.dumps(ready.to_dict()) + "\n").encode())
         os.close(write_fd)
         sup.run()
@@ -580,13 +589,28 @@ def _daemonize_and_run(spec: SupervisorSpec) -> int:
     os._exit(0)
 
 
+def version_problem(expected: str | None) -> VersionMismatch | None:
+    """Why this host cannot run ``up``'s version, checked before anything starts.
+
+    ``up`` learns it from the one remote command that starts the supervisor: no separate
+    interpreter start-up probes the host."""
+    if expected is None or same_release(expected, __version__):
+        return None
+    return VersionMismatch(__version__, sys.version.split()[0], sys.executable)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["--sweep"]:
         print(sweep(int(args[1]), args[2]))
         return 0
-    spec = SupervisorSpec.from_dict(decode_json(sys.stdin.read()))
-    return _daemonize_and_run(spec)
+    raw = decode_json(sys.stdin.read())
+    # Before the spec is parsed: one from another release may not parse at all.
+    problem = version_problem(SupervisorSpec.expected_version(raw))
+    if problem is not None:
+        sys.stdout.write(json.dumps(problem.to_dict()) + "\n")
+        return VersionMismatch.EXIT_CODE
+    return _daemonize_and_run(SupervisorSpec.from_dict(raw))
 
 
 if __name__ == "__main__":
