@@ -72,6 +72,13 @@ Progress = Callable[[str, str, str], None]  # (host, step, detail)
 START_TIMEOUT = 60.0
 LOCAL_REQUEST_TIMEOUT = 3.0
 REMOTE_REQUEST_TIMEOUT = 5.0
+# `status` and `down` call a remote host "unreachable" when its supervisor's control port
+# accepts no TCP connection within this time; the other hosts' rows do not wait for it
+# (documented in the README, "Many machines").
+UNREACHABLE_AFTER = 2.5
+# How long `down` waits for a killed supervisor to close its control port (it exits
+# right after) before it sweeps that host over SSH.
+GONE_AFTER = 5.0
 
 
 def _no_progress(host: str, step: str, detail: str = "") -> None:
@@ -97,6 +104,11 @@ class Cluster:
         self.curve = CurveKeys.from_dict(record.curve)
         self.accept_new_host_keys = accept_new_host_keys
         self._conns: dict[str, HostConnection] = {}
+        # Filled by host_status: hosts nothing reaches, and the final status of hosts
+        # whose supervisor has ended (it sweeps its own session before it exits). An
+        # ended host is not asked again, and `down` needs no SSH for either.
+        self.unreachable: set[str] = set()
+        self.ended: dict[str, HostStatus] = {}
 
     def conn(self, host: str) -> HostConnection:
         if host not in self._conns:
@@ -125,13 +137,33 @@ class Cluster:
     # -- status ----------------------------------------------------------------------
 
     def host_status(self, host: str) -> HostStatus:
+        """One host's status; an unreachable host answers within UNREACHABLE_AFTER."""
         rec = self.record.hosts[host]
+        if host in self.ended:
+            return self.ended[host]
+        self.unreachable.discard(host)
         if not rec.remote and not pid_alive(rec.pid):
-            return self._final_or_lost(host, "supervisor process is gone")
+            return self._ended(self._final_or_lost(host, "supervisor process is gone"))
+        if rec.remote:
+            # One TCP connect tells the cases apart at once: accepted (the supervisor
+            # listens), refused (the host is up, the supervisor gone: read its final
+            # status over SSH), or nothing (unreachable: no SSH attempt, no long wait).
+            reach = probe(rec.control, UNREACHABLE_AFTER)
+            if reach == "unreachable":
+                self.unreachable.add(host)
+                why = f"{rec.control} did not answer within {UNREACHABLE_AFTER:g}s"
+                return HostStatus(host, State.UNREACHABLE, rec.pid, why)
+            if reach == "closed":
+                return self._ended(self._final_or_lost(host, "supervisor is gone"))
         try:
-            return HostStatus.from_dict(self.request(host, ControlRequest(Op.STATUS)))
+            return self._ended(HostStatus.from_dict(self.request(host, ControlRequest(Op.STATUS))))
         except ControlTimeout:
-            return self._final_or_lost(host, "supervisor does not answer")
+            return self._ended(self._final_or_lost(host, "supervisor does not answer"))
+
+    def _ended(self, status: HostStatus) -> HostStatus:
+        if status.state.ended:
+            self.ended[status.host] = status
+        return status
 
     def _final_or_lost(self, host: str, why: str) -> HostStatus:
         rec = self.record.hosts[host]
@@ -225,6 +257,8 @@ class Cluster:
 
     def _ask_stop(self, host: str) -> None:
         rec = self.record.hosts[host]
+        if rec.remote and probe(rec.control, UNREACHABLE_AFTER) != "open":
+            return  # unreachable or already gone: status says which
         if rec.remote or pid_alive(rec.pid):
             try:
                 self.request(host, ControlRequest(Op.STOP))
@@ -232,15 +266,23 @@ class Cluster:
                 pass  # status will show the host unreachable; kill still sweeps it
 
     def _kill_host(self, host: str) -> None:
+        """Kill what runs on ``host``; SSH only when its supervisor could not do it."""
         rec = self.record.hosts[host]
-        if rec.remote or pid_alive(rec.pid):
-            try:
-                self.request(host, ControlRequest(Op.KILL), timeout=2.0)
-            except ClusterduckError:
-                pass
+        swept = False
+        if host not in self.unreachable and host not in self.ended:
+            if rec.remote or pid_alive(rec.pid):
+                try:
+                    # The supervisor kills its processes and sweeps its session.
+                    swept = _swept(self.request(host, ControlRequest(Op.KILL), timeout=2.0))
+                except ClusterduckError:
+                    pass
         if not rec.remote:
             sweep(rec.pid, self.record.name)
             return
+        if host in self.unreachable:
+            return  # what no TCP connect reaches, SSH does not reach either
+        if (swept or host in self.ended) and _gone(rec.control, GONE_AFTER):
+            return  # it swept its session and exited: nothing left on that host
         try:
             self.conn(host).run(
                 [
@@ -260,6 +302,43 @@ class Cluster:
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
+
+
+def _swept(reply: dict[str, Any]) -> bool:
+    """Whether a supervisor's answer to ``kill`` says its session is swept: a kill reply
+    saying so, or its final status (it sweeps before writing that, then lingers)."""
+    try:
+        return StepReply.from_dict(reply).swept is not None
+    except ProtocolError:
+        pass
+    try:
+        return HostStatus.from_dict(reply).state.ended
+    except ProtocolError:
+        return False
+
+
+def _gone(control: str, within: float) -> bool:
+    """Wait until a supervisor told to end has closed its control port (it exits right
+    after), so `down` returns with nothing left; False when it is still there."""
+    deadline = time.monotonic() + within
+    while probe(control, 1.0) == "open":
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def probe(endpoint: str, timeout: float) -> str:
+    """``open``, ``closed`` (refused: the host is up, nothing listens) or ``unreachable``
+    for a ``tcp://address:port`` control endpoint: one TCP connect, closed at once."""
+    address, _, port = endpoint.removeprefix("tcp://").rpartition(":")
+    try:
+        with socket.create_connection((address.strip("[]"), int(port)), timeout=timeout):
+            return "open"
+    except ConnectionRefusedError:
+        return "closed"
+    except (OSError, ValueError):
+        return "unreachable"
 
 
 def _overall(host_states: dict[str, State], recorded: State) -> State:

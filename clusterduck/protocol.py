@@ -663,13 +663,17 @@ class ControlRequest:
 
 @dataclass(frozen=True)
 class StepReply:
-    """A supervisor's answer to ``spawn``, ``wire``, ``start``, ``stop`` or ``kill``."""
+    """A supervisor's answer to ``spawn``, ``wire``, ``start``, ``stop`` or ``kill``.
+
+    ``swept`` (kill, abort): the supervisor also swept its session, killing that many
+    leftover processes of the topology, so ``down`` needs no SSH sweep of that host."""
 
     ok: bool
     error: str | None = None
     component: str | None = None
     log_tail: str = ""
     endpoints: Mapping[str, Mapping[str, str]] | None = None  # spawn: every local inbox
+    swept: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"ok": self.ok}
@@ -677,6 +681,8 @@ class StepReply:
             data.update(error=self.error, component=self.component, log_tail=self.log_tail)
         if self.endpoints is not None:
             data["endpoints"] = {k: dict(v) for k, v in self.endpoints.items()}
+        if self.swept is not None:
+            data["swept"] = self.swept
         return data
 
     @classmethod
@@ -690,6 +696,7 @@ class StepReply:
             endpoints=Wiring.from_dict({"endpoints": endpoints}).endpoints
             if endpoints is not None
             else None,
+            swept=_get(data, "swept", int, None),
         )
 
 

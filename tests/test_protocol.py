@@ -165,6 +165,9 @@ def test_control_messages_round_trip() -> None:
     assert ControlRequest.from_dict(wire.to_dict()) == wire
     reply = StepReply(ok=False, error="boom", component="a/0", log_tail="x")
     assert StepReply.from_dict(reply.to_dict()) == reply
+    killed = StepReply(ok=True, swept=2)
+    assert StepReply.from_dict(json.loads(json.dumps(killed.to_dict()))) == killed
+    assert StepReply.from_dict({"ok": True}).swept is None
     report = InstanceReport(Op.REPORT, 42, state=State.RUNNING, received=3, anomalies={"late": 1})
     assert decode_process_message(json.dumps(report.to_dict()).encode()) == report
 

@@ -101,7 +101,7 @@ def test_matching_version_starts_and_its_ready_line_says_the_version(tmp_path: P
         reply = StepReply.from_dict(
             request(ready.control, ControlRequest(Op.KILL).to_dict(), timeout=10)
         )
-        assert reply.ok
+        assert reply.ok and reply.swept is not None  # it swept its own session
         wait_until(lambda: not pid_alive(ready.pid), timeout=30, what="the supervisor's exit")
     finally:
         if pid_alive(ready.pid):

@@ -17,7 +17,7 @@ a ROUTER socket:
 ``start``  let the spouts dispatch
 ``status`` counters and states of every local instance
 ``stop``   graceful: spouts stop, everything drains through end of stream
-``kill``   kill every local process now; the supervisor exits
+``kill``   kill every local process, sweep the session; the supervisor exits
 ``abort``  like kill, sent by a peer supervisor when ``on_error: stop`` fired
 =========  ===================================================================
 
@@ -422,6 +422,8 @@ class Supervisor:
                 self.failure = self.failure or msg.reason or "aborted by a peer"
             self.stopping = self.killed = True
             self.kill_all()
+            # What a process forked on its own is gone too: `down` needs no SSH sweep.
+            reply = StepReply(ok=True, swept=sweep(os.getsid(0), self.topology.name))
         else:
             reply = StepReply(ok=False, error=f"op {op.value!r} is not for a supervisor")
         if reply is not None:
@@ -502,6 +504,8 @@ class Supervisor:
         self.write_final()
 
     def write_final(self) -> None:
+        # Sweep before final.json appears: a host with a final status has nothing left.
+        sweep(os.getsid(0), self.topology.name)
         final = self.status().to_dict()
         target = Path(self.layout.final_status)
         tmp = target.with_suffix(".json.tmp")
