@@ -1,8 +1,9 @@
 """Starting, querying and stopping a topology across its hosts (the CLI's engine).
 
-``up`` runs in steps, every host in parallel where it can: connect → check the
-interpreter → ship ``code`` → start the supervisor → spawn every process → wire them
-together → start the spouts. A failure at any step tears down everything started on
+``up`` runs in steps, every host in parallel where it can: connect → ship ``code`` →
+start the supervisor (which is also the check of the host's interpreter and its
+clusterduck version: one remote interpreter start-up per host) → spawn every process →
+wire them together → start the spouts. A failure at any step tears down everything started on
 every host before the error reaches the caller. Nothing here prints: progress goes to a
 callback, errors are raised.
 """
@@ -10,6 +11,7 @@ callback, errors are raised.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 import time
@@ -47,8 +49,11 @@ from .protocol import (
     SupervisorSpec,
     TopologySpec,
     TopologyStatus,
+    VersionMismatch,
     Wiring,
     decode_json,
+    decode_ready,
+    same_release,
     topology_marker,
 )
 from .runtime.procfs import pid_alive, sweep
@@ -68,6 +73,13 @@ Progress = Callable[[str, str, str], None]  # (host, step, detail)
 START_TIMEOUT = 60.0
 LOCAL_REQUEST_TIMEOUT = 3.0
 REMOTE_REQUEST_TIMEOUT = 5.0
+# `status` and `down` call a remote host "unreachable" when its supervisor's control port
+# accepts no TCP connection within this time; the other hosts' rows do not wait for it
+# (documented in the README, "Many machines").
+UNREACHABLE_AFTER = 2.5
+# How long `down` waits for a killed supervisor to close its control port (it exits
+# right after) before it sweeps that host over SSH.
+GONE_AFTER = 5.0
 
 
 def _no_progress(host: str, step: str, detail: str = "") -> None:
@@ -95,6 +107,11 @@ class Cluster:
         self.curve = CurveKeys.from_dict(record.curve)
         self.accept_new_host_keys = accept_new_host_keys
         self._conns: dict[str, HostConnection] = {}
+        # Filled by host_status: hosts nothing reaches, and the final status of hosts
+        # whose supervisor has ended (it sweeps its own session before it exits). An
+        # ended host is not asked again, and `down` needs no SSH for either.
+        self.unreachable: set[str] = set()
+        self.ended: dict[str, HostStatus] = {}
 
     def conn(self, host: str) -> HostConnection:
         if host not in self._conns:
@@ -124,19 +141,39 @@ class Cluster:
     # -- status ----------------------------------------------------------------------
 
     def host_status(self, host: str) -> HostStatus:
+        """One host's status; an unreachable host answers within UNREACHABLE_AFTER."""
         rec = self.record.hosts[host]
+        if host in self.ended:
+            return self.ended[host]
+        self.unreachable.discard(host)
         if not rec.remote and not pid_alive(rec.pid):
-            return self._final_or_lost(host, "supervisor process is gone")
+            return self._ended(self._final_or_lost(host, "supervisor process is gone"))
         if rec.slurm:  # Slurm: a job the scheduler ended answers from its verdict
             ended = deploy_slurm.ended_status(self, host)
             if ended is not None:
                 return ended
             if not rec.control:  # queued when `up` failed or was interrupted
                 return HostStatus(host, State.STARTING, None)
+        if rec.remote:
+            # One TCP connect tells the cases apart at once: accepted (the supervisor
+            # listens), refused (the host is up, the supervisor gone: read its final
+            # status over SSH), or nothing (unreachable: no SSH attempt, no long wait).
+            reach = probe(rec.control, UNREACHABLE_AFTER)
+            if reach == "unreachable":
+                self.unreachable.add(host)
+                why = f"{rec.control} did not answer within {UNREACHABLE_AFTER:g}s"
+                return HostStatus(host, State.UNREACHABLE, rec.pid, why)
+            if reach == "closed":
+                return self._ended(self._final_or_lost(host, "supervisor is gone"))
         try:
-            return HostStatus.from_dict(self.request(host, ControlRequest(Op.STATUS)))
+            return self._ended(HostStatus.from_dict(self.request(host, ControlRequest(Op.STATUS))))
         except ControlTimeout:
-            return self._final_or_lost(host, "supervisor does not answer")
+            return self._ended(self._final_or_lost(host, "supervisor does not answer"))
+
+    def _ended(self, status: HostStatus) -> HostStatus:
+        if status.state.ended:
+            self.ended[status.host] = status
+        return status
 
     def _final_or_lost(self, host: str, why: str) -> HostStatus:
         rec = self.record.hosts[host]
@@ -234,25 +271,37 @@ class Cluster:
 
     def _ask_stop(self, host: str) -> None:
         rec = self.record.hosts[host]
-        if rec.control and (rec.remote or pid_alive(rec.pid)):
+        if not rec.control:
+            return  # a Slurm group still queued: cancelling the job stops it
+        if rec.remote and probe(rec.control, UNREACHABLE_AFTER) != "open":
+            return  # unreachable or already gone: status says which
+        if rec.remote or pid_alive(rec.pid):
             try:
                 self.request(host, ControlRequest(Op.STOP))
             except ClusterduckError:
                 pass  # status will show the host unreachable; kill still sweeps it
 
     def _kill_host(self, host: str) -> None:
+        """Kill what runs on ``host``; SSH only when its supervisor could not do it."""
         rec = self.record.hosts[host]
-        if rec.control and (rec.remote or pid_alive(rec.pid)):
-            try:
-                self.request(host, ControlRequest(Op.KILL), timeout=2.0)
-            except ClusterduckError:
-                pass
+        swept = False
+        if rec.control and host not in self.unreachable and host not in self.ended:
+            if rec.remote or pid_alive(rec.pid):
+                try:
+                    # The supervisor kills its processes and sweeps its session.
+                    swept = _swept(self.request(host, ControlRequest(Op.KILL), timeout=2.0))
+                except ClusterduckError:
+                    pass
         if rec.slurm:  # Slurm takes back the job and every process in it
             deploy_slurm.cancel(self, host)
             return
         if not rec.remote:
             sweep(rec.pid, self.record.name)
             return
+        if host in self.unreachable:
+            return  # what no TCP connect reaches, SSH does not reach either
+        if (swept or host in self.ended) and _gone(rec.control, GONE_AFTER):
+            return  # it swept its session and exited: nothing left on that host
         try:
             self.conn(host).run(
                 [
@@ -272,6 +321,43 @@ class Cluster:
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
+
+
+def _swept(reply: dict[str, Any]) -> bool:
+    """Whether a supervisor's answer to ``kill`` says its session is swept: a kill reply
+    saying so, or its final status (it sweeps before writing that, then lingers)."""
+    try:
+        return StepReply.from_dict(reply).swept is not None
+    except ProtocolError:
+        pass
+    try:
+        return HostStatus.from_dict(reply).state.ended
+    except ProtocolError:
+        return False
+
+
+def _gone(control: str, within: float) -> bool:
+    """Wait until a supervisor told to end has closed its control port (it exits right
+    after), so `down` returns with nothing left; False when it is still there."""
+    deadline = time.monotonic() + within
+    while probe(control, 1.0) == "open":
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def probe(endpoint: str, timeout: float) -> str:
+    """``open``, ``closed`` (refused: the host is up, nothing listens) or ``unreachable``
+    for a ``tcp://address:port`` control endpoint: one TCP connect, closed at once."""
+    address, _, port = endpoint.removeprefix("tcp://").rpartition(":")
+    try:
+        with socket.create_connection((address.strip("[]"), int(port)), timeout=timeout):
+            return "open"
+    except ConnectionRefusedError:
+        return "closed"
+    except (OSError, ValueError):
+        return "unreachable"
 
 
 def _overall(host_states: dict[str, State], recorded: State) -> State:
@@ -416,14 +502,13 @@ def _prepare_hosts(
         if rec.remote:
             progress(name, "connect", "")
             conn.connect()
-            progress(name, "check", rec.python)
-            _check_python(name, conn, rec.python)
             workdir = topo.host(name).workdir.rstrip("/")
             code_dir = f"{workdir}/code/{topo.name}"
             run_dir = RunLayout.of_run(workdir, topo.name, record.run).run_dir
             progress(name, "ship", str(tf.code_dir))
             shipped = conn.ship(tf.code_dir, code_dir)
             progress(name, "ship", f"{len(shipped.sent)} sent, {shipped.unchanged} unchanged")
+            progress(name, "check", rec.python)  # done by the supervisor's own start
             advertise = getattr(conn, "resolved_address", None) or topo.host(name).address or name
             bind_host = "0.0.0.0"
         else:
@@ -440,23 +525,13 @@ def _prepare_hosts(
             advertise=advertise,
             curve=CurveKeys.from_dict(record.curve),
             env=topo.host(name).env,
+            expect_version=__version__,
         )
-        result = conn.run(
-            [rec.python, "-m", "clusterduck.runtime.supervisor", *topology_marker(topo.name)],
-            stdin=json.dumps(spec.to_dict()).encode(),
-            timeout=START_TIMEOUT,
-        )
-        if result.returncode != 0 or not result.stdout.strip():
-            raise StartFailed(
-                name,
-                "the supervisor did not start",
-                log_tail=(result.stderr or result.stdout)[-3000:],
-                hint="see the log lines above; run `clusterduck logs` for more",
-            )
-        ready = SupervisorReady.from_dict(decode_json(result.stdout.strip().splitlines()[-1]))
+        ready = _start_supervisor(name, conn, rec.python, spec)
         rec.control, rec.pid = ready.control, ready.pid
         rec.run_dir = ready.run_dir  # absolute: `~` expanded on that host
         record.save()
+        _check_ready_version(name, rec.python, ready)  # after save: a failure tears it down
 
     # Slurm groups first: their queue wait must not run out other supervisors' patience.
     names = list(record.hosts)  # a group adds "<group>#<rank>" records as it starts
@@ -494,7 +569,84 @@ def _spawn_and_wire(cluster: Cluster, collector: str | None, progress: Progress)
         progress(host, "ready", "")
 
 
+_MISSING_MODULE = re.compile(r"No module named '?([A-Za-z_][\w.]*)'?")
+
+
+def _python_fix(host: str, python: str) -> str:
+    return (
+        f"install it there (`{python} -m pip install clusterduck=={__version__}`) or point "
+        f"hosts.{host}.python at an interpreter that has it"
+    )
+
+
+def _start_supervisor(
+    host: str, conn: HostConnection, python: str, spec: SupervisorSpec
+) -> SupervisorReady:
+    """Start the host's supervisor: ONE remote command, which also checks the interpreter.
+
+    The starter compares versions before it detaches and answers a typed
+    ``VersionMismatch``; an interpreter that is missing (exit 126/127) or lacks
+    clusterduck or zmq shows in the exit status and stderr. Each is a RemotePythonError
+    naming host, interpreter and the fix."""
+    fix = _python_fix(host, python)
+    result = conn.run(
+        [python, "-m", "clusterduck.runtime.supervisor", *topology_marker(spec.topology.name)],
+        stdin=json.dumps(spec.to_dict()).encode(),
+        timeout=START_TIMEOUT,
+    )
+    lines = result.stdout.strip().splitlines()
+    ready: SupervisorReady | VersionMismatch | None = None
+    if lines:
+        try:
+            ready = decode_ready(lines[-1])
+        except ProtocolError:
+            ready = None
+    if isinstance(ready, VersionMismatch):
+        raise RemotePythonError(
+            host,
+            f"{python} (Python {ready.python}) has clusterduck {ready.clusterduck}, this "
+            f"machine has {spec.expect_version}: versions must match in major.minor",
+            fix,
+            python=python,
+        )
+    if result.returncode in (126, 127):
+        raise RemotePythonError(
+            host,
+            f"interpreter {python!r} did not run: {result.stderr.strip()[-500:]}",
+            fix,
+            python=python,
+        )
+    missing = _MISSING_MODULE.search(result.stderr)
+    module = missing.group(1).split(".")[0] if missing else ""
+    if result.returncode != 0 and missing and module in ("clusterduck", "zmq"):
+        raise RemotePythonError(
+            host, f"{python} cannot import {module} ({missing.group(0)})", fix, python=python
+        )
+    if result.returncode != 0 or not isinstance(ready, SupervisorReady):
+        raise StartFailed(
+            host,
+            "the supervisor did not start",
+            log_tail=(result.stderr or result.stdout)[-3000:],
+            hint="see the log lines above; run `clusterduck logs` for more",
+        )
+    return ready
+
+
+def _check_ready_version(host: str, python: str, ready: SupervisorReady) -> None:
+    """A supervisor too old to check ``expect_version`` still says its version."""
+    if not same_release(ready.clusterduck, __version__):
+        raise RemotePythonError(
+            host,
+            f"{python} has clusterduck {ready.clusterduck}, this machine has {__version__}: "
+            "versions must match in major.minor",
+            _python_fix(host, python),
+            python=python,
+        )
+
+
 def _check_python(host: str, conn: HostConnection, python: str) -> None:
+    """A separate interpreter probe, for a launcher whose supervisor start cannot double
+    as the check (``up`` over SSH uses ``_start_supervisor`` instead)."""
     probe = (
         "import json, sys\n"
         "found = {'python': sys.version.split()[0]}\n"

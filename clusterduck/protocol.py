@@ -69,9 +69,11 @@ __all__ = [
     "ThisMachine",
     "TopologySpec",
     "TopologyStatus",
+    "VersionMismatch",
     "Wiring",
     "data_header",
     "decode_json",
+    "decode_ready",
     "eos_header",
     "grant_frame",
     "pack_count",
@@ -79,6 +81,7 @@ __all__ = [
     "parse_grant",
     "parse_header",
     "probe_header",
+    "same_release",
     "topology_marker",
 ]
 
@@ -521,6 +524,11 @@ class Wiring:
         return cls(endpoints, _get(data, "collector", str, None))
 
 
+def same_release(a: str, b: str) -> bool:
+    """Two clusterduck versions that work together: the same major.minor."""
+    return a.split(".")[:2] == b.split(".")[:2]
+
+
 @dataclass(frozen=True)
 class ThisMachine:
     """A Slurm group's spec: how a node recognises the machine ``up`` ran on (then it
@@ -549,7 +557,11 @@ class SupervisorSpec:
     A Slurm group's spec (``--slurm``) also says where to report readiness
     (``report_to``), how to recognise this machine (``this_machine``) and, without a
     shared file system, carries the code (``code_archive``, base64 tar.gz); each node
-    then sets ``share`` = (rank, size): it runs every size-th instance of the group."""
+    then sets ``share`` = (rank, size): it runs every size-th instance of the group.
+
+    ``expect_version`` is ``up``'s clusterduck version: the starter compares it with its
+    own before it detaches, so starting the supervisor is also the host's interpreter
+    check (one remote interpreter start-up per host, not two)."""
 
     topology: TopologySpec
     host: str
@@ -571,6 +583,8 @@ class SupervisorSpec:
         rank, size = self.share
         return size == 1 or self.topology.slot(host, component, index) % size == rank
 
+    expect_version: str | None = None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": PROTOCOL_VERSION,
@@ -586,7 +600,15 @@ class SupervisorSpec:
             "report_to": self.report_to,
             "this_machine": self.this_machine.to_dict() if self.this_machine else None,
             "code_archive": self.code_archive,
+            "expect_version": self.expect_version,
         }
+
+    @staticmethod
+    def expected_version(data: Mapping[str, Any]) -> str | None:
+        """``expect_version`` of a spec that may not parse at all (it may come from
+        another release): read first, so a mismatch is answered as one."""
+        value = data.get("expect_version")
+        return value if isinstance(value, str) else None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SupervisorSpec:
@@ -608,6 +630,7 @@ class SupervisorSpec:
             report_to=_get(data, "report_to", str, None),
             this_machine=ThisMachine.from_dict(here) if here is not None else None,
             code_archive=_get(data, "code_archive", str, None),
+            expect_version=_get(data, "expect_version", str, None),
         )
 
 
@@ -680,8 +703,9 @@ class ProcessSpec:
 
 @dataclass(frozen=True)
 class SupervisorReady:
-    """The one line a starting supervisor prints: where to reach it, and its paths with
-    ``~`` expanded on its host."""
+    """The one line a starting supervisor prints: where to reach it, its paths with
+    ``~`` expanded on its host, and its clusterduck version (so ``up`` catches a
+    supervisor too old to check ``expect_version`` itself)."""
 
     control: str
     pid: int
@@ -689,6 +713,7 @@ class SupervisorReady:
     code_dir: str
     rank: int = 0  # a Slurm group's node: its rank in the job, and its name
     node: str = ""
+    clusterduck: str = "?"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -702,7 +727,39 @@ class SupervisorReady:
             _get(data, "code_dir", str),
             _get(data, "rank", int, 0),
             _get(data, "node", str, ""),
+            _get(data, "clusterduck", str, "?"),
         )
+
+
+@dataclass(frozen=True)
+class VersionMismatch:
+    """The starter's line instead of :class:`SupervisorReady` when its clusterduck does
+    not match the spec's ``expect_version`` in major.minor (exit 3, nothing started)."""
+
+    clusterduck: str  # the host's version
+    python: str  # the host interpreter's version
+    executable: str
+
+    EXIT_CODE: ClassVar[int] = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": "version", **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VersionMismatch:
+        return cls(
+            _get(data, "clusterduck", str, "?"),
+            _get(data, "python", str, "?"),
+            _get(data, "executable", str, "?"),
+        )
+
+
+def decode_ready(line: bytes | str) -> SupervisorReady | VersionMismatch:
+    """The readiness line of ``python -m clusterduck.runtime.supervisor``."""
+    data = decode_json(line)
+    if data.get("error") == "version":
+        return VersionMismatch.from_dict(data)
+    return SupervisorReady.from_dict(data)
 
 
 def _check_version(data: Mapping[str, Any]) -> None:
@@ -779,13 +836,17 @@ class ControlRequest:
 
 @dataclass(frozen=True)
 class StepReply:
-    """A supervisor's answer to ``spawn``, ``wire``, ``start``, ``stop`` or ``kill``."""
+    """A supervisor's answer to ``spawn``, ``wire``, ``start``, ``stop`` or ``kill``.
+
+    ``swept`` (kill, abort): the supervisor also swept its session, killing that many
+    leftover processes of the topology, so ``down`` needs no SSH sweep of that host."""
 
     ok: bool
     error: str | None = None
     component: str | None = None
     log_tail: str = ""
     endpoints: Mapping[str, Mapping[str, str]] | None = None  # spawn: every local inbox
+    swept: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"ok": self.ok}
@@ -793,6 +854,8 @@ class StepReply:
             data.update(error=self.error, component=self.component, log_tail=self.log_tail)
         if self.endpoints is not None:
             data["endpoints"] = {k: dict(v) for k, v in self.endpoints.items()}
+        if self.swept is not None:
+            data["swept"] = self.swept
         return data
 
     @classmethod
@@ -806,6 +869,7 @@ class StepReply:
             endpoints=Wiring.from_dict({"endpoints": endpoints}).endpoints
             if endpoints is not None
             else None,
+            swept=_get(data, "swept", int, None),
         )
 
 

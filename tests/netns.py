@@ -4,7 +4,8 @@ Each host is a network namespace with one veth into a bridge in the root namespa
 (10.231.7.1/24; hosts .11, .12, …) and its own sshd with its own host key, so SSH,
 host keys, unreachable hosts and cross-host traffic are all real. Namespaces share the
 filesystem and this Python, so every host gets its own temp ``workdir`` and the remote
-interpreter is ``sys.executable``. Only 10.231.7.0/24 and loopback are touched.
+interpreter is ``sys.executable``. Only 10.231.7.0/24 (and a second cluster's subnet,
+such as the ten-host test's 10.231.8.0/24) and loopback are touched.
 
 Needs root, ``ip`` and ``sshd``; ``skip_reason()`` says why not when they are missing.
 Teardown kills every process in the namespaces and removes namespaces, veths and the
@@ -105,7 +106,7 @@ def cleanup_leftovers() -> None:
         _ip("netns", "del", ns, check=False)
     for line in _ip("-o", "link", "show").stdout.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
-        match = re.fullmatch(r"cdt(\d+)(br|h\d+p?)", name)
+        match = re.fullmatch(r"cdt(\d+)[a-z]?(br|h\d+p?)", name)
         if match and _stale(match.group(1)):
             _ip("link", "del", name, check=False)
     for leftover in Path(tempfile.gettempdir()).glob("cdt-hosts-*-*"):
@@ -209,9 +210,15 @@ class NetnsHost:
 
 @dataclass
 class Cluster:
-    """N namespaced hosts on one bridge, each with a running sshd."""
+    """N namespaced hosts on one bridge, each with a running sshd.
+
+    ``subnet`` and ``label`` (one lowercase letter) let a second cluster exist beside the
+    session's three hosts in the same test run: its own bridge, addresses and names.
+    """
 
     count: int = 3
+    subnet: str = SUBNET
+    label: str = ""
     hosts: list[NetnsHost] = field(default_factory=list)
     root: Path = field(
         default_factory=lambda: Path(tempfile.mkdtemp(prefix=f"cdt-hosts-{os.getpid()}-"))
@@ -220,7 +227,9 @@ class Cluster:
     wrong_key: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self.tag = f"{os.getpid()}"
+        if self.label and not re.fullmatch(r"[a-z]", self.label):
+            raise ValueError(f"label must be one lowercase letter, got {self.label!r}")
+        self.tag = f"{os.getpid()}{self.label}"
         self.bridge = f"cdt{self.tag}br"
         self.client_key = self.root / "id_ed25519"
         self.wrong_key = self.root / "wrong_ed25519"
@@ -244,18 +253,18 @@ class Cluster:
         authorized = self.root / "authorized_keys"
         authorized.write_text(self.client_key.with_suffix(".pub").read_text())
         _ip("link", "add", self.bridge, "type", "bridge", "forward_delay", "0")
-        _ip("addr", "add", f"{BRIDGE_ADDR}/24", "dev", self.bridge)
+        _ip("addr", "add", f"{self.subnet}.1/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
         for i in range(1, self.count + 1):
             name = f"h{i}"
-            netns = f"{PREFIX}{self.tag}-{name}"
+            netns = f"{PREFIX}{os.getpid()}-{self.label}{name}"
             host_dir = self.root / name
             (host_dir / "etc").mkdir(parents=True)
             (host_dir / "work").mkdir()
             host = NetnsHost(
                 name=name,
                 netns=netns,
-                address=f"{SUBNET}.{10 + i}",
+                address=f"{self.subnet}.{10 + i}",
                 veth=f"cdt{self.tag}{name}",
                 veth_peer=f"cdt{self.tag}{name}p",
                 workdir=host_dir / "work",

@@ -1,7 +1,8 @@
 """Many machines: real sshd servers in network namespaces, driven through the CLI.
 
 Each host h1..h3 is a namespace with its own address (10.231.7.11-13), sshd, host key
-and workdir; this machine (``localhost``) reaches them over a bridge. Nothing is mocked.
+and workdir; this machine (``localhost``) reaches them over a bridge. The ten-host test
+builds ten more (10.231.8.11-20) beside them. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.netns import Cluster, SshHome
+from tests.netns import Cluster, SshHome, make_ssh_home, skip_reason
 from tests.procs import cmdline
 
 pytestmark = pytest.mark.ssh
@@ -307,3 +308,73 @@ def test_cut_link_shows_unreachable_and_force_down_cleans_rest(
     assert result.returncode == 0, result.stderr
     left = clusterduck_pids(netns_hosts)
     assert "h1" not in left and "h2" not in left
+
+
+@pytest.fixture(scope="module")
+def ten_hosts() -> Any:
+    """Ten more hosts (10.231.8.11-20) beside the session's three, for this module."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = Cluster(count=10, subnet="10.231.8", label="t").start()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def rows_by_host(status: dict[str, Any]) -> dict[str, set[str]]:
+    """The states of each host's instance rows in one ``status --json``."""
+    found: dict[str, set[str]] = collections.defaultdict(set)
+    for comp in status["components"]:
+        for row in comp["instances"]:
+            found[row["host"]].add(row["state"])
+    return found
+
+
+def test_ten_hosts_up_status_unreachable_down(ten_hosts: Cluster, tmp_path: Path) -> None:
+    """up over ten hosts, status lists all, a cut cable shows on that host alone (the
+    other nine answer in the same status), and down leaves nothing on any host."""
+    cli = CLI(make_ssh_home(ten_hosts, tmp_path / "home"), tmp_path / "state")
+    names = [h.name for h in ten_hosts.hosts]
+    path = write_stream(tmp_path, ten_hosts, name="ten")
+    text = path.read_text()
+    assert "    parallelism: 2\n    host: [h2, h3]" in text
+    path.write_text(
+        text.replace(
+            "    parallelism: 2\n    host: [h2, h3]",
+            f"    parallelism: 10\n    host: [{', '.join(names)}]",
+        )
+    )
+    try:
+        result = cli("up", str(path))
+        assert result.returncode == 0, result.stderr
+        assert set(clusterduck_pids(ten_hosts)) == set(names)
+
+        status = wait_until(
+            lambda: (s := cli.status("ten"))["state"] == "running" and s, what="running"
+        )
+        assert set(status["hosts"]) == set(names)
+        assert set(rows_by_host(status)) == set(names)
+
+        ten_hosts["h5"].link_down()
+        try:
+            status = wait_until(
+                lambda: (s := cli.status("ten"))["hosts"]["h5"] == "unreachable" and s,
+                what="h5 unreachable",
+            )
+            by_host = rows_by_host(status)
+            assert by_host["h5"] == {"unreachable"}
+            assert status["state"] == "broken"
+            assert any("h5" in p for p in status["problems"])
+            # The other nine answered in the same round and show their processes.
+            assert all(status["hosts"][h] == "running" for h in names if h != "h5")
+            assert all(by_host[h] and "unreachable" not in by_host[h] for h in names if h != "h5")
+        finally:
+            ten_hosts["h5"].link_up()
+
+        down = cli("down", "ten", "--timeout", "20")
+        assert down.returncode == 0, down.stderr
+        assert clusterduck_pids(ten_hosts) == {}
+    finally:
+        cli("down", "ten", "--force", timeout=120)

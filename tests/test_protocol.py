@@ -23,13 +23,16 @@ from clusterduck.protocol import (
     ProcessSpec,
     State,
     StepReply,
+    SupervisorReady,
     SupervisorSpec,
     TopologySpec,
     TopologyStatus,
+    VersionMismatch,
     Wiring,
     data_header,
     decode_json,
     decode_process_message,
+    decode_ready,
     eos_header,
     grant_frame,
     pack_count,
@@ -194,6 +197,27 @@ def test_a_spec_from_another_version_is_refused_with_the_fix() -> None:
         SupervisorSpec.from_dict(data)
 
 
+def test_expect_version_round_trips_and_is_read_from_any_spec() -> None:
+    sup = SupervisorSpec(spec(), "h", "/c", "/r", "0.0.0.0", "h", expect_version="0.1.0")
+    data = json.loads(json.dumps(sup.to_dict()))
+    assert SupervisorSpec.from_dict(data) == sup
+    # Read before parsing: a spec of another release need not parse at all.
+    assert SupervisorSpec.expected_version({"version": 99, "expect_version": "9.9"}) == "9.9"
+    assert SupervisorSpec.expected_version({"expect_version": 3}) is None
+
+
+def test_readiness_line_is_ready_or_a_typed_version_error() -> None:
+    ready = SupervisorReady("tcp://10.0.0.1:5", 42, "/r", "/c", clusterduck="0.1.0")
+    assert decode_ready(json.dumps(ready.to_dict())) == ready
+    old = {"control": "tcp://10.0.0.1:5", "pid": 42, "run_dir": "/r", "code_dir": "/c"}
+    assert decode_ready(json.dumps(old)) == SupervisorReady("tcp://10.0.0.1:5", 42, "/r", "/c")
+    mismatch = VersionMismatch("0.2.0", "3.11.2", "/usr/bin/python3")
+    line = json.dumps(mismatch.to_dict())
+    assert json.loads(line)["error"] == "version" and decode_ready(line) == mismatch
+    with pytest.raises(ProtocolError):
+        decode_ready('{"pid": 1}')
+
+
 def test_control_messages_round_trip() -> None:
     wire = ControlRequest(
         Op.WIRE,
@@ -204,6 +228,9 @@ def test_control_messages_round_trip() -> None:
     assert ControlRequest.from_dict(wire.to_dict()) == wire
     reply = StepReply(ok=False, error="boom", component="a/0", log_tail="x")
     assert StepReply.from_dict(reply.to_dict()) == reply
+    killed = StepReply(ok=True, swept=2)
+    assert StepReply.from_dict(json.loads(json.dumps(killed.to_dict()))) == killed
+    assert StepReply.from_dict({"ok": True}).swept is None
     report = InstanceReport(Op.REPORT, 42, state=State.RUNNING, received=3, anomalies={"late": 1})
     assert decode_process_message(json.dumps(report.to_dict()).encode()) == report
 

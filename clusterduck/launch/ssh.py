@@ -344,9 +344,11 @@ class SSHHost:
 
     def _command(self, argv: list[str], env: dict[str, str] | None) -> str:
         # `env K=V cmd` rather than paramiko's set_environment: sshd drops variables that
-        # AcceptEnv does not list, silently.
+        # AcceptEnv does not list, silently. `exec`: the user's login shell replaces
+        # itself with the command instead of waiting beside it (dash forks otherwise), so
+        # one process fewer per remote command and the command is sshd's direct child.
         if not env:
-            return shlex.join(argv)
+            return "exec " + shlex.join(argv)
         bad = [k for k in env if not _ENV_NAME.match(k)]
         if bad:
             raise LaunchError(
@@ -354,7 +356,7 @@ class SSHHost:
                 f"invalid environment variable name(s): {bad}",
                 "use letters, digits and underscores",
             )
-        return shlex.join(["env", *(f"{k}={v}" for k, v in env.items()), *argv])
+        return "exec " + shlex.join(["env", *(f"{k}={v}" for k, v in env.items()), *argv])
 
     # -- commands --------------------------------------------------------------------
 
@@ -576,6 +578,12 @@ class SSHHost:
         return report
 
     def _makedirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        try:  # the usual case on a re-run: one round trip instead of one per level
+            attrs = sftp.stat(path)
+            if attrs.st_mode is not None and stat.S_ISDIR(attrs.st_mode):
+                return
+        except FileNotFoundError:
+            pass
         parts = path.strip("/").split("/")
         current = ""
         for part in parts:

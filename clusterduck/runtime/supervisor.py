@@ -2,10 +2,14 @@
 
 ``python -m clusterduck.runtime.supervisor`` reads its JSON spec on stdin, detaches
 (fork + ``setsid``, so it outlives the terminal or SSH channel that started it), prints
-one readiness line ``{"control": endpoint, "pid": n}`` and returns. The detached
-supervisor then spawns the host's component processes, restarts those that crash (with
-backoff and a limit), keeps their logs under ``<run_dir>/logs`` and answers the control
-requests of ``clusterduck up/status/down`` on a ROUTER socket:
+one readiness line (``protocol.SupervisorReady``: control endpoint, pid, paths, its
+clusterduck version) and returns. When this host's clusterduck does not match the spec's
+``expect_version`` in major.minor, the line is a ``protocol.VersionMismatch`` instead
+(exit 3) and nothing starts: ``up`` checks the interpreter with the same remote command
+that starts the supervisor. The detached supervisor then spawns the host's component
+processes, restarts those that crash (with backoff and a limit), keeps their logs under
+``<run_dir>/logs`` and answers the control requests of ``clusterduck up/status/down`` on
+a ROUTER socket:
 
 =========  ===================================================================
 ``spawn``  start every local instance; answer with their inbox endpoints
@@ -13,7 +17,7 @@ requests of ``clusterduck up/status/down`` on a ROUTER socket:
 ``start``  let the spouts dispatch
 ``status`` counters and states of every local instance
 ``stop``   graceful: spouts stop, everything drains through end of stream
-``kill``   kill every local process now; the supervisor exits
+``kill``   kill every local process, sweep the session; the supervisor exits
 ``abort``  like kill, sent by a peer supervisor when ``on_error: stop`` fired
 =========  ===================================================================
 
@@ -38,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import __version__
 from ..exceptions import ProtocolError
 from ..protocol import (
     ControlRequest,
@@ -52,9 +57,11 @@ from ..protocol import (
     StepReply,
     SupervisorReady,
     SupervisorSpec,
+    VersionMismatch,
     Wiring,
     decode_json,
     decode_process_message,
+    same_release,
     topology_marker,
 )
 from .procfs import sweep
@@ -420,6 +427,8 @@ class Supervisor:
                 self.failure = self.failure or msg.reason or "aborted by a peer"
             self.stopping = self.killed = True
             self.kill_all()
+            # What a process forked on its own is gone too: `down` needs no SSH sweep.
+            reply = StepReply(ok=True, swept=sweep(os.getsid(0), self.topology.name))
         else:
             reply = StepReply(ok=False, error=f"op {op.value!r} is not for a supervisor")
         if reply is not None:
@@ -500,6 +509,8 @@ class Supervisor:
         self.write_final()
 
     def write_final(self) -> None:
+        # Sweep before final.json appears: a host with a final status has nothing left.
+        sweep(os.getsid(0), self.topology.name)
         final = self.status().to_dict()
         target = Path(self.layout.final_status)
         tmp = target.with_suffix(".json.tmp")
@@ -572,7 +583,9 @@ def _daemonize_and_run(spec: SupervisorSpec) -> int:
     sup: Supervisor | None = None
     try:
         sup = Supervisor(spec)
-        ready = SupervisorReady(sup.control.endpoint, os.getpid(), spec.run_dir, spec.code_dir)
+        ready = SupervisorReady(
+            sup.control.endpoint, os.getpid(), spec.run_dir, spec.code_dir, clusterduck=__version__
+        )
         os.write(write_fd, (json.dumps(ready.to_dict()) + "\n").encode())
         os.close(write_fd)
         sup.run()
@@ -639,7 +652,13 @@ def _run_in_slurm_step(spec: SupervisorSpec) -> int:
     try:
         sup = Supervisor(spec)
         ready = SupervisorReady(
-            sup.control.endpoint, os.getpid(), spec.run_dir, spec.code_dir, rank, node
+            sup.control.endpoint,
+            os.getpid(),
+            spec.run_dir,
+            spec.code_dir,
+            rank,
+            node,
+            clusterduck=__version__,
         )
         report = sup.transport.push(spec.report_to)
         report.send_json(ready.to_dict())
@@ -657,12 +676,28 @@ def _run_in_slurm_step(spec: SupervisorSpec) -> int:
     os._exit(0)
 
 
+def version_problem(expected: str | None) -> VersionMismatch | None:
+    """Why this host cannot run ``up``'s version, checked before anything starts.
+
+    ``up`` learns it from the one remote command that starts the supervisor: no separate
+    interpreter start-up probes the host."""
+    if expected is None or same_release(expected, __version__):
+        return None
+    return VersionMismatch(__version__, sys.version.split()[0], sys.executable)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["--sweep"]:
         print(sweep(int(args[1]), args[2]))
         return 0
-    spec = SupervisorSpec.from_dict(decode_json(sys.stdin.read()))
+    raw = decode_json(sys.stdin.read())
+    # Before the spec is parsed: one from another release may not parse at all.
+    problem = version_problem(SupervisorSpec.expected_version(raw))
+    if problem is not None:
+        sys.stdout.write(json.dumps(problem.to_dict()) + "\n")
+        return VersionMismatch.EXIT_CODE
+    spec = SupervisorSpec.from_dict(raw)
     if args[:1] == ["--slurm"]:
         return _run_in_slurm_step(spec)
     return _daemonize_and_run(spec)

@@ -1,0 +1,181 @@
+"""Start-up costs on one machine: imports, the CLI's own start, a local 10-process `up`.
+
+    python benchmarks/startup.py [--rounds 5] [--compare SOURCE_TREE]
+
+Prints, as medians over the rounds (interleaved, so a busy neighbour hits every line
+alike):
+
+- wall time of ``python -c "import X"`` for the runtime entry points (supervisor,
+  process), the CLI, and raw pyzmq as the reference, plus the cumulative import time
+  ``python -X importtime`` reports for the module itself;
+- a local ``clusterduck up`` (``--detach``: returns once every process is ready) of a
+  10-process topology, spout → 4 → 4 → sink, and its ``down``: wall time, the
+  machine's CPU-seconds from ``/proc/stat`` (all processes, anyone's), and our own
+  processes' CPU-seconds (a cpuacct cgroup: the CLI and everything it starts).
+
+The machine may be shared: wall times and /proc/stat count the neighbours too, so read
+the ratios against raw pyzmq and our own CPU-seconds. ``--compare`` runs another source
+tree (``git archive <commit> clusterduck | tar -x -C DIR``) in the same rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from cpu import CpuGroup, machine_cpu_seconds  # noqa: E402
+
+MODULES = {
+    "raw pyzmq (reference)": "zmq",
+    "runtime.supervisor": "clusterduck.runtime.supervisor",
+    "runtime.process": "clusterduck.runtime.process",
+    "clusterduck.cli": "clusterduck.cli",
+}
+
+TOPOLOGY = """name: bench10
+code: code
+spouts:
+  - name: src
+    entry: parts:numbers
+workers:
+  - name: a
+    entry: parts:same
+    inputs: [src]
+    parallelism: 4
+  - name: b
+    entry: parts:same
+    inputs: [a]
+    parallelism: 4
+  - name: sink
+    entry: parts:sink
+    inputs: [b]
+"""
+
+PARTS = """import itertools, time
+
+def numbers(dispatch):
+    for i in itertools.count():
+        dispatch(i, i)
+        time.sleep(0.01)
+
+def same(x):
+    return x
+
+def sink(x):
+    return None
+"""
+
+
+def import_wall(module: str, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", f"import {module}"], check=True, env=env, cwd=env["CLUSTERDUCK_HOME"]
+    )
+    return time.perf_counter() - start
+
+
+def importtime_us(module: str, env: dict[str, str]) -> int:
+    """Cumulative microseconds ``-X importtime`` reports for ``module`` itself."""
+    err = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=env["CLUSTERDUCK_HOME"],
+    ).stderr
+    for line in reversed(err.splitlines()):
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) == 3 and parts[2] == module:
+            return int(parts[1])
+    return -1
+
+
+def cli(env: dict[str, str], group: CpuGroup, *args: str) -> tuple[float, float, float]:
+    """(wall s, machine CPU-s, our processes' CPU-s) of one CLI command, which must succeed."""
+    own0, cpu0, start = group.seconds(), machine_cpu_seconds(), time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "clusterduck", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=group.join,
+        cwd=env["CLUSTERDUCK_HOME"],
+    )
+    wall, cpu = time.perf_counter() - start, machine_cpu_seconds() - cpu0
+    if result.returncode != 0:
+        raise SystemExit(f"clusterduck {' '.join(args)} failed:\n{result.stderr}")
+    return wall, cpu, group.seconds() - own0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        metavar="SOURCE_TREE",
+        help="also run this clusterduck source tree (via PYTHONPATH), rounds interleaved",
+    )
+    args = parser.parse_args()
+
+    variants = {"this checkout": dict(os.environ)}
+    if args.compare is not None:
+        variants[str(args.compare)] = {**os.environ, "PYTHONPATH": str(args.compare.resolve())}
+    walls = {v: {name: [] for name in MODULES} for v in variants}
+    cumulative = {v: {name: [] for name in MODULES} for v in variants}
+    runs = {v: {"up": [], "down": []} for v in variants}
+    group = CpuGroup("cd-bench-startup")
+    try:
+        with tempfile.TemporaryDirectory(prefix="cd-bench-startup-") as tmp:
+            root = Path(tmp)
+            (root / "code").mkdir()
+            (root / "code" / "parts.py").write_text(PARTS)
+            (root / "bench10.yaml").write_text(TOPOLOGY)
+            # Commands run from here: in this checkout, `-c`/`-m` would import its
+            # clusterduck/ before the one on PYTHONPATH (--compare).
+            (root / "home").mkdir()
+            for _ in range(args.rounds):
+                for label, base in variants.items():
+                    env = {**base, "CLUSTERDUCK_HOME": str(root / "home")}
+                    for name, module in MODULES.items():
+                        walls[label][name].append(import_wall(module, env))
+                        cumulative[label][name].append(importtime_us(module, env))
+                    runs[label]["up"].append(cli(env, group, "up", str(root / "bench10.yaml")))
+                    runs[label]["down"].append(cli(env, group, "down", "bench10"))
+    finally:
+        group.close()
+
+    for label in variants:
+        print(f"== {label}")
+        ref = statistics.median(walls[label]["raw pyzmq (reference)"])
+        print(f"{'import':32} {'wall s':>8} {'x pyzmq':>8} {'-X importtime s':>16}")
+        for name in MODULES:
+            wall = statistics.median(walls[label][name])
+            cum = statistics.median(cumulative[label][name]) / 1e6
+            print(f"{name:32} {wall:8.3f} {wall / ref:8.2f} {cum:16.3f}")
+        print(
+            f"{'local 10 processes':32} {'wall s':>8} {'CPU-s':>8} {'own CPU-s':>10}"
+            f"   (median of {args.rounds})"
+        )
+        for step, values in runs[label].items():
+            wall = statistics.median(v[0] for v in values)
+            cpu = statistics.median(v[1] for v in values)
+            own = statistics.median(v[2] for v in values)
+            print(f"{step:32} {wall:8.2f} {cpu:8.2f} {own:10.2f}")
+        print()
+
+
+if __name__ == "__main__":
+    main()
