@@ -3,6 +3,14 @@
 PyYAML alone forgets where a value came from and silently keeps the last of two equal
 keys; here every node's line and column are kept by path, duplicate keys are errors, and
 each problem (syntax, shape, graph, entries) is reported at once with its location.
+
+Topology files come from version control, so a pull request can carry a hostile one. The
+reader is bounded before any of that work: a file larger than ``MAX_FILE_BYTES`` is not
+parsed, nodes nest at most ``MAX_DEPTH`` deep, and aliases may add at most
+``MAX_ALIAS_NODES`` nodes to the document once expanded (a ten-line "billion laughs" file
+asks for 10⁹). The expanded size of every anchored node is computed on the node graph
+PyYAML composes (aliases there are shared nodes, so that is linear in the file), and the
+refusal names the alias that crossed the budget.
 """
 
 from __future__ import annotations
@@ -22,7 +30,11 @@ from .exceptions import Problem, TopologyError
 from .topology import Host, Settings, Spout, Topology, Worker
 from .validation import Report, YamlPath, check
 
-__all__ = ["TopologyFile", "load"]
+__all__ = ["MAX_ALIAS_NODES", "MAX_DEPTH", "MAX_FILE_BYTES", "TopologyFile", "load"]
+
+MAX_FILE_BYTES = 256 * 1024  # about 4,000 components; parsing that takes about a second
+MAX_ALIAS_NODES = 10_000  # nodes that aliases may add to the document once expanded
+MAX_DEPTH = 64  # nesting of mappings and lists, aliases expanded
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 # ${NAME}, ${NAME:-default}; "$${" is a literal "${".
@@ -45,18 +57,7 @@ def load(
     """Load and validate ``path``; raise TopologyError listing every problem found."""
     shown = str(path)
     absolute = Path(path).expanduser().resolve()
-    try:
-        text = absolute.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        problem = Problem(
-            shown,
-            None,
-            None,
-            f"cannot read the topology file: {reason}",
-            "check the path; a topology file is UTF-8 YAML",
-        )
-        raise TopologyError([problem]) from exc
+    text = _read_bounded(absolute, shown)
     report = Report(file=shown)
     data = _YamlReader(text, report, os.environ if environ is None else environ).read()
     if data is None:
@@ -97,6 +98,129 @@ def load(
     return TopologyFile(path=absolute, topology=topology, code_dir=code_dir)
 
 
+def _read_bounded(absolute: Path, shown: str) -> str:
+    """The file's text, refused unread when it is larger than MAX_FILE_BYTES."""
+    try:
+        with absolute.open("rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)  # also bounds a FIFO or a growing file
+        if len(data) > MAX_FILE_BYTES:
+            size = max(absolute.stat().st_size, len(data))
+            problem = Problem(
+                shown,
+                None,
+                None,
+                f"the file is {size:,} bytes, more than the {MAX_FILE_BYTES:,}-byte limit "
+                "for a topology file",
+                "a topology names components; keep data in files the code reads",
+            )
+            raise TopologyError([problem])
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        problem = Problem(
+            shown,
+            None,
+            None,
+            f"cannot read the topology file: {reason}",
+            "check the path; a topology file is UTF-8 YAML",
+        )
+        raise TopologyError([problem]) from exc
+
+
+class _Refused(Exception):
+    """The YAML asks for more than the reader's bounds allow (see the module docstring)."""
+
+    def __init__(self, mark: yaml.Mark, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.at = (mark.line + 1, mark.column + 1)
+        self.message = message
+        self.hint = hint
+
+
+_ALIAS_HINT = (
+    "write the values out, or keep large data in a file the code reads "
+    "(the limit guards against 'billion laughs' files)"
+)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader composing nodes no deeper than MAX_DEPTH, with a budget for aliases."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.depth = 0
+        self.alias_nodes = 0
+        self.expanded: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, depth)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        if self.check_event(yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            assert node is not None  # an alias names a composed node, or the composer raised
+            size, depth = _expanded_size(node, self.expanded)
+            self.alias_nodes += size
+            if self.alias_nodes > MAX_ALIAS_NODES:
+                raise _Refused(
+                    mark, f"YAML aliases expand past {MAX_ALIAS_NODES:,} nodes", _ALIAS_HINT
+                )
+            if self.depth + depth > MAX_DEPTH:
+                raise _Refused(
+                    mark,
+                    f"YAML nested deeper than {MAX_DEPTH} levels once this alias is expanded",
+                    _ALIAS_HINT,
+                )
+            return node
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise _Refused(
+                    mark,
+                    f"YAML nested deeper than {MAX_DEPTH} levels",
+                    "a topology file needs a few levels; flatten the value",
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """(nodes, depth) of ``node`` with aliases expanded: linear, since the graph is shared.
+
+    Iterative, because an alias chain can be longer than Python's recursion limit. A node
+    reached from inside itself counts as one (the reader reports the recursion); values
+    are capped just past the limits so a billion laughs stays a small integer.
+    """
+    cap_nodes, cap_depth = MAX_ALIAS_NODES + 1, MAX_DEPTH + 1
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(node, False)]
+    while stack:
+        current, children_done = stack.pop()
+        key = id(current)
+        if key in memo:
+            continue
+        children = _children(current)
+        if not children_done:
+            open_nodes.add(key)
+            stack.append((current, True))
+            stack += [(c, False) for c in children if id(c) not in memo and id(c) not in open_nodes]
+            continue
+        open_nodes.discard(key)
+        sizes = [memo.get(id(c), (1, 1)) for c in children]
+        memo[key] = (
+            min(cap_nodes, 1 + sum(n for n, _ in sizes)),
+            min(cap_depth, 1 + max((d for _, d in sizes), default=0)),
+        )
+    return memo[id(node)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    return []
+
+
 class _YamlReader:
     """Builds plain Python data from the YAML node tree, recording positions by path."""
 
@@ -107,13 +231,15 @@ class _YamlReader:
         self.values: dict[YamlPath, tuple[int, int]] = {}
         self.keys: dict[YamlPath, tuple[int, int]] = {}
         report.values, report.keys = self.values, self.keys
-        self.loader = yaml.SafeLoader(text)
+        self.loader = _BoundedLoader(text)
         self.building: set[int] = set()
 
     def read(self) -> Any:
         try:
             node = self.loader.get_single_node()
             return None if node is None else self._build(node, ())
+        except _Refused as exc:
+            self.report.add((), exc.message, exc.hint, at=exc.at)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             what = str(exc.problem or exc.context)

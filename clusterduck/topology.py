@@ -3,7 +3,10 @@
 Only shape and local rules live here (types, ranges, name syntax). Rules that need the
 whole graph or the file's line numbers (unknown inputs, cycles, arity) live in
 ``validation.py``; YAML parsing and ``${VAR}`` expansion live in ``loader.py``.
-Every default of the file format is written once, in this module.
+Every default of the file format is written once, in this module, and every key carries
+its ``description``: ``clusterduck schema`` turns these models into the JSON Schema that
+editors use, so a new key is documented by the ``Field`` that declares it (the test in
+tests/test_schema.py fails on a key without one).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 from .protocol import LOCALHOST
 
@@ -29,6 +32,8 @@ __all__ = [
 ]
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+ENTRY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+HOST_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -59,8 +64,34 @@ def _as_host_tuple(value: Any) -> Any:
     return value
 
 
-Duration = Annotated[float | None, BeforeValidator(parse_duration)]
-HostList = Annotated[tuple[str, ...], BeforeValidator(_as_host_tuple), Field(min_length=1)]
+# The JSON Schema of what the file may hold (the validators accept more shapes than the
+# Python types say: "30s", a single host name).
+Duration = Annotated[
+    float | None,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": _DURATION.pattern},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
+HostList = Annotated[
+    tuple[str, ...],
+    BeforeValidator(_as_host_tuple),
+    Field(min_length=1),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            ]
+        }
+    ),
+]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
@@ -71,29 +102,112 @@ class _Frozen(BaseModel):
 class Host(_Frozen):
     """How to reach a machine and where clusterduck keeps its files there."""
 
-    address: str | None = None
-    user: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
-    identity_file: str | None = None
-    python: str = "python3"
-    workdir: str = "~/.clusterduck"
-    env: dict[str, str] = Field(default_factory=dict)
+    address: str | None = Field(
+        default=None,
+        description=(
+            "SSH target (looked up in ~/.ssh/config like `ssh` does) and the address other "
+            "hosts' processes connect to. Default: the host's name. Under `localhost`: how "
+            "remote hosts reach this machine (default: guessed from the route to them)."
+        ),
+    )
+    user: str | None = Field(
+        default=None, description=("SSH user. Default: ~/.ssh/config, then the current user.")
+    )
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description=("SSH port. Default: ~/.ssh/config, then 22.")
+    )
+    identity_file: str | None = Field(
+        default=None,
+        description=(
+            "Private key for SSH, e.g. ~/.ssh/id_ed25519 (the SSH agent and ~/.ssh/config "
+            "are used too)."
+        ),
+    )
+    python: str = Field(
+        default="python3",
+        description=(
+            "Interpreter on that host with clusterduck installed (same major.minor version "
+            "as here) and pyzmq."
+        ),
+    )
+    workdir: str = Field(
+        default="~/.clusterduck",
+        description=("Where the shipped code, logs and state live on that host."),
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            'Environment variables for every process on that host, e.g. {OMP_NUM_THREADS: "1"}.'
+        ),
+    )
 
 
 class Settings(_Frozen):
-    serializer: Literal["pickle", "msgpack", "json"] = "pickle"
-    security: Literal["auto", "curve", "none"] = "auto"
-    on_error: Literal["skip", "stop"] = "skip"
+    """Choices that apply to the whole topology."""
+
+    serializer: Literal["pickle", "msgpack", "json"] = Field(
+        default="pickle",
+        description=(
+            "How values travel between processes: pickle (any Python object), msgpack or "
+            "json (plain data only)."
+        ),
+    )
+    security: Literal["auto", "curve", "none"] = Field(
+        default="auto",
+        description=(
+            "auto: CurveZMQ encryption and authentication whenever any host is remote; "
+            "curve: always; none: never (anyone who can reach a port can send pickles)."
+        ),
+    )
+    on_error: Literal["skip", "stop"] = Field(
+        default="skip",
+        description=(
+            "When user code raises: skip logs, counts and drops the message; stop ends the "
+            "whole topology. A worker's own on_error wins."
+        ),
+    )
 
 
 class Component(_Frozen):
     """What spouts and workers share: a name, an entry point, args and hosts."""
 
-    name: Name
-    entry: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    args: dict[str, Any] = Field(default_factory=dict)
-    host: HostList = (LOCALHOST,)
-    parallelism: int = Field(default=1, ge=1)
+    name: Name = Field(
+        description=(
+            "Name of the component: lowercase letters, digits, '_' or '-'. Unique among the "
+            "spouts and workers of the file (validate checks)."
+        )
+    )
+    entry: str = Field(
+        pattern=ENTRY_PATTERN,
+        description=(
+            "module:function or module:Class, imported from the code folder. validate "
+            "imports it (unless --no-import) and checks it accepts the calls the runtime "
+            "makes: spout(dispatch, **args), worker(value, **args), a bundled worker one "
+            "argument per input, a class instantiated once with args."
+        ),
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Keyword arguments for the entry (for a class: for its constructor). Relative "
+            "paths are the code's business; they resolve inside code."
+        ),
+    )
+    host: HostList = Field(
+        default=(LOCALHOST,),
+        description=(
+            "Host name, or a list of them: instances are spread over the list in turn. Each "
+            "must be declared under hosts: or be localhost (validate checks)."
+        ),
+    )
+    parallelism: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Number of instances (processes). Each message goes to one instance, chosen by "
+            "grouping."
+        ),
+    )
 
     @property
     def kind(self) -> str:
@@ -105,38 +219,116 @@ class Component(_Frozen):
 
 
 class Spout(Component):
+    """A data source: its entry is called with dispatch(seq_id, value) and returns to end."""
+
     # Accepted by the model so validation can say "a spout takes no inputs" rather
     # than "unknown key"; validation rejects any non-empty value.
-    inputs: list[str] = Field(default_factory=list)
-    # Messages dispatched but not yet processed by the next components, at most (None:
-    # credit alone bounds them; see runtime/credit.py and the README's "Flow control").
-    max_pending: int | None = Field(default=None, ge=1)
+    inputs: list[str] = Field(
+        default_factory=list,
+        json_schema_extra={"maxItems": 0},
+        description="Not allowed: a spout takes no inputs.",
+    )
+    max_pending: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "At most this many messages dispatched by this spout but not yet processed by "
+            "the components it feeds; dispatch blocks meanwhile. Unset: the credit each "
+            "consumer grants (about 20 ms of its work) bounds them, which needs no tuning."
+        ),
+    )
 
 
 class Worker(Component):
-    inputs: list[str] = Field(min_length=1)
-    bundle: bool = False
-    sequential: bool = False
-    sequence_start: int = 0
-    gap_timeout: Duration = None
-    grouping: Literal["shuffle", "key", "all"] = "shuffle"
-    key: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    on_error: Literal["skip", "stop"] | None = None
+    """A function (or class) called once per message of its inputs."""
+
+    inputs: list[str] = Field(
+        min_length=1,
+        description=(
+            "Names of the spouts and workers this worker reads from; every one of them sends "
+            "it all of its output. Each must name a component of this file, once, and the "
+            "graph must have no cycle (validate checks)."
+        ),
+    )
+    bundle: bool = Field(
+        default=False,
+        description=(
+            "Wait until every input has delivered sequence id n, then call the entry once "
+            "with one argument per input, in the order of inputs. Not with grouping: key."
+        ),
+    )
+    sequential: bool = Field(
+        default=False,
+        description=(
+            "Process ids strictly in order from sequence_start, whatever the arrival order. "
+            "Needs parallelism: 1, and bundle: true when there are several inputs."
+        ),
+    )
+    sequence_start: int = Field(default=0, description=("First id of a sequential worker."))
+    gap_timeout: Duration = Field(
+        default=None,
+        description=(
+            "A sequential worker skips a missing id after this long (30, 30s, 250ms, 2m, 1h); "
+            "by default it waits for it until the end of stream."
+        ),
+    )
+    grouping: Literal["shuffle", "key", "all"] = Field(
+        default="shuffle",
+        description=(
+            "Which instance gets each message: shuffle (the least loaded), key (a stable hash "
+            "of key(value); needs key:), all (every instance)."
+        ),
+    )
+    key: str | None = Field(
+        default=None,
+        pattern=ENTRY_PATTERN,
+        description=(
+            "module:function mapping a value to a hashable key; only with grouping: key "
+            "(validate imports and checks it)."
+        ),
+    )
+    on_error: Literal["skip", "stop"] | None = Field(
+        default=None,
+        description=("skip or stop when this worker's code raises. Default: settings.on_error."),
+    )
 
 
 class Topology(_Frozen):
-    name: Name
-    code: str = "."
-    hosts: dict[str, Host] = Field(default_factory=dict)
-    spouts: list[Spout] = Field(min_length=1)
-    workers: list[Worker] = Field(default_factory=list)
-    settings: Settings = Field(default_factory=Settings)
+    """A clusterduck topology: spouts and workers, where each runs, and how they connect."""
+
+    name: Name = Field(
+        description=(
+            "Name of the topology (lowercase letters, digits, '_' or '-'); status, logs and "
+            "down refer to it. Unique per user among running topologies."
+        )
+    )
+    code: str = Field(
+        default=".",
+        description=(
+            "Folder whose modules the entries import, relative to this file; shipped to "
+            "remote hosts by up. validate checks that it exists (unless --no-import)."
+        ),
+    )
+    hosts: dict[str, Host] = Field(
+        default_factory=dict,
+        json_schema_extra={"propertyNames": {"pattern": HOST_NAME_PATTERN}},
+        description=(
+            "Machines by name. Without it everything runs on this machine (localhost, no SSH)."
+        ),
+    )
+    spouts: list[Spout] = Field(min_length=1, description=("The data sources; at least one."))
+    workers: list[Worker] = Field(
+        default_factory=list, description=("The functions the data flows through.")
+    )
+    settings: Settings = Field(
+        default_factory=Settings, description=("Choices for the whole topology.")
+    )
 
     @field_validator("hosts")
     @classmethod
     def _host_names(cls, hosts: dict[str, Host]) -> dict[str, Host]:
         for name in hosts:
-            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+            if not re.match(HOST_NAME_PATTERN, name):
                 raise ValueError(f"host name {name!r} must be letters, digits, '.', '_' or '-'")
         return hosts
 

@@ -56,22 +56,30 @@ def test_json_output(write_topology: WriteTopology) -> None:
     path = write_topology(ALL_AT_ONCE, MODULES)
     code, out, _ = run("validate", "--json", str(path))
     result = json.loads(out)
-    assert code == 1 and result["ok"] is False and result["summary"] is None
-    assert {(e["line"], e["message"]) for e in result["errors"]} == EXPECTED
-    assert set(result["errors"][0]) == {"file", "line", "column", "component", "message", "hint"}
+    assert code == 1 and result["ok"] is False
+    assert result["files"] == [{"file": str(path), "ok": False, "summary": None}]
+    assert {(e["line"], e["message"]) for e in result["problems"]} == EXPECTED
+    assert set(result["problems"][0]) == {"file", "line", "column", "component", "message", "hint"}
 
-    code, out, _ = run("validate", "--json", str(EXAMPLES / "wordcount.yaml"))
+    example = str(EXAMPLES / "wordcount.yaml")
+    code, out, _ = run("validate", "--format", "json", example)
     assert code == 0 and json.loads(out) == {
         "ok": True,
-        "errors": [],
-        "summary": {
-            "name": "wordcount",
-            "components": 4,
-            "spouts": 1,
-            "workers": 3,
-            "instances": 6,
-            "hosts": ["localhost"],
-        },
+        "problems": [],
+        "files": [
+            {
+                "file": example,
+                "ok": True,
+                "summary": {
+                    "name": "wordcount",
+                    "components": 4,
+                    "spouts": 1,
+                    "workers": 3,
+                    "instances": 6,
+                    "hosts": ["localhost"],
+                },
+            }
+        ],
     }
 
 

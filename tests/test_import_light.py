@@ -52,7 +52,7 @@ def test_python_m_clusterduck_cli_help_works() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    for command in ("validate", "graph", "up", "status", "down", "logs", "list"):
+    for command in ("validate", "schema", "graph", "up", "status", "down", "logs", "list"):
         assert command in result.stdout
 
 
@@ -61,6 +61,13 @@ def test_graph_formats_agree_with_the_cli_choices() -> None:
     from clusterduck.graph import FORMATS
 
     assert GRAPH_FORMATS == FORMATS
+
+
+def test_report_formats_agree_with_the_cli_choices() -> None:
+    from clusterduck.cli.inspect import REPORT_FORMATS
+    from clusterduck.reports import FORMATS
+
+    assert REPORT_FORMATS == FORMATS
 
 
 def test_the_public_models_are_still_reachable_from_the_package() -> None:

@@ -17,11 +17,13 @@ def main() -> None:
 
 for _command in (
     inspect.validate,
+    inspect.schema,
     inspect.graph,
     lifecycle.up,
     lifecycle.status,
     lifecycle.down,
     lifecycle.logs,
     lifecycle.list_topologies,
+    inspect.dashboard,
 ):
     main.add_command(_command)

@@ -162,3 +162,18 @@ class IdSink:
         tmp = Path(self.out + ".tmp")
         tmp.write_text("\n".join(map(str, self.ids)))
         tmp.replace(self.out)
+
+
+# -- for the dashboard's topology (tests/test_dashboard.py) ---------------------------------
+
+
+def flaky(value: int, every: int = 500) -> int:
+    """Raise on every ``every``-th value: errors (with their seq ids) to show."""
+    if value % every == every - 1:
+        raise ValueError(f"flaky: refusing {value}")
+    return value
+
+
+def join(relayed: int, checked: int) -> int:
+    """The bundled join of the two branches (both carry the id as their value)."""
+    return relayed + checked
