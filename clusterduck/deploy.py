@@ -10,6 +10,7 @@ callback, errors are raised.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sys
 import time
@@ -148,10 +149,13 @@ class Cluster:
         by_instance: dict[tuple[str, int], InstanceStatus] = {}
         host_states: dict[str, State] = {}
         problems: list[str] = []
+        rejected: dict[str, int] = {}
         for host, result in per_host.items():
             if isinstance(result, Exception):
                 result = HostStatus(host, State.UNREACHABLE, None, str(result))
             host_states[host] = result.state
+            for kind, n in result.rejected_frames.items():
+                rejected[kind] = rejected.get(kind, 0) + n
             if result.failure:
                 problems.append(f"{host}: {result.failure}")
             for row in result.instances:
@@ -173,6 +177,7 @@ class Cluster:
             hosts=host_states,
             problems=tuple(problems),
             components=tuple(components),
+            rejected_frames=rejected,
         )
 
     # -- stopping --------------------------------------------------------------------
@@ -193,6 +198,7 @@ class Cluster:
         if final is None:
             final = self.status()
         self.each(self._kill_host)
+        self.record.drop_keys()  # nothing is left that needs them
         return final
 
     def down(self, timeout: float, *, force: bool = False) -> TopologyStatus:
@@ -235,6 +241,8 @@ class Cluster:
                 pass
         if not rec.remote:
             sweep(rec.pid, self.record.name)
+            if rec.ipc_dir:  # the supervisor removes it, unless it was killed
+                shutil.rmtree(rec.ipc_dir, ignore_errors=True)
             return
         try:
             self.conn(host).run(
@@ -399,6 +407,7 @@ def _prepare_hosts(
             advertise=advertise,
             curve=CurveKeys.from_dict(record.curve),
             env=topo.host(name).env,
+            private=topo.uses_private_ipc,
         )
         result = conn.run(
             [rec.python, "-m", "clusterduck.runtime.supervisor", *topology_marker(topo.name)],
@@ -415,6 +424,7 @@ def _prepare_hosts(
         ready = SupervisorReady.from_dict(decode_json(result.stdout.strip().splitlines()[-1]))
         rec.control, rec.pid = ready.control, ready.pid
         rec.run_dir = ready.run_dir  # absolute: `~` expanded on that host
+        rec.ipc_dir = ready.ipc_dir or ""
         record.save()
 
     raise_first_error(in_parallel(list(record.hosts), prepare))

@@ -68,6 +68,9 @@ __all__ = [
     "TopologySpec",
     "TopologyStatus",
     "Wiring",
+    "BAD_COUNT",
+    "BAD_FRAME_COUNT",
+    "BAD_HEADER",
     "data_header",
     "decode_json",
     "eos_header",
@@ -77,6 +80,8 @@ __all__ = [
     "parse_grant",
     "parse_header",
     "probe_header",
+    "process_message_from_dict",
+    "read_frame",
     "topology_marker",
 ]
 
@@ -228,23 +233,39 @@ class Frame:
         return self.header.sender
 
 
-def parse_frame(frames: Sequence[bytes]) -> Frame | None:
+# Why a received message is not a frame of ours (``read_frame``); the inbound guard
+# counts rejections under these names (``status`` shows them as ``rejected_frames``).
+BAD_FRAME_COUNT = "frame_count"  # not 3 frames for data, 2 for a probe, 1 for EOS
+BAD_HEADER = "header"  # empty, unknown kind letter, not UTF-8, not ``component/index``
+BAD_COUNT = "count"  # the running total is not a non-negative int64
+
+
+def read_frame(frames: Sequence[bytes]) -> Frame | str:
     """A data, probe or end-of-stream message (without the ROUTER's identity frame), or
-    ``None`` when it is malformed. Never raises."""
-    if not frames:
-        return None
+    the reason it is malformed (``BAD_FRAME_COUNT``, ``BAD_HEADER``, ``BAD_COUNT``).
+    Never raises."""
+    if not frames or len(frames) > 3:
+        return BAD_FRAME_COUNT
     header = _parse_header(bytes(frames[0]), (_DATA, _EOS, _PROBE))
     if header is None:
-        return None
+        return BAD_HEADER
     if header.eos:
-        return Frame(header) if len(frames) == 1 else None
+        return Frame(header) if len(frames) == 1 else BAD_FRAME_COUNT
     if header.probe:
-        total = _unpack_count(bytes(frames[1])) if len(frames) == 2 else None
-        return None if total is None else Frame(header, total=total)
+        if len(frames) != 2:
+            return BAD_FRAME_COUNT
+        total = _unpack_count(bytes(frames[1]))
+        return BAD_COUNT if total is None else Frame(header, total=total)
     if len(frames) != 3:
-        return None
+        return BAD_FRAME_COUNT
     total = _unpack_count(bytes(frames[2]))
-    return None if total is None else Frame(header, bytes(frames[1]), total)
+    return BAD_COUNT if total is None else Frame(header, bytes(frames[1]), total)
+
+
+def parse_frame(frames: Sequence[bytes]) -> Frame | None:
+    """:func:`read_frame` without the reason: ``None`` when malformed. Never raises."""
+    frame = read_frame(frames)
+    return frame if isinstance(frame, Frame) else None
 
 
 @dataclass(frozen=True)
@@ -302,6 +323,14 @@ def _get(
     if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
         raise ProtocolError(f"field {key!r}: expected {kind}, got {value!r:.80}")
     return value  # type: ignore[return-value]
+
+
+def _counts(data: Mapping[str, Any], key: str) -> dict[str, int]:
+    """A mapping of counters (``rejected_frames``); ProtocolError if it is not one."""
+    value = _get(data, key, dict, {})
+    if not all(isinstance(k, str) and type(v) is int for k, v in value.items()):
+        raise ProtocolError(f"field {key!r}: expected a mapping of counts")
+    return dict(value)
 
 
 def _str_dict(value: Any, what: str) -> dict[str, str]:
@@ -525,6 +554,8 @@ class SupervisorSpec:
     advertise: str
     curve: CurveKeys | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    # ``security: auto`` on one machine: every socket is ipc in a new 0700 directory
+    private: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -537,6 +568,7 @@ class SupervisorSpec:
             "advertise": self.advertise,
             "curve": self.curve.to_dict() if self.curve else None,
             "env": dict(self.env),
+            "private": self.private,
         }
 
     @classmethod
@@ -551,6 +583,7 @@ class SupervisorSpec:
             advertise=_get(data, "advertise", str),
             curve=CurveKeys.from_dict(_get(data, "curve", dict, None)),
             env=_str_dict(data.get("env") or {}, "env"),
+            private=_get(data, "private", bool, False),
         )
 
 
@@ -575,6 +608,7 @@ class ProcessSpec:
     wiring: Wiring | None = None
     start: bool = False
     ended: tuple[str, ...] = ()
+    ipc_dir: str | None = None  # private local mode: bind ipc sockets here, not tcp
 
     @property
     def name(self) -> str:
@@ -597,6 +631,7 @@ class ProcessSpec:
             "wiring": self.wiring.to_dict() if self.wiring else None,
             "start": self.start,
             "ended": list(self.ended),
+            "ipc_dir": self.ipc_dir,
         }
 
     @classmethod
@@ -618,6 +653,7 @@ class ProcessSpec:
             wiring=Wiring.from_dict(wiring) if wiring is not None else None,
             start=_get(data, "start", bool, False),
             ended=tuple(str(e) for e in _get(data, "ended", list, [])),
+            ipc_dir=_get(data, "ipc_dir", str, None),
         )
 
 
@@ -630,6 +666,7 @@ class SupervisorReady:
     pid: int
     run_dir: str
     code_dir: str
+    ipc_dir: str | None = None  # private local mode: the sockets' 0700 directory
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -641,6 +678,7 @@ class SupervisorReady:
             _get(data, "pid", int),
             _get(data, "run_dir", str),
             _get(data, "code_dir", str),
+            _get(data, "ipc_dir", str, None),
         )
 
 
@@ -826,6 +864,7 @@ class InstanceReport:
     in_flight: int = 0  # sent downstream, not yet processed there (flow control)
     cost_ms: float = 0.0  # a worker's measured work per message
     edges: tuple[EdgeStatus, ...] = ()
+    rejected_frames: Mapping[str, int] = field(default_factory=dict)  # dropped, by kind
 
     OPS: ClassVar[frozenset[Op]] = frozenset(
         {Op.READY, Op.REPORT, Op.FINISHED, Op.FATAL, Op.FAILED}
@@ -838,6 +877,7 @@ class InstanceReport:
         data["ended"] = list(self.ended)
         data["anomalies"] = dict(self.anomalies)
         data["edges"] = [e.to_dict() for e in self.edges]
+        data["rejected_frames"] = dict(self.rejected_frames)
         return data
 
     @classmethod
@@ -863,12 +903,17 @@ class InstanceReport:
             in_flight=_get(data, "in_flight", int, 0),
             cost_ms=_get(data, "cost_ms", float, 0.0),
             edges=_edges(data),
+            rejected_frames=_counts(data, "rejected_frames"),
         )
 
 
 def decode_process_message(data: bytes) -> Hello | InstanceReport:
     """A message from a component process to its supervisor."""
-    raw = decode_json(data)
+    return process_message_from_dict(decode_json(data))
+
+
+def process_message_from_dict(raw: Mapping[str, Any]) -> Hello | InstanceReport:
+    """A process's message from its decoded JSON object."""
     try:
         if raw.get("op") == Op.HELLO.value:
             return Hello.from_dict(raw)
@@ -904,6 +949,8 @@ class InstanceStatus:
     in_flight: int = 0
     cost_ms: float = 0.0
     edges: tuple[EdgeStatus, ...] = ()
+    # frames this instance dropped unread (malformed, unexpected sender...), by kind
+    rejected_frames: Mapping[str, int] = field(default_factory=dict)
 
     # The documented key order of a row in ``status --json``.
     KEYS: ClassVar[tuple[str, ...]] = (
@@ -926,6 +973,7 @@ class InstanceStatus:
         "in_flight",
         "cost_ms",
         "edges",
+        "rejected_frames",
     )
 
     def to_dict(self, *, with_component: bool = False) -> dict[str, Any]:
@@ -934,7 +982,7 @@ class InstanceStatus:
             value = getattr(self, key)
             if key == "state":
                 value = value.value
-            elif key == "anomalies":
+            elif key in ("anomalies", "rejected_frames"):
                 value = dict(value)
             elif key == "edges":
                 value = [e.to_dict() for e in value]
@@ -964,6 +1012,7 @@ class InstanceStatus:
             in_flight=_get(data, "in_flight", int, 0),
             cost_ms=_get(data, "cost_ms", float, 0.0),
             edges=_edges(data),
+            rejected_frames=_counts(data, "rejected_frames"),
         )
 
 
@@ -976,6 +1025,8 @@ class HostStatus:
     pid: int | None = None
     failure: str | None = None
     instances: tuple[InstanceStatus, ...] = ()
+    # control messages the supervisor dropped unread, by kind
+    rejected_frames: Mapping[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -984,6 +1035,7 @@ class HostStatus:
             "state": self.state.value,
             "failure": self.failure,
             "instances": [i.to_dict(with_component=True) for i in self.instances],
+            "rejected_frames": dict(self.rejected_frames),
         }
 
     @classmethod
@@ -994,6 +1046,7 @@ class HostStatus:
             pid=_get(data, "pid", int, None),
             failure=_get(data, "failure", str, None),
             instances=tuple(InstanceStatus.from_dict(r) for r in _get(data, "instances", list, [])),
+            rejected_frames=_counts(data, "rejected_frames"),
         )
 
 
@@ -1020,6 +1073,8 @@ class TopologyStatus:
     hosts: Mapping[str, State] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
     components: tuple[ComponentStatus, ...] = ()
+    # control messages the supervisors dropped unread, by kind, summed over hosts
+    rejected_frames: Mapping[str, int] = field(default_factory=dict)
 
     def instances(self) -> Iterable[InstanceStatus]:
         for comp in self.components:
@@ -1040,6 +1095,7 @@ class TopologyStatus:
             "state": self.state.value,
             "hosts": {h: s.value for h, s in self.hosts.items()},
             "problems": list(self.problems),
+            "rejected_frames": dict(self.rejected_frames),
             "components": [c.to_dict() for c in self.components],
         }
 
@@ -1066,6 +1122,7 @@ class TopologyStatus:
             hosts={str(h): State.parse(s) for h, s in hosts.items()},
             problems=tuple(str(p) for p in _get(data, "problems", list, [])),
             components=tuple(comps),
+            rejected_frames=_counts(data, "rejected_frames"),
         )
 
 

@@ -34,6 +34,7 @@ class HostRecord:
     control: str = ""
     pid: int = 0
     run_dir: str = ""
+    ipc_dir: str = ""  # the 0700 directory of a private local topology's sockets
     python: str = ""
     connect: dict[str, Any] = field(default_factory=dict)  # the Host model, for SSH
 
@@ -105,6 +106,12 @@ class TopologyRecord:
     def runs(self) -> list[int]:
         """Every run whose folders are known, oldest first."""
         return sorted({*(int(r) for r in self.past_runs), self.run})
+
+    def drop_keys(self) -> None:
+        """Forget the CURVE keys (``down``): a stopped topology's keys open nothing."""
+        self.curve = None
+        with _SAVE_LOCK:
+            (self.folder / "keys.json").unlink(missing_ok=True)
 
     def forget(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
