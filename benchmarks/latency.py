@@ -1,6 +1,7 @@
 """Latency of clusterduck against raw pyzmq: spout -> w1 -> w2 -> sink, paced.
 
     python benchmarks/latency.py [--rates 1000,10000,50000] [--seconds 2] [--rounds 3]
+                                 [--security auto]  # or none,auto,curve to compare
 
 Both pipelines are four OS processes over tcp loopback. The raw one sends one pickled
 message per frame through PUSH/PULL; the clusterduck one is ``benchmarks/latency.yaml``
@@ -110,12 +111,18 @@ def run_raw(n: int, rate: float) -> list[float]:
         return _read(Path(out))
 
 
-def run_clusterduck(n: int, rate: float) -> list[float]:
+def run_clusterduck(n: int, rate: float, security: str = "auto") -> list[float]:
     from clusterduck.loader import load
     from clusterduck.testing import run_processes
 
     with tempfile.TemporaryDirectory(prefix="clusterduck-lat-") as stamps:
-        env = {**os.environ, "MESSAGES": str(n), "STAMPS": stamps, "RATE": str(rate)}
+        env = {
+            **os.environ,
+            "MESSAGES": str(n),
+            "STAMPS": stamps,
+            "RATE": str(rate),
+            "SECURITY": security,
+        }
         result = run_processes(load(HERE / "latency.yaml", environ=env), timeout=600)
         if result.status.state.value != "finished":
             raise SystemExit(f"clusterduck run ended {result.status.state.value}")
@@ -134,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default="1000,10000,50000")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each run")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--security", default="auto", help="comma-separated security settings of clusterduck"
+    )
     args = parser.parse_args(argv)
+    securities = [s for s in args.security.split(",") if s]
     rates = [float(r) for r in args.rates.split(",")]
     print(
         f"spout -> w1 -> w2 -> sink, 4 processes, tcp loopback, {os.cpu_count()} CPUs, "
@@ -144,23 +155,26 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds):
         for rate in rates:
             n = int(rate * args.seconds)
-            for kind, run in (("raw", run_raw), ("duck", run_clusterduck)):
-                results.setdefault((kind, rate), []).append(percentiles(run(n, rate), n))
+            results.setdefault(("raw", rate), []).append(percentiles(run_raw(n, rate), n))
+            for security in securities:
+                lat = run_clusterduck(n, rate, security)
+                results.setdefault((security, rate), []).append(percentiles(lat, n))
     print(
-        f"{'rate/s':>8}  {'p50 duck-raw':>12} {'p99 duck-raw':>12}   "
+        f"{'rate/s':>8} {'security':>8}  {'p50 duck-raw':>12} {'p99 duck-raw':>12}   "
         f"{'raw p50':>8} {'raw p99':>8}   {'duck p50':>8} {'duck p99':>8}"
     )
     for rate in rates:
         raw = results[("raw", rate)]
-        duck = results[("duck", rate)]
         r50 = statistics.median(p for p, _ in raw)
         r99 = statistics.median(p for _, p in raw)
-        d50 = statistics.median(p for p, _ in duck)
-        d99 = statistics.median(p for _, p in duck)
-        print(
-            f"{rate:>8,.0f}  {d50 - r50:>+12.2f} {d99 - r99:>+12.2f}   "
-            f"{r50:>8.2f} {r99:>8.2f}   {d50:>8.2f} {d99:>8.2f}"
-        )
+        for security in securities:
+            duck = results[(security, rate)]
+            d50 = statistics.median(p for p, _ in duck)
+            d99 = statistics.median(p for _, p in duck)
+            print(
+                f"{rate:>8,.0f} {security:>8}  {d50 - r50:>+12.2f} {d99 - r99:>+12.2f}   "
+                f"{r50:>8.2f} {r99:>8.2f}   {d50:>8.2f} {d99:>8.2f}"
+            )
     return 0
 
 

@@ -1,12 +1,18 @@
 """Throughput of clusterduck against a hand-written pyzmq pipeline of the same shape.
 
     python benchmarks/throughput.py [--messages 200000] [--serializer pickle]
+                                    [--security none,auto,curve] [--repeat 5]
 
-Three runs of spout -> worker -> worker -> sink, one OS process each, over tcp loopback:
+Runs of spout -> worker -> worker -> sink, one OS process each:
 
-a. raw pyzmq, PUSH/PULL, one pickle (and one frame) per message;
-b. raw pyzmq, PUSH/PULL, 100 messages per pickled frame;
-c. clusterduck (``benchmarks/pipeline.yaml`` through ``clusterduck.testing.run_processes``).
+a. raw pyzmq, PUSH/PULL over tcp loopback, one pickle (and one frame) per message;
+b. raw pyzmq, PUSH/PULL over tcp loopback, 100 messages per pickled frame;
+c. clusterduck (``benchmarks/pipeline.yaml`` through ``clusterduck.testing.run_processes``)
+   once per ``security`` value: ``none`` (plain tcp loopback), ``auto`` (one machine: ipc
+   sockets in a 0700 directory), ``curve`` (CurveZMQ over tcp loopback).
+
+The pipelines run in interleaved rounds (a, b, then every c, again and again) so that the
+noise of a shared machine hits them alike; the median of the rounds is reported.
 
 Every run measures the wall time from the spout's first send to the sink having all N
 messages (``time.monotonic()`` in the processes themselves), so process start-up, the
@@ -20,6 +26,7 @@ import argparse
 import multiprocessing as mp
 import os
 import pickle
+import statistics
 import sys
 import tempfile
 import time
@@ -130,13 +137,19 @@ def run_raw(n: int, batch: int) -> float:
 # -- clusterduck ---------------------------------------------------------------------------
 
 
-def run_clusterduck(n: int, serializer: str) -> tuple[float, float]:
+def run_clusterduck(n: int, serializer: str, security: str = "auto") -> tuple[float, float]:
     """(seconds first dispatch -> last message at the sink, seconds of the whole run)."""
     from clusterduck.loader import load
     from clusterduck.testing import run_processes
 
     with tempfile.TemporaryDirectory(prefix="clusterduck-bench-") as stamps:
-        env = {**os.environ, "MESSAGES": str(n), "STAMPS": stamps, "SERIALIZER": serializer}
+        env = {
+            **os.environ,
+            "MESSAGES": str(n),
+            "STAMPS": stamps,
+            "SERIALIZER": serializer,
+            "SECURITY": security,
+        }
         tf = load(HERE / "pipeline.yaml", environ=env)
         began = time.monotonic()
         result = run_processes(tf, timeout=600)
@@ -164,30 +177,51 @@ def main(argv: list[str] | None = None) -> int:
         help="clusterduck's serializer (the raw pipelines always pickle)",
     )
     parser.add_argument(
-        "--repeat", type=int, default=3, help="runs of each pipeline; the best one is reported"
+        "--security",
+        default="none,auto,curve",
+        help="comma-separated security settings to run clusterduck with",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="interleaved rounds; the median is reported"
     )
     args = parser.parse_args(argv)
     n, repeat = args.messages, args.repeat
+    securities = [s for s in args.security.split(",") if s]
     print(
         f"{n:,} messages (i, 'x'), spout -> worker -> worker -> sink, 4 processes, "
-        f"tcp loopback, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-        f"pyzmq {zmq.__version__}; best of {repeat}"
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"pyzmq {zmq.__version__}; median of {repeat} interleaved rounds"
     )
-
-    raw_one = max(n / run_raw(n, 1) for _ in range(repeat))
-    print(f"  raw pyzmq, 1 message/frame        {raw_one:>12,.0f} msgs/s")
-    raw_batched = max(n / run_raw(n, BATCH) for _ in range(repeat))
-    print(f"  raw pyzmq, {BATCH} messages/frame     {raw_batched:>12,.0f} msgs/s")
-    runs = [run_clusterduck(n, args.serializer) for _ in range(repeat)]
-    seconds, whole = min(runs)
-    duck = n / seconds
-    label = f"clusterduck ({args.serializer})"
+    rates: dict[str, list[float]] = {}
+    wholes: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        rates.setdefault("raw1", []).append(n / run_raw(n, 1))
+        rates.setdefault("raw", []).append(n / run_raw(n, BATCH))
+        for security in securities:
+            seconds, whole = run_clusterduck(n, args.serializer, security)
+            rates.setdefault(security, []).append(n / seconds)
+            wholes.setdefault(security, []).append(whole)
+    med = {key: statistics.median(values) for key, values in rates.items()}
+    print(f"  raw pyzmq, 1 message/frame, tcp     {med['raw1']:>12,.0f} msgs/s")
+    print(f"  raw pyzmq, {BATCH} messages/frame, tcp {med['raw']:>12,.0f} msgs/s")
+    for security in securities:
+        label = f"clusterduck ({args.serializer}, security {security})"
+        print(
+            f"  {label:<44}{med[security]:>12,.0f} msgs/s   "
+            f"{med[security] / med['raw']:.2f}x raw batched   "
+            f"(whole run {statistics.median(wholes[security]):.2f}s)"
+        )
+    if "none" in med:
+        for security in securities:
+            if security != "none":
+                ratio = med[security] / med["none"]
+                print(f"  security {security} / security none{'':<15}{ratio:>12.2f}x")
     print(
-        f"  {label:<32}{duck:>12,.0f} msgs/s"
-        f"   (whole run incl. start-up and shutdown: {whole:.2f}s)"
+        "  rounds (msgs/s): "
+        + "; ".join(
+            f"{key} " + ", ".join(f"{v:,.0f}" for v in values) for key, values in rates.items()
+        )
     )
-    print(f"  clusterduck / raw per-message     {duck / raw_one:>12.2f}x")
-    print(f"  clusterduck / raw batched         {duck / raw_batched:>12.2f}x")
     return 0
 
 

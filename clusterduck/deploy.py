@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 import sys
 import time
@@ -195,10 +196,13 @@ class Cluster:
         by_instance: dict[tuple[str, int], InstanceStatus] = {}
         host_states: dict[str, State] = {}
         problems: list[str] = []
+        rejected: dict[str, int] = {}
         for host, result in per_host.items():
             if isinstance(result, Exception):
                 result = HostStatus(host, State.UNREACHABLE, None, str(result))
             host_states[host] = result.state
+            for kind, n in result.rejected_frames.items():
+                rejected[kind] = rejected.get(kind, 0) + n
             if result.failure:
                 problems.append(f"{host}: {result.failure}")
             for row in result.instances:
@@ -224,6 +228,7 @@ class Cluster:
             problems=tuple(problems),
             components=tuple(components),
             slurm=deploy_slurm.jobs(self),
+            rejected_frames=rejected,
         )
 
     # -- stopping --------------------------------------------------------------------
@@ -244,6 +249,7 @@ class Cluster:
         if final is None:
             final = self.status()
         self.each(self._kill_host)
+        self.record.drop_keys()  # nothing is left that needs them
         return final
 
     def down(self, timeout: float, *, force: bool = False) -> TopologyStatus:
@@ -297,6 +303,8 @@ class Cluster:
             return
         if not rec.remote:
             sweep(rec.pid, self.record.name)
+            if rec.ipc_dir:  # the supervisor removes it, unless it was killed
+                shutil.rmtree(rec.ipc_dir, ignore_errors=True)
             return
         if host in self.unreachable:
             return  # what no TCP connect reaches, SSH does not reach either
@@ -526,10 +534,12 @@ def _prepare_hosts(
             curve=CurveKeys.from_dict(record.curve),
             env=topo.host(name).env,
             expect_version=__version__,
+            private=topo.uses_private_ipc,
         )
         ready = _start_supervisor(name, conn, rec.python, spec)
         rec.control, rec.pid = ready.control, ready.pid
         rec.run_dir = ready.run_dir  # absolute: `~` expanded on that host
+        rec.ipc_dir = ready.ipc_dir or ""
         record.save()
         _check_ready_version(name, rec.python, ready)  # after save: a failure tears it down
 

@@ -71,6 +71,9 @@ __all__ = [
     "TopologyStatus",
     "VersionMismatch",
     "Wiring",
+    "BAD_COUNT",
+    "BAD_FRAME_COUNT",
+    "BAD_HEADER",
     "data_header",
     "decode_json",
     "decode_ready",
@@ -82,6 +85,8 @@ __all__ = [
     "parse_header",
     "probe_header",
     "same_release",
+    "process_message_from_dict",
+    "read_frame",
     "topology_marker",
 ]
 
@@ -233,23 +238,39 @@ class Frame:
         return self.header.sender
 
 
-def parse_frame(frames: Sequence[bytes]) -> Frame | None:
+# Why a received message is not a frame of ours (``read_frame``); the inbound guard
+# counts rejections under these names (``status`` shows them as ``rejected_frames``).
+BAD_FRAME_COUNT = "frame_count"  # not 3 frames for data, 2 for a probe, 1 for EOS
+BAD_HEADER = "header"  # empty, unknown kind letter, not UTF-8, not ``component/index``
+BAD_COUNT = "count"  # the running total is not a non-negative int64
+
+
+def read_frame(frames: Sequence[bytes]) -> Frame | str:
     """A data, probe or end-of-stream message (without the ROUTER's identity frame), or
-    ``None`` when it is malformed. Never raises."""
-    if not frames:
-        return None
+    the reason it is malformed (``BAD_FRAME_COUNT``, ``BAD_HEADER``, ``BAD_COUNT``).
+    Never raises."""
+    if not frames or len(frames) > 3:
+        return BAD_FRAME_COUNT
     header = _parse_header(bytes(frames[0]), (_DATA, _EOS, _PROBE))
     if header is None:
-        return None
+        return BAD_HEADER
     if header.eos:
-        return Frame(header) if len(frames) == 1 else None
+        return Frame(header) if len(frames) == 1 else BAD_FRAME_COUNT
     if header.probe:
-        total = _unpack_count(bytes(frames[1])) if len(frames) == 2 else None
-        return None if total is None else Frame(header, total=total)
+        if len(frames) != 2:
+            return BAD_FRAME_COUNT
+        total = _unpack_count(bytes(frames[1]))
+        return BAD_COUNT if total is None else Frame(header, total=total)
     if len(frames) != 3:
-        return None
+        return BAD_FRAME_COUNT
     total = _unpack_count(bytes(frames[2]))
-    return None if total is None else Frame(header, bytes(frames[1]), total)
+    return BAD_COUNT if total is None else Frame(header, bytes(frames[1]), total)
+
+
+def parse_frame(frames: Sequence[bytes]) -> Frame | None:
+    """:func:`read_frame` without the reason: ``None`` when malformed. Never raises."""
+    frame = read_frame(frames)
+    return frame if isinstance(frame, Frame) else None
 
 
 @dataclass(frozen=True)
@@ -307,6 +328,14 @@ def _get(
     if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
         raise ProtocolError(f"field {key!r}: expected {kind}, got {value!r:.80}")
     return value  # type: ignore[return-value]
+
+
+def _counts(data: Mapping[str, Any], key: str) -> dict[str, int]:
+    """A mapping of counters (``rejected_frames``); ProtocolError if it is not one."""
+    value = _get(data, key, dict, {})
+    if not all(isinstance(k, str) and type(v) is int for k, v in value.items()):
+        raise ProtocolError(f"field {key!r}: expected a mapping of counts")
+    return dict(value)
 
 
 def _str_dict(value: Any, what: str) -> dict[str, str]:
@@ -584,6 +613,8 @@ class SupervisorSpec:
         return size == 1 or self.topology.slot(host, component, index) % size == rank
 
     expect_version: str | None = None
+    # ``security: auto`` on one machine: every socket is ipc in a new 0700 directory
+    private: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -601,6 +632,7 @@ class SupervisorSpec:
             "this_machine": self.this_machine.to_dict() if self.this_machine else None,
             "code_archive": self.code_archive,
             "expect_version": self.expect_version,
+            "private": self.private,
         }
 
     @staticmethod
@@ -631,6 +663,7 @@ class SupervisorSpec:
             this_machine=ThisMachine.from_dict(here) if here is not None else None,
             code_archive=_get(data, "code_archive", str, None),
             expect_version=_get(data, "expect_version", str, None),
+            private=_get(data, "private", bool, False),
         )
 
 
@@ -655,6 +688,7 @@ class ProcessSpec:
     wiring: Wiring | None = None
     start: bool = False
     ended: tuple[str, ...] = ()
+    ipc_dir: str | None = None  # private local mode: bind ipc sockets here, not tcp
 
     @property
     def name(self) -> str:
@@ -677,6 +711,7 @@ class ProcessSpec:
             "wiring": self.wiring.to_dict() if self.wiring else None,
             "start": self.start,
             "ended": list(self.ended),
+            "ipc_dir": self.ipc_dir,
         }
 
     @classmethod
@@ -698,6 +733,7 @@ class ProcessSpec:
             wiring=Wiring.from_dict(wiring) if wiring is not None else None,
             start=_get(data, "start", bool, False),
             ended=tuple(str(e) for e in _get(data, "ended", list, [])),
+            ipc_dir=_get(data, "ipc_dir", str, None),
         )
 
 
@@ -714,6 +750,7 @@ class SupervisorReady:
     rank: int = 0  # a Slurm group's node: its rank in the job, and its name
     node: str = ""
     clusterduck: str = "?"
+    ipc_dir: str | None = None  # private local mode: the sockets' 0700 directory
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -728,6 +765,7 @@ class SupervisorReady:
             _get(data, "rank", int, 0),
             _get(data, "node", str, ""),
             _get(data, "clusterduck", str, "?"),
+            _get(data, "ipc_dir", str, None),
         )
 
 
@@ -951,6 +989,7 @@ class InstanceReport:
     in_flight: int = 0  # sent downstream, not yet processed there (flow control)
     cost_ms: float = 0.0  # a worker's measured work per message
     edges: tuple[EdgeStatus, ...] = ()
+    rejected_frames: Mapping[str, int] = field(default_factory=dict)  # dropped, by kind
 
     OPS: ClassVar[frozenset[Op]] = frozenset(
         {Op.READY, Op.REPORT, Op.FINISHED, Op.FATAL, Op.FAILED}
@@ -963,6 +1002,7 @@ class InstanceReport:
         data["ended"] = list(self.ended)
         data["anomalies"] = dict(self.anomalies)
         data["edges"] = [e.to_dict() for e in self.edges]
+        data["rejected_frames"] = dict(self.rejected_frames)
         return data
 
     @classmethod
@@ -988,12 +1028,17 @@ class InstanceReport:
             in_flight=_get(data, "in_flight", int, 0),
             cost_ms=_get(data, "cost_ms", float, 0.0),
             edges=_edges(data),
+            rejected_frames=_counts(data, "rejected_frames"),
         )
 
 
 def decode_process_message(data: bytes) -> Hello | InstanceReport:
     """A message from a component process to its supervisor."""
-    raw = decode_json(data)
+    return process_message_from_dict(decode_json(data))
+
+
+def process_message_from_dict(raw: Mapping[str, Any]) -> Hello | InstanceReport:
+    """A process's message from its decoded JSON object."""
     try:
         if raw.get("op") == Op.HELLO.value:
             return Hello.from_dict(raw)
@@ -1029,6 +1074,8 @@ class InstanceStatus:
     in_flight: int = 0
     cost_ms: float = 0.0
     edges: tuple[EdgeStatus, ...] = ()
+    # frames this instance dropped unread (malformed, unexpected sender...), by kind
+    rejected_frames: Mapping[str, int] = field(default_factory=dict)
 
     # The documented key order of a row in ``status --json``.
     KEYS: ClassVar[tuple[str, ...]] = (
@@ -1051,6 +1098,7 @@ class InstanceStatus:
         "in_flight",
         "cost_ms",
         "edges",
+        "rejected_frames",
     )
 
     def to_dict(self, *, with_component: bool = False) -> dict[str, Any]:
@@ -1059,7 +1107,7 @@ class InstanceStatus:
             value = getattr(self, key)
             if key == "state":
                 value = value.value
-            elif key == "anomalies":
+            elif key in ("anomalies", "rejected_frames"):
                 value = dict(value)
             elif key == "edges":
                 value = [e.to_dict() for e in value]
@@ -1089,6 +1137,7 @@ class InstanceStatus:
             in_flight=_get(data, "in_flight", int, 0),
             cost_ms=_get(data, "cost_ms", float, 0.0),
             edges=_edges(data),
+            rejected_frames=_counts(data, "rejected_frames"),
         )
 
 
@@ -1101,6 +1150,8 @@ class HostStatus:
     pid: int | None = None
     failure: str | None = None
     instances: tuple[InstanceStatus, ...] = ()
+    # control messages the supervisor dropped unread, by kind
+    rejected_frames: Mapping[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -1109,6 +1160,7 @@ class HostStatus:
             "state": self.state.value,
             "failure": self.failure,
             "instances": [i.to_dict(with_component=True) for i in self.instances],
+            "rejected_frames": dict(self.rejected_frames),
         }
 
     @classmethod
@@ -1119,6 +1171,7 @@ class HostStatus:
             pid=_get(data, "pid", int, None),
             failure=_get(data, "failure", str, None),
             instances=tuple(InstanceStatus.from_dict(r) for r in _get(data, "instances", list, [])),
+            rejected_frames=_counts(data, "rejected_frames"),
         )
 
 
@@ -1182,6 +1235,8 @@ class TopologyStatus:
     problems: tuple[str, ...] = ()
     components: tuple[ComponentStatus, ...] = ()
     slurm: Mapping[str, SlurmJobStatus] = field(default_factory=dict)
+    # control messages the supervisors dropped unread, by kind, summed over hosts
+    rejected_frames: Mapping[str, int] = field(default_factory=dict)
 
     def instances(self) -> Iterable[InstanceStatus]:
         for comp in self.components:
@@ -1202,6 +1257,7 @@ class TopologyStatus:
             "state": self.state.value,
             "hosts": {h: s.value for h, s in self.hosts.items()},
             "problems": list(self.problems),
+            "rejected_frames": dict(self.rejected_frames),
             "components": [c.to_dict() for c in self.components],
         }
         if self.slurm:
@@ -1235,6 +1291,7 @@ class TopologyStatus:
                 str(g): SlurmJobStatus.from_dict(j)
                 for g, j in _get(data, "slurm", dict, {}).items()
             },
+            rejected_frames=_counts(data, "rejected_frames"),
         )
 
 

@@ -34,6 +34,7 @@ class HostRecord:
     control: str = ""
     pid: int = 0
     run_dir: str = ""
+    ipc_dir: str = ""  # the 0700 directory of a private local topology's sockets
     python: str = ""
     connect: dict[str, Any] = field(default_factory=dict)  # the Host model, for SSH
     # A Slurm group's node supervisor: job_id, rank, size (nodes), node, partition,
@@ -119,6 +120,12 @@ class TopologyRecord:
             return host
         rank = spec.slot(host, component, index) % int(rec.slurm.get("size", 1))
         return host if rank == 0 else f"{host}#{rank}"
+
+    def drop_keys(self) -> None:
+        """Forget the CURVE keys (``down``): a stopped topology's keys open nothing."""
+        self.curve = None
+        with _SAVE_LOCK:
+            (self.folder / "keys.json").unlink(missing_ok=True)
 
     def forget(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

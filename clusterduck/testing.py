@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -44,7 +45,7 @@ from .runtime.component import WorkerLogic, load_user_code
 from .runtime.context import InstanceContext, set_context
 from .runtime.metrics import Metrics
 from .runtime.routing import Route
-from .runtime.transport import Transport, generate_curve_keys
+from .runtime.transport import Transport, generate_curve_keys, private_dir
 
 __all__ = ["TopologyResult", "run_inprocess", "run_processes"]
 
@@ -193,8 +194,9 @@ def run_processes(
     previous_home = os.environ.get("CLUSTERDUCK_HOME")
     os.environ["CLUSTERDUCK_HOME"] = str(home or own_home.name)  # type: ignore[union-attr]
     curve = generate_curve_keys() if topo.uses_curve else None
-    transport = Transport(curve)
-    inbox = transport.pull("127.0.0.1", "127.0.0.1")
+    collector_dir = private_dir(topo.name) if topo.uses_private_ipc else None
+    transport = Transport(curve, ipc_dir=collector_dir)
+    inbox = transport.pull("127.0.0.1", "127.0.0.1", name="collector")
     codec = get_codec(topo.settings.serializer)
     expected = {f"{c.name}/{i}" for c in topo.sinks() for i in range(c.parallelism)}
     ended: set[str] = set()
@@ -234,6 +236,8 @@ def run_processes(
             cluster.stop(timeout=5, force=True)
             cluster.close()
         transport.close(linger_ms=0)
+        if collector_dir is not None:
+            shutil.rmtree(collector_dir, ignore_errors=True)
         if previous_home is None:
             os.environ.pop("CLUSTERDUCK_HOME", None)
         else:

@@ -477,6 +477,14 @@ class Topology(_Frozen):
             return any(self.is_remote(h) for h in self.hosts_used())
         return mode == "curve"
 
+    @property
+    def uses_private_ipc(self) -> bool:
+        """``security: auto`` on one machine: ipc sockets in a 0700 directory (the file
+        system is the authentication); ``none`` keeps plain loopback tcp."""
+        return self.settings.security == "auto" and not any(
+            self.is_remote(h) for h in self.hosts_used()
+        )
+
     def on_error_of(self, worker: Worker) -> str:
         return worker.on_error or self.settings.on_error
 

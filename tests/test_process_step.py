@@ -67,8 +67,7 @@ def make_process() -> tuple[ComponentProcess, FakeSocket, FakeSocket]:
     spec = ProcessSpec(topo, "double", 0, "localhost", ".", "127.0.0.1", "127.0.0.1", "ctl")
     proc = ComponentProcess(spec, FakeTransport())  # type: ignore[arg-type]
     inbox, downstream = FakeSocket("in"), FakeSocket("out")
-    proc.inboxes = {inbox: "src"}  # type: ignore[dict-item]
-    proc.inbox_of = {"src": inbox}  # type: ignore[dict-item]
+    proc.add_inbox(inbox, "src")  # type: ignore[arg-type]
     proc.outbox = Outbox(
         [Output(Route("sink", 1, "shuffle"), [downstream])],
         CODEC,
@@ -104,4 +103,7 @@ def test_end_of_stream_closes_the_input_and_bad_frames_are_counted() -> None:
     inbox.inbox.append([b"src/0", eos_header("src", 0)])
     proc.worker_step(logic, InputGate(senders), senders, open_inputs)
     assert open_inputs == set() and proc.ended == {"src/0"}
-    assert proc.metrics.errors == 2 and downstream.sent == []
+    assert proc.rejections.as_dict() == {"header": 1, "undecodable": 1}
+    assert downstream.sent == []
+    # the undecodable frame's credit went back to its sender all the same
+    assert any(f[0] == b"src/0" and f[1][:1] == b"G" for f in inbox.sent)

@@ -44,7 +44,7 @@ from clusterduck.protocol import (
 from tests.conftest import EXAMPLES
 
 # The documented `status --json` keys (README / docs/reference.md): changing them breaks users.
-TOPOLOGY_KEYS = ["name", "state", "hosts", "problems", "components"]
+TOPOLOGY_KEYS = ["name", "state", "hosts", "problems", "rejected_frames", "components"]
 COMPONENT_KEYS = ["name", "kind", "instances"]
 ROW_KEYS = [
     "index",
@@ -66,6 +66,7 @@ ROW_KEYS = [
     "in_flight",
     "cost_ms",
     "edges",
+    "rejected_frames",
 ]
 EDGE_KEYS = ["to", "credit", "in_flight", "waiting", "queue_ms"]
 

@@ -125,7 +125,7 @@ def status_table(status: TopologyStatus) -> Group:
                 f"{row.received:,}",
                 f"{row.emitted:,}",
                 str(row.errors),
-                _anomalies(row.anomalies),
+                _anomalies({**row.anomalies, "rejected_frames": sum(row.rejected_frames.values())}),
                 f"{row.backlog:,}",
                 f"{row.in_flight:,}",
                 _queue_ms(row),
@@ -141,6 +141,13 @@ def status_table(status: TopologyStatus) -> Group:
         parts.append(Text(f"slurm {group}: {job.describe()}"))
     for problem in status.problems:
         parts.append(Text(f"! {problem}", style="red"))
+    if status.rejected_frames:
+        parts.append(
+            Text(
+                "! control frames dropped by supervisors: " + _anomalies(status.rejected_frames),
+                style="yellow",
+            )
+        )
     return Group(*parts)
 
 

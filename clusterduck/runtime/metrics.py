@@ -44,6 +44,7 @@ class Metrics:
         in_flight: int = 0,
         edges: tuple[EdgeStatus, ...] = (),
         cost_ms: float = 0.0,
+        rejected_frames: Mapping[str, int] | None = None,
     ) -> InstanceReport:
         """What a process tells its supervisor now (see ``protocol.InstanceReport``)."""
         self.update_rate()
@@ -64,4 +65,5 @@ class Metrics:
             in_flight=in_flight,
             cost_ms=cost_ms,
             edges=edges,
+            rejected_frames=dict(rejected_frames or {}),
         )

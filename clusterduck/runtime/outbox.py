@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol import Batch, EdgeStatus, pack_count, parse_grant
+from ..protocol import Batch, EdgeStatus, pack_count
 from .codec import Codec
 from .credit import CreditLedger
+from .inbound import Rejections, check_grant
 from .routing import OnError, Route
 
 __all__ = ["MAX_BATCH", "Outbox", "Output"]
@@ -60,8 +61,11 @@ class Outbox:
         eos: bytes,
         on_error: OnError,
         probe: bytes = b"P",
+        rejections: Rejections | None = None,
     ) -> None:
         self.outputs = outputs
+        # Anything received that is not a grant is counted here (runtime/inbound.py).
+        self.rejections = rejections or Rejections("outbox")
         self.codec = codec
         self.header = header
         self.eos = eos
@@ -159,14 +163,14 @@ class Outbox:
 
     def read_grants(self) -> int:
         """Apply every grant that arrived (never blocks); returns how many. Anything
-        that is not a well-formed grant is ignored."""
+        that is not a well-formed grant is counted and dropped."""
         got = 0
         for out in self.outputs:
             if not out.credit:
                 continue
             for i, sock in enumerate(out.sockets):
                 while (frames := sock.recv(block=False)) is not None:
-                    grant = parse_grant(bytes(frames[-1])) if frames else None
+                    grant = check_grant(frames, self.rejections)
                     if grant is not None:
                         out.ledger.grant(i, grant)
                         got += 1

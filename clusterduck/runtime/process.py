@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..exceptions import FatalError, ProtocolError
+from ..exceptions import FatalError
 from ..protocol import (
     ControlRequest,
     Hello,
@@ -45,7 +45,6 @@ from ..protocol import (
     data_header,
     decode_json,
     eos_header,
-    parse_frame,
     probe_header,
 )
 from .anomalies import Anomalies
@@ -54,6 +53,7 @@ from .component import UserCode, WorkerLogic, load_user_code, message_failed
 from .context import InstanceContext, set_context
 from .credit import PROBE_INTERVAL
 from .gate import InputGate
+from .inbound import ControlGuard, DataBatch, EndOfStream, InboundGuard, Probe, Rejections
 from .intake import Intake
 from .metrics import Metrics
 from .outbox import MAX_BATCH, Outbox, Output
@@ -95,6 +95,11 @@ class ComponentProcess:
         self.control = transport.dealer(spec.supervisor, identity=self.name)
         self.inboxes: dict[Socket, str] = {}
         self.inbox_of: dict[str, Socket] = {}
+        # Every frame a peer sends is checked by a guard before it is used; what they
+        # drop is counted here, by kind (status: rejected_frames).
+        self.rejections = Rejections(self.name)
+        self.guards: dict[Socket, InboundGuard] = {}
+        self.control_guard = ControlGuard(self.rejections)
         self.outbox: Outbox | None = None
         self.logic: WorkerLogic | None = None
         self.bridge: SpoutBridge | None = None
@@ -133,6 +138,7 @@ class ComponentProcess:
                 in_flight=self.outbox.in_flight() if self.outbox else 0,
                 edges=self.outbox.edges() if self.outbox else (),
                 cost_ms=self.intake.cost_ms() if self.intake else 0.0,
+                rejected_frames=self.rejections.as_dict(),
             )
         )
         self._next_report = time.monotonic() + REPORT_INTERVAL
@@ -144,21 +150,21 @@ class ComponentProcess:
     def handle_control(self) -> None:
         """Act on every control message waiting (never blocks)."""
         while (frames := self.control.recv(block=False)) is not None:
-            try:
-                msg = ControlRequest.from_dict(decode_json(frames[-1]))
-            except ProtocolError as exc:
-                log.error("%s: dropped a malformed control message: %s", self.name, exc)
-                continue
-            if msg.op is Op.START:
-                self.started = True
-            elif msg.op is Op.STOP:
-                self.stopping = True
-                if self.bridge is not None:
-                    self.bridge.stop()
-                if self.is_spout and self.state is State.RUNNING:
-                    self.state = State.DRAINING
-            elif msg.op is Op.WIRE:
-                self.wiring = msg.wiring
+            msg = self.control_guard.decode(frames, ControlRequest.from_dict)
+            if msg is not None:
+                self.control_guard.dispatch(self.on_control, msg)
+
+    def on_control(self, msg: ControlRequest) -> None:
+        if msg.op is Op.START:
+            self.started = True
+        elif msg.op is Op.STOP:
+            self.stopping = True
+            if self.bridge is not None:
+                self.bridge.stop()
+            if self.is_spout and self.state is State.RUNNING:
+                self.state = State.DRAINING
+        elif msg.op is Op.WIRE:
+            self.wiring = msg.wiring
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -185,16 +191,31 @@ class ComponentProcess:
         code = load_user_code(self.component, Path(spec.code_dir))
         endpoints = {}
         for name in self.component.inputs:
-            sock = self.transport.receiver(spec.bind_host, spec.advertise, spec.ports.get(name))
-            self.inboxes[sock] = name
+            sock = self.transport.receiver(
+                spec.bind_host,
+                spec.advertise,
+                spec.ports.get(name),
+                name=f"{self.component.name}.{self.index}.{name}",
+            )
+            self.add_inbox(sock, name)
             endpoints[name] = sock.endpoint
-        self.inbox_of = {name: sock for sock, name in self.inboxes.items()}
         ports = {name: s.port or 0 for s, name in self.inboxes.items()}
         self.say(Hello(os.getpid(), endpoints, ports))
         self.wait_for(lambda: self.wiring is not None)
         assert self.wiring is not None
         self.outbox = self._connect(self.wiring)
         return code
+
+    def add_inbox(self, sock: Socket, name: str) -> None:
+        """Read input ``name`` from ``sock``, through a guard that accepts its instances."""
+        self.inboxes[sock] = name
+        self.inbox_of[name] = sock
+        self.guards[sock] = InboundGuard(
+            f"{self.name} <- {name}",
+            self.topology.component(name).instance_names(),
+            self.codec.loads,
+            self.rejections,
+        )
 
     def _connect(self, wiring: Wiring) -> Outbox:
         outputs: list[Output] = []
@@ -236,6 +257,7 @@ class ComponentProcess:
             eos_header(me, self.index),
             failed,
             probe_header(me, self.index),
+            self.rejections,
         )
 
     def wait_room(self) -> None:
@@ -360,8 +382,11 @@ class ComponentProcess:
         """Up to READ_BURST frames from one inbox, stopping when output backs up.
 
         A frame is worked through in slices (runtime/intake.py): what each slice produced
-        goes to the outbox at once, and its sender learns how far we got (credit)."""
+        goes to the outbox at once, and its sender learns how far we got (credit). Every
+        frame is checked by the inbox's guard first: what it rejects is counted and
+        dropped, so no frame a peer sends can end this process or its stream."""
         name = self.inboxes[sock]
+        guard = self.guards[sock]
         intake = self.intake
         assert intake is not None
         for _ in range(READ_BURST):
@@ -369,27 +394,21 @@ class ComponentProcess:
             if frames is None:
                 return
             identity = bytes(frames[0])  # the ROUTER's: who to grant
-            frame = parse_frame(frames[1:])
-            if frame is None:
-                head = frames[1] if len(frames) > 1 else frames[0]
-                self._dropped(head, "not a clusterduck data frame")
+            item = guard.check(identity, frames[1:])
+            if item is None:
                 continue
-            if frame.header.eos:
-                self.ended.add(frame.sender)
+            if isinstance(item, EndOfStream):
+                self.ended.add(item.sender)
                 if senders[name] <= self.ended:
                     open_inputs.discard(name)
                 self.report()
                 continue
-            if frame.header.probe:
-                self._grant(sock, identity, frame.total, frame.total, 0, 0.0)
+            if isinstance(item, Probe):  # or a data frame the guard dropped
+                self._grant(sock, identity, item.total, item.total, 0, 0.0)
                 continue
-            try:
-                batch = self.codec.loads(frame.payload)
-            except Exception as exc:  # noqa: BLE001 - a peer's bad frame must not kill us
-                self._dropped(frames[1], f"undecodable frame from {frame.sender}: {exc}")
-                self._grant(sock, identity, frame.total, frame.total, 0, 0.0)
-                continue
-            first = frame.total - len(batch)
+            assert isinstance(item, DataBatch)
+            batch, total = item.batch, item.total
+            first = total - len(batch)
             for start, end in intake.slices(len(batch)):
                 began = time.perf_counter()
                 part = batch if end - start == len(batch) else batch[start:end]
@@ -399,7 +418,7 @@ class ComponentProcess:
                     sock,
                     identity,
                     first + end,
-                    frame.total,
+                    total,
                     end - start,
                     time.perf_counter() - began,
                 )
@@ -440,12 +459,6 @@ class ComponentProcess:
                 if grant is not None:
                     sock.send((identity, grant), block=False)
             self._owed.clear()
-
-    def _dropped(self, head: bytes, why: str) -> None:
-        """A frame that is not ours or does not decode: counted and dropped, never a crash."""
-        self.metrics.errors += 1
-        self.metrics.last_error = why
-        log.error("%s: dropped a frame (%r…): %s", self.name, bytes(head[:40]), why)
 
     # -- spouts ----------------------------------------------------------------------
 
@@ -526,7 +539,7 @@ def main() -> int:
     _setup_logging(spec.name)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     os.chdir(spec.code_dir)
-    transport = Transport(spec.curve)
+    transport = Transport(spec.curve, ipc_dir=spec.ipc_dir)
     proc = ComponentProcess(spec, transport)
     code = proc.run()
     transport.close()

@@ -34,6 +34,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..exceptions import ProtocolError
 from ..protocol import (
     ControlRequest,
     Hello,
@@ -60,12 +60,13 @@ from ..protocol import (
     VersionMismatch,
     Wiring,
     decode_json,
-    decode_process_message,
+    process_message_from_dict,
     same_release,
     topology_marker,
 )
+from .inbound import ControlGuard, Rejections
 from .procfs import sweep
-from .transport import Transport, poll, request
+from .transport import Transport, poll, private_dir, request
 
 __all__ = ["main"]
 
@@ -108,17 +109,21 @@ class Instance:
 
 
 class Supervisor:
-    def __init__(self, spec: SupervisorSpec) -> None:
+    def __init__(self, spec: SupervisorSpec, ipc_dir: str | None = None) -> None:
         self.spec = spec
+        self.ipc_dir = ipc_dir  # private local mode: every socket is a file in here
         self.topology = spec.topology
         self.host = spec.host
         self.layout = RunLayout(spec.run_dir)
         self.run_dir = Path(spec.run_dir)
         Path(self.layout.logs).mkdir(parents=True, exist_ok=True)
         self.curve = spec.curve
-        self.transport = Transport(self.curve)
-        self.control = self.transport.router(spec.bind_host, spec.advertise)
-        self.procs = self.transport.router("127.0.0.1", "127.0.0.1")
+        self.transport = Transport(self.curve, ipc_dir=ipc_dir)
+        self.control = self.transport.router(spec.bind_host, spec.advertise, name="supervisor")
+        self.procs = self.transport.router("127.0.0.1", "127.0.0.1", name="processes")
+        # Every control frame (from the CLI, peers, processes) is decoded by this guard.
+        self.rejections = Rejections(f"supervisor {self.host}")
+        self.guard = ControlGuard(self.rejections)
         self.instances: dict[str, Instance] = {}
         # A Slurm group runs one supervisor per node: node ``rank`` of ``size`` takes
         # every size-th instance placed on the group (SupervisorSpec.runs).
@@ -152,6 +157,7 @@ class Supervisor:
             supervisor=self.procs.endpoint,
             curve=spec.curve,
             stop=self.stopping,
+            ipc_dir=self.ipc_dir,
         )
         if restart:
             ended = set(inst.report.ended if inst.report else ()) | self.finished_upstreams(inst)
@@ -165,7 +171,7 @@ class Supervisor:
         env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
         inst.restart_at = None
         try:
-            with open(inst.log_path, "ab") as logfile:
+            with open(inst.log_path, "ab", opener=_private) as logfile:
                 inst.popen = subprocess.Popen(
                     [
                         sys.executable,
@@ -370,6 +376,7 @@ class Supervisor:
                     in_flight=rep.in_flight,
                     cost_ms=rep.cost_ms,
                     edges=rep.edges,
+                    rejected_frames=rep.rejected_frames,
                 )
             rows.append(
                 dataclasses.replace(
@@ -382,7 +389,14 @@ class Supervisor:
                     last_error=(rep.last_error if rep else None) or inst.error,
                 )
             )
-        return HostStatus(self.host, self.overall_state(), os.getpid(), self.failure, tuple(rows))
+        return HostStatus(
+            self.host,
+            self.overall_state(),
+            os.getpid(),
+            self.failure,
+            tuple(rows),
+            rejected_frames=self.rejections.as_dict(),
+        )
 
     def overall_state(self) -> State:
         if self.failure:
@@ -477,22 +491,19 @@ class Supervisor:
             readable, _ = poll([self.control, self.procs], timeout=0.1)
             if self.procs in readable:
                 while (frames := self.procs.recv(block=False)) is not None:
-                    try:
-                        message = decode_process_message(frames[-1])
-                    except ProtocolError as exc:
-                        log.error("dropped a malformed message from a process: %s", exc)
-                        continue
-                    self.on_process_message(frames[0], message)
+                    message = self.guard.decode(frames, process_message_from_dict, min_frames=2)
+                    if message is not None:
+                        self.guard.dispatch(self.on_process_message, frames[0], message)
             if self.control in readable:
                 while (frames := self.control.recv(block=False)) is not None:
-                    try:
-                        request_ = ControlRequest.from_dict(decode_json(frames[-1]))
-                    except ProtocolError as exc:
-                        log.error("dropped a malformed control request: %s", exc)
-                        reply = StepReply(ok=False, error=f"malformed request: {exc}")
-                        self.control.send_json(reply.to_dict(), prefix=[frames[0], b""])
+                    # [client identity, empty delimiter, request]
+                    request_ = self.guard.decode(frames, ControlRequest.from_dict, min_frames=3)
+                    if request_ is None:
+                        if len(frames) == 3:  # a client that waits for an answer gets one
+                            reply = StepReply(ok=False, error="malformed request (dropped)")
+                            self.control.send_json(reply.to_dict(), prefix=[frames[0], b""])
                         continue
-                    self.on_request(frames[0], request_)
+                    self.guard.dispatch(self.on_request, frames[0], request_)
             self.check_children()
             self.answer_waiters()
             if (
@@ -526,6 +537,11 @@ class Supervisor:
                     self.control.send_json(final, prefix=[frames[0], b""])
 
 
+def _private(path: str, flags: int) -> int:
+    """Open a new log file readable by its owner only (logs hold data and tracebacks)."""
+    return os.open(path, flags, 0o600)
+
+
 def _describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -555,6 +571,8 @@ def _daemonize_and_run(spec: SupervisorSpec) -> int:
     layout = RunLayout(spec.run_dir)
     run_dir = Path(spec.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o700)  # logs hold the user's data and tracebacks
+    ipc_dir = private_dir(spec.topology.name) if spec.private else None
     Path(layout.final_status).unlink(missing_ok=True)
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -572,7 +590,7 @@ def _daemonize_and_run(spec: SupervisorSpec) -> int:
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    logfd = os.open(layout.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    logfd = os.open(layout.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(logfd, 1)
     os.dup2(logfd, 2)
     logging.basicConfig(
@@ -582,9 +600,14 @@ def _daemonize_and_run(spec: SupervisorSpec) -> int:
     )
     sup: Supervisor | None = None
     try:
-        sup = Supervisor(spec)
+        sup = Supervisor(spec, ipc_dir)
         ready = SupervisorReady(
-            sup.control.endpoint, os.getpid(), spec.run_dir, spec.code_dir, clusterduck=__version__
+            sup.control.endpoint,
+            os.getpid(),
+            spec.run_dir,
+            spec.code_dir,
+            clusterduck=__version__,
+            ipc_dir=ipc_dir,
         )
         os.write(write_fd, (json.dumps(ready.to_dict()) + "\n").encode())
         os.close(write_fd)
@@ -594,7 +617,9 @@ def _daemonize_and_run(spec: SupervisorSpec) -> int:
         log.exception("supervisor failed")
         if sup is not None:
             sup.kill_all()
+        _remove_private_dir(ipc_dir)
         os._exit(1)
+    _remove_private_dir(ipc_dir)
     os._exit(0)
 
 
@@ -684,6 +709,11 @@ def version_problem(expected: str | None) -> VersionMismatch | None:
     if expected is None or same_release(expected, __version__):
         return None
     return VersionMismatch(__version__, sys.version.split()[0], sys.executable)
+
+
+def _remove_private_dir(path: str | None) -> None:
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,8 +17,11 @@ still flushes in normal operation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -35,7 +38,9 @@ __all__ = [
     "Socket",
     "Transport",
     "generate_curve_keys",
+    "ipc_path",
     "poll",
+    "private_dir",
     "request",
 ]
 
@@ -52,6 +57,8 @@ CONTROL_HWM = 1000
 # bounded so that a process whose peer is gone for good still exits.
 DATA_LINGER_MS = 30_000
 CONTROL_LINGER_MS = 1000
+# sun_path holds 108 bytes on Linux (104 on macOS), terminator included.
+IPC_PATH_MAX = 100
 
 
 def generate_curve_keys() -> CurveKeys:
@@ -108,9 +115,12 @@ class Socket:
 class Transport:
     """One ZeroMQ context per process, optionally with CURVE on every socket."""
 
-    def __init__(self, curve: CurveKeys | None = None) -> None:
+    def __init__(self, curve: CurveKeys | None = None, ipc_dir: str | None = None) -> None:
         self.context = zmq.Context()
         self.curve = curve
+        # Private local mode: every bound socket is a file in this 0700 directory, so
+        # only the topology's user (and root) can connect (see private_dir).
+        self.ipc_dir = ipc_dir
         self._auth: ThreadAuthenticator | None = None
         self._sockets: list[Socket] = []
 
@@ -138,22 +148,42 @@ class Transport:
         return raw
 
     def _bind(
-        self, raw: zmq.Socket[bytes], bind_host: str, port: int | None, advertise: str
+        self,
+        raw: zmq.Socket[bytes],
+        bind_host: str,
+        port: int | None,
+        advertise: str,
+        name: str,
     ) -> Socket:
-        if port:
-            raw.bind(f"tcp://{_bracket(bind_host)}:{port}")
+        if self.ipc_dir is not None:
+            # The same name binds the same path again: a restarted process takes over
+            # its predecessor's inbox (libzmq replaces the stale socket file).
+            path = ipc_path(self.ipc_dir, name)
+            raw.bind(f"ipc://{path}")
+            sock = Socket(raw, f"ipc://{path}", None)
         else:
-            port = raw.bind_to_random_port(f"tcp://{_bracket(bind_host)}")
-        sock = Socket(raw, f"tcp://{_bracket(advertise)}:{port}", port)
+            if port:
+                raw.bind(f"tcp://{_bracket(bind_host)}:{port}")
+            else:
+                port = raw.bind_to_random_port(f"tcp://{_bracket(bind_host)}")
+            sock = Socket(raw, f"tcp://{_bracket(advertise)}:{port}", port)
         self._sockets.append(sock)
         return sock
 
-    def pull(self, bind_host: str, advertise: str, port: int | None = None) -> Socket:
-        """A bound data inbox; ``port`` re-binds the port a crashed predecessor had."""
+    def pull(
+        self, bind_host: str, advertise: str, port: int | None = None, *, name: str = "inbox"
+    ) -> Socket:
+        """A bound data inbox; ``port`` (tcp) or ``name`` (ipc) re-binds the address a
+        crashed predecessor had."""
         raw = self._make(zmq.PULL, server=True)
-        raw.rcvhwm = DATA_HWM
+        # No receive limit: over ipc, libzmq (4.3.x, zeromq/libzmq#4660) drops what a
+        # closing peer still had in the socket once this side's queue is at its HWM
+        # (the last frames and the end of stream of a finished sink were lost, and the
+        # reader waited forever). The only PULL is the test collector, which keeps every
+        # result in memory anyway; data inboxes are ROUTERs whose queue credit bounds.
+        raw.rcvhwm = 0
         raw.linger = 0
-        return self._bind(raw, bind_host, port, advertise)
+        return self._bind(raw, bind_host, port, advertise, name)
 
     def push(self, endpoint: str) -> Socket:
         """A data outbox connected to exactly one downstream instance."""
@@ -168,14 +198,16 @@ class Transport:
         self._sockets.append(sock)
         return sock
 
-    def receiver(self, bind_host: str, advertise: str, port: int | None = None) -> Socket:
+    def receiver(
+        self, bind_host: str, advertise: str, port: int | None = None, *, name: str = "inbox"
+    ) -> Socket:
         """A bound data inbox that answers each sender with credit (ROUTER); ``port``
-        re-binds the port a crashed predecessor had."""
+        (tcp) or ``name`` (ipc) re-binds the address a crashed predecessor had."""
         raw = self._make(zmq.ROUTER, server=True)
         raw.rcvhwm = raw.sndhwm = FLOW_HWM
         raw.linger = 0
         raw.router_handover = True  # a restarted sender takes its identity back
-        return self._bind(raw, bind_host, port, advertise)
+        return self._bind(raw, bind_host, port, advertise, name)
 
     def sender(self, endpoint: str, identity: str) -> Socket:
         """A data outbox to exactly one downstream instance, receiving its credit."""
@@ -191,12 +223,14 @@ class Transport:
         self._sockets.append(sock)
         return sock
 
-    def router(self, bind_host: str, advertise: str, port: int | None = None) -> Socket:
+    def router(
+        self, bind_host: str, advertise: str, port: int | None = None, *, name: str = "control"
+    ) -> Socket:
         raw = self._make(zmq.ROUTER, server=True)
         raw.sndhwm = raw.rcvhwm = CONTROL_HWM
         raw.linger = CONTROL_LINGER_MS
         raw.router_mandatory = False
-        return self._bind(raw, bind_host, port, advertise)
+        return self._bind(raw, bind_host, port, advertise, name)
 
     def dealer(self, endpoint: str, identity: str | None = None) -> Socket:
         raw = self._make(zmq.DEALER, server=False)
@@ -306,6 +340,21 @@ def request(
         return decode_json(frames[-1])
     finally:
         tr.close(linger_ms=0)
+
+
+def private_dir(topology: str) -> str:
+    """A new directory only this user can enter (mode 0700, from mkdtemp) for a local
+    topology's ipc sockets. Under the temporary directory rather than the run directory:
+    a unix socket path must stay under ~100 bytes, and $CLUSTERDUCK_HOME can be long."""
+    return tempfile.mkdtemp(prefix=f"clusterduck-{topology[:24]}-")
+
+
+def ipc_path(directory: str, name: str) -> str:
+    """``directory/name``, with a digest for a name that would overflow sun_path."""
+    path = os.path.join(directory, name)
+    if len(path) > IPC_PATH_MAX:
+        path = os.path.join(directory, hashlib.sha1(name.encode()).hexdigest()[:16])
+    return path
 
 
 def _bracket(host: str) -> str:

@@ -1,0 +1,283 @@
+"""The inbound guard: every frame is untrusted until it is decoded and checked here.
+
+A worker's inbox (a ROUTER) may receive anything a peer with access to its socket
+sends: a wrong number of frames, a header that is not ours, a malformed running count,
+bytes that do not decode, a pickle of the wrong shape, a frame far too large, a header
+claiming to be an upstream instance that does not exist. A sender's outbox (a DEALER)
+may receive anything its receiver's socket sends back instead of a grant. The layout of
+every frame is :mod:`clusterduck.protocol`'s (``read_frame``, ``parse_grant``); this
+module decides what to *accept*: ``InboundGuard.check`` turns raw frames into a
+``DataBatch``, a ``Probe`` or an ``EndOfStream`` from one of the *expected* senders, or
+``None``: the frame is dropped, counted by kind in a shared :class:`Rejections`
+(``status`` shows them as ``rejected_frames``), and logged at most once per kind per
+``LOG_INTERVAL`` so a flood cannot fill the disk.
+
+A data frame from an expected sender whose payload is rejected (oversized, undecodable,
+wrongly shaped) comes back as a ``Probe`` at its running total: its sender still gets
+the credit back, so a bad frame costs a stream nothing but itself.
+
+Pure (no sockets, injected clock and log function), tested with hypothesis. Decoding
+still runs the codec: for pickle, loading is executing, which is why *who may connect*
+(transport: ipc in a private directory, or CURVE) is the real protection; the guard is
+what keeps a process alive and its stream exact whatever a peer with access sends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..exceptions import ProtocolError
+from ..protocol import (
+    BAD_COUNT,
+    BAD_FRAME_COUNT,
+    BAD_HEADER,
+    Batch,
+    Frame,
+    Grant,
+    decode_json,
+    parse_grant,
+    read_frame,
+)
+
+__all__ = [
+    "CONTROL_KINDS",
+    "LOG_INTERVAL",
+    "MAX_CONTROL_BYTES",
+    "MAX_FRAME_BYTES",
+    "REJECT_KINDS",
+    "ControlGuard",
+    "DataBatch",
+    "EndOfStream",
+    "InboundGuard",
+    "Probe",
+    "Rejections",
+    "check_grant",
+]
+
+# A data payload larger than this is dropped (and counted as "oversized"): 256 MiB. It
+# bounds what one frame may make a process decode; a batch of MAX_BATCH messages stays
+# far below it unless each message is over 256 KiB.
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+# One log line per kind of rejection per this many seconds, with the count since.
+LOG_INTERVAL = 10.0
+
+# Every kind of rejected data-path frame, as counted and shown by ``status``.
+FRAME_COUNT = BAD_FRAME_COUNT  # not 3 frames for data, 2 for a probe, 1 for EOS
+HEADER = BAD_HEADER  # empty, unknown kind letter, not UTF-8, not component/index
+COUNT = BAD_COUNT  # the running total is not a non-negative int64
+SENDER = "sender"  # names no instance of this inbox's input, or not the connection's
+PEER = "peer"  # with CURVE: the authenticated identity is not the claimed sender
+OVERSIZED = "oversized"  # above MAX_FRAME_BYTES
+UNDECODABLE = "undecodable"  # the codec raised
+SHAPE = "shape"  # decoded, but not a list of (int, value) pairs
+GRANT = "grant"  # on an outbox: not a well-formed credit grant
+REJECT_KINDS = (
+    FRAME_COUNT, HEADER, COUNT, SENDER, PEER, OVERSIZED, UNDECODABLE, SHAPE, GRANT
+)  # fmt: skip
+# Control messages (JSON) rejected by ControlGuard.
+CONTROL_FRAME_COUNT = "control_frame_count"
+CONTROL_OVERSIZED = "control_oversized"
+CONTROL_UNDECODABLE = "control_undecodable"
+CONTROL_SHAPE = "control_shape"
+CONTROL_KINDS = (CONTROL_FRAME_COUNT, CONTROL_OVERSIZED, CONTROL_UNDECODABLE, CONTROL_SHAPE)
+# A control message above this is dropped: 16 MiB (a `wire` with every endpoint of a
+# large topology is a few hundred KiB).
+MAX_CONTROL_BYTES = 16 * 1024 * 1024
+
+LogFn = Callable[..., None]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DataBatch:
+    sender: str
+    batch: Batch
+    total: int  # the sender's running count, this frame included
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Grant ``sender`` credit up to ``total`` (a probe, or a data frame we dropped)."""
+
+    sender: str
+    total: int
+
+
+@dataclass(frozen=True)
+class EndOfStream:
+    sender: str
+
+
+class Rejections:
+    """Counts of dropped input by kind, logged once per kind per interval (a flood of bad
+    frames must cost neither the disk nor the CPU of formatting a line for each)."""
+
+    def __init__(
+        self,
+        where: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        log_interval: float = LOG_INTERVAL,
+        log: LogFn | None = None,
+    ) -> None:
+        self.where = where
+        self.clock = clock
+        self.log_interval = log_interval
+        self.log = log or logging.getLogger("clusterduck.inbound").warning
+        self.counts: Counter[str] = Counter()
+        self._last_log: dict[str, float] = {}
+        self._unlogged: Counter[str] = Counter()
+
+    def add(self, kind: str, detail: str) -> None:
+        self.counts[kind] += 1
+        now = self.clock()
+        last = self._last_log.get(kind)
+        if last is not None and now - last < self.log_interval:
+            self._unlogged[kind] += 1
+            return
+        self._last_log[kind] = now
+        since = self._unlogged.pop(kind, 0)
+        more = f" (+{since} more since the last line)" if since else ""
+        self.log("%s: dropped a frame (%s): %s%s", self.where, kind, detail, more)
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+class InboundGuard:
+    """Checks the frames of one inbox; ``expected`` are the instances that may send."""
+
+    def __init__(
+        self,
+        where: str,
+        expected: Collection[str],
+        loads: Callable[[bytes], Any],
+        rejections: Rejections,
+        *,
+        max_frame: int = MAX_FRAME_BYTES,
+    ) -> None:
+        self.where = where
+        self.expected = frozenset(expected)
+        self.loads = loads
+        self.rejections = rejections
+        self.max_frame = max_frame
+
+    def check(
+        self, identity: bytes | None, frames: Sequence[bytes], peer: str | None = None
+    ) -> DataBatch | Probe | EndOfStream | None:
+        """The checked content of one message (``frames`` without the ROUTER's
+        ``identity``), or None: dropped and counted.
+
+        ``identity`` is the connection's ROUTER identity (each sender's DEALER names
+        itself ``component/index``; None on a PULL); ``peer`` is the connection's
+        authenticated instance name (CURVE with per-instance keys), if known."""
+        frame = read_frame(frames)
+        if not isinstance(frame, Frame):
+            head = bytes(frames[0][:40]) if frames else b""
+            self._reject(frame, f"{len(frames)} frames, first {head!r}")
+            return None
+        sender = frame.sender
+        if sender not in self.expected:
+            self._reject(SENDER, f"sender {sender[:80]!r} is not an upstream instance")
+            return None
+        if identity is not None and identity != sender.encode():
+            self._reject(SENDER, f"connection {bytes(identity[:80])!r} claimed {sender!r}")
+            return None
+        if peer is not None and peer != sender:
+            self._reject(PEER, f"connection of {peer[:80]!r} claimed to be {sender!r}")
+            return None
+        if frame.header.eos:
+            return EndOfStream(sender)
+        if frame.header.probe:
+            return Probe(sender, frame.total)
+        payload = frame.payload
+        if len(payload) > self.max_frame:
+            self._reject(
+                OVERSIZED, f"{len(payload):,} bytes from {sender} (limit {self.max_frame:,})"
+            )
+            return Probe(sender, frame.total)
+        try:
+            batch = self.loads(payload)
+        except Exception as exc:  # noqa: BLE001 - any codec failure is the peer's fault
+            self._reject(UNDECODABLE, f"from {sender}: {type(exc).__name__}: {exc}"[:300])
+            return Probe(sender, frame.total)
+        if not _is_batch(batch) or len(batch) > frame.total:
+            self._reject(
+                SHAPE,
+                f"from {sender}: a {type(batch).__name__}, not a list of (int, value) "
+                "pairs within its running count",
+            )
+            return Probe(sender, frame.total)
+        return DataBatch(sender, batch, frame.total)
+
+    def _reject(self, kind: str, detail: str) -> None:
+        self.rejections.add(kind, detail)
+
+
+def check_grant(frames: Sequence[bytes], rejections: Rejections) -> Grant | None:
+    """A credit grant received on an outbox, or None (dropped and counted)."""
+    grant = parse_grant(bytes(frames[0])) if len(frames) == 1 else None
+    if grant is None:
+        head = bytes(frames[0][:40]) if frames else b""
+        rejections.add(GRANT, f"{len(frames)} frames, first {head!r}")
+    return grant
+
+
+class ControlGuard:
+    """The one place control messages are decoded: a supervisor's or a process's control
+    socket may receive anything a peer with access sends, and must never die of it.
+
+    ``decode`` gives the typed message of the last frame (or None, counted); ``dispatch``
+    runs a handler and turns the errors a wrongly shaped message raises there into a
+    counted rejection instead of a crash."""
+
+    def __init__(self, rejections: Rejections, *, max_frame: int = MAX_CONTROL_BYTES) -> None:
+        self.rejections = rejections
+        self.max_frame = max_frame
+
+    def decode(
+        self,
+        frames: Sequence[bytes],
+        parse: Callable[[Mapping[str, Any]], T],
+        *,
+        min_frames: int = 1,
+        max_frames: int | None = None,
+    ) -> T | None:
+        if not min_frames <= len(frames) <= (max_frames or min_frames + 1):
+            self.rejections.add(CONTROL_FRAME_COUNT, f"{len(frames)} frames")
+            return None
+        data = frames[-1]
+        if len(data) > self.max_frame:
+            self.rejections.add(CONTROL_OVERSIZED, f"{len(data):,} bytes")
+            return None
+        try:
+            raw = decode_json(data)
+        except ProtocolError as exc:
+            self.rejections.add(CONTROL_UNDECODABLE, str(exc)[:300])
+            return None
+        try:
+            return parse(raw)
+        except (ProtocolError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            self.rejections.add(CONTROL_SHAPE, f"{type(exc).__name__}: {exc}"[:300])
+            return None
+
+    def dispatch(self, handler: Callable[..., None], *args: Any) -> None:
+        try:
+            handler(*args)
+        except (ProtocolError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            self.rejections.add(CONTROL_SHAPE, f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _is_batch(batch: Any) -> bool:
+    """A list of (seq, value) pairs; msgpack and json decode the pairs as lists."""
+    if type(batch) is not list:
+        return False
+    for item in batch:
+        if type(item) not in (tuple, list) or len(item) != 2 or type(item[0]) is not int:
+            return False
+    return True

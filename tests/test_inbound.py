@@ -1,0 +1,306 @@
+"""Inbound guard: any frames in, a checked batch / probe / end of stream or a counted
+rejection out; grants and control messages likewise. Frames are laid out as
+clusterduck.protocol builds them (data: header, payload, running count)."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clusterduck.protocol import (
+    ControlRequest,
+    Grant,
+    Op,
+    data_header,
+    eos_header,
+    grant_frame,
+    pack_count,
+    probe_header,
+)
+from clusterduck.runtime.codec import get_codec
+from clusterduck.runtime.inbound import (
+    CONTROL_FRAME_COUNT,
+    CONTROL_OVERSIZED,
+    CONTROL_SHAPE,
+    CONTROL_UNDECODABLE,
+    COUNT,
+    FRAME_COUNT,
+    GRANT,
+    HEADER,
+    OVERSIZED,
+    PEER,
+    REJECT_KINDS,
+    SENDER,
+    SHAPE,
+    UNDECODABLE,
+    ControlGuard,
+    DataBatch,
+    EndOfStream,
+    InboundGuard,
+    Probe,
+    Rejections,
+    check_grant,
+)
+
+EXPECTED = {"numbers/0", "numbers/1"}
+N0 = b"numbers/0"
+
+
+class FakeClock:
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Lines:
+    """Collects what the guard logs."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, fmt: str, *args: Any) -> None:
+        self.lines.append(fmt % args)
+
+
+def guard(**kw: Any) -> tuple[InboundGuard, Rejections]:
+    rejections = Rejections(
+        "relay/0",
+        clock=kw.pop("clock", FakeClock()),
+        log=kw.pop("log", Lines()),
+        log_interval=kw.pop("log_interval", 10.0),
+    )
+    return InboundGuard("relay/0 <- numbers", EXPECTED, pickle.loads, rejections, **kw), rejections
+
+
+def data(sender: str, payload: bytes, total: int) -> list[bytes]:
+    comp, _, index = sender.partition("/")
+    return [data_header(comp, int(index)), payload, pack_count(total)]
+
+
+def test_good_batch_probe_and_end_of_stream_pass() -> None:
+    g, r = guard()
+    batch = [(1, "a"), (2, {"b": 1})]
+    assert g.check(N0, data("numbers/0", pickle.dumps(batch), 2)) == DataBatch(
+        "numbers/0", batch, 2
+    )
+    assert g.check(b"numbers/1", [eos_header("numbers", 1)]) == EndOfStream("numbers/1")
+    assert g.check(N0, [probe_header("numbers", 0), pack_count(7)]) == Probe("numbers/0", 7)
+    assert g.check(None, data("numbers/1", pickle.dumps([]), 0)) == DataBatch("numbers/1", [], 0)
+    assert r.as_dict() == {}
+
+
+def test_msgpack_and_json_pairs_decode_as_lists_and_pass() -> None:
+    for name in ("msgpack", "json"):
+        codec = get_codec(name)
+        g = InboundGuard("w", EXPECTED, codec.loads, Rejections("w", log=Lines()))
+        got = g.check(N0, data("numbers/0", codec.dumps([(1, "a"), (2, [3])]), 2))
+        assert isinstance(got, DataBatch) and [s for s, _ in got.batch] == [1, 2]
+
+
+def test_each_kind_of_bad_frame_is_rejected_and_counted() -> None:
+    g, r = guard()
+    pairs = pickle.dumps([(1, 1)])
+    dropped = [  # nothing comes out
+        ([], FRAME_COUNT),
+        ([b"Dnumbers/0", b"x", pack_count(1), b"y"], FRAME_COUNT),
+        ([b"Dnumbers/0"], FRAME_COUNT),
+        ([b"Dnumbers/0", pairs], FRAME_COUNT),
+        ([b"Enumbers/0", b"payload"], FRAME_COUNT),
+        ([b"Pnumbers/0"], FRAME_COUNT),
+        ([b""], HEADER),
+        ([b"Xnumbers/0", b"x", pack_count(1)], HEADER),
+        ([b"E\xff\xfe"], HEADER),  # the frame that killed a worker (issue 10)
+        ([b"Enumbers/x"], HEADER),
+        ([b"Dnumbers/0", pairs, b"short"], COUNT),
+        ([b"Pnumbers/0", (-1).to_bytes(8, "little", signed=True)], COUNT),
+        ([b"Enumbers/7"], SENDER),  # no such instance
+        (data("other/0", pairs, 1), SENDER),
+    ]
+    for frames, kind in dropped:
+        before = r.counts[kind]
+        assert g.check(N0 if frames[:1] != [b"Enumbers/7"] else None, frames) is None, frames
+        assert r.counts[kind] == before + 1, (frames, kind)
+    # a data frame from an expected sender whose payload is bad: its credit goes back
+    answered = [
+        (data("numbers/0", b"\x80\x05not a pickle", 1), UNDECODABLE),
+        (data("numbers/0", pickle.dumps([1, 2, 3]), 3), SHAPE),  # plain ints, not pairs
+        (data("numbers/0", pickle.dumps((1, 2)), 3), SHAPE),
+        (data("numbers/0", pickle.dumps([("1", 2)]), 3), SHAPE),
+        (data("numbers/0", pickle.dumps([(True, 2)]), 3), SHAPE),
+        (data("numbers/0", pickle.dumps([(1, 2, 3)]), 3), SHAPE),
+        (data("numbers/0", pickle.dumps({"a": 1}), 3), SHAPE),
+        (data("numbers/0", pickle.dumps([(1, 1), (2, 2)]), 1), SHAPE),  # more than its count
+    ]
+    for frames, kind in answered:
+        before = r.counts[kind]
+        assert g.check(N0, frames) == Probe("numbers/0", int.from_bytes(frames[2], "little"))
+        assert r.counts[kind] == before + 1, (frames, kind)
+    assert sum(r.counts.values()) == len(dropped) + len(answered)
+
+
+def test_the_connection_must_be_the_claimed_sender() -> None:
+    g, r = guard()
+    assert g.check(b"numbers/1", [eos_header("numbers", 0)]) is None
+    assert g.check(b"\x00\x8bE\x12", [eos_header("numbers", 0)]) is None  # ROUTER's own id
+    assert r.counts[SENDER] == 2
+    assert g.check(N0, [eos_header("numbers", 0)], peer="numbers/1") is None
+    assert r.counts[PEER] == 1
+    assert g.check(b"numbers/1", [eos_header("numbers", 1)], peer="numbers/1") == EndOfStream(
+        "numbers/1"
+    )
+
+
+def test_oversized_frame_is_rejected_before_decoding() -> None:
+    decoded: list[bytes] = []
+
+    def loads(payload: bytes) -> Any:
+        decoded.append(payload)
+        return [(1, 1)]
+
+    r = Rejections("w", log=Lines())
+    g = InboundGuard("w", EXPECTED, loads, r, max_frame=10)
+    assert g.check(N0, data("numbers/0", b"x" * 11, 4)) == Probe("numbers/0", 4)
+    assert r.counts[OVERSIZED] == 1 and decoded == []
+    assert g.check(N0, data("numbers/0", b"x" * 10, 4)) == DataBatch("numbers/0", [(1, 1)], 4)
+
+
+def test_grants_are_checked_and_the_rest_counted() -> None:
+    r = Rejections("spout", log=Lines())
+    good = Grant(3, 10, 0.001)
+    assert check_grant([grant_frame(good)], r) == good
+    for frames in ([], [b"G"], [grant_frame(good), b"x"], [b"X" + grant_frame(good)[1:]],
+                   [grant_frame(Grant(3, 10, 0.0))[:-1]]):  # fmt: skip
+        assert check_grant(frames, r) is None
+    assert r.as_dict() == {GRANT: 5}
+
+
+def test_log_lines_are_rate_limited_per_kind() -> None:
+    clock, lines = FakeClock(), Lines()
+    g, r = guard(clock=clock, log=lines, log_interval=10.0)
+    for _ in range(100):
+        g.check(N0, [b"E\xff"])
+        g.check(N0, [b"Enope/0"])
+    assert len(lines.lines) == 2  # one per kind
+    clock.now += 10.0
+    g.check(N0, [b"E\xff"])
+    assert len(lines.lines) == 3 and "+99 more" in lines.lines[-1]
+    assert r.counts[HEADER] == 101 and r.counts[SENDER] == 100
+
+
+# ---------------------------------------------------------------------- properties
+
+_pickles = st.one_of(
+    st.integers(), st.text(), st.lists(st.integers()), st.tuples(st.integers(), st.integers()),
+    st.lists(st.tuples(st.text(), st.integers())), st.dictionaries(st.text(), st.integers()),
+    st.lists(st.lists(st.integers(), max_size=3)), st.none(),
+    st.lists(st.tuples(st.integers(), st.integers()), max_size=3),
+).map(pickle.dumps)  # fmt: skip
+_headers = st.one_of(
+    st.binary(max_size=20),
+    st.sampled_from([b"D", b"E", b"P", b"G"]).flatmap(
+        lambda k: st.sampled_from(["numbers/0", "numbers/9", "x/0", ""]).map(
+            lambda s: k + s.encode()
+        )
+    ),
+)
+_counts = st.one_of(st.integers(0, 2**62).map(pack_count), st.binary(max_size=9))
+_frames = st.lists(st.one_of(_headers, _pickles, _counts, st.binary(max_size=64)), max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([None, N0, b"numbers/1", b"x"]), _frames), max_size=12))
+def test_any_frames_are_either_checked_or_counted_never_raised(
+    messages: list[tuple[bytes | None, list[bytes]]],
+) -> None:
+    g, r = guard()
+    passed = 0
+    for identity, frames in messages:
+        before = sum(r.counts.values())
+        got = g.check(identity, frames)
+        counted = sum(r.counts.values()) - before
+        assert counted in (0, 1)
+        if got is None:
+            assert counted == 1
+            continue
+        assert got.sender in EXPECTED
+        assert identity is None or identity == got.sender.encode()
+        passed += 1 - counted  # a counted data frame comes back as a probe
+        if isinstance(got, DataBatch):
+            assert all(type(seq) is int for seq, _ in got.batch)
+            assert 0 <= got.total - len(got.batch)
+    assert passed + sum(r.counts.values()) == len(messages)
+    assert set(r.counts) <= set(REJECT_KINDS)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(), st.text(max_size=5)), max_size=20),
+    st.sampled_from(sorted(EXPECTED)),
+    st.integers(0, 1000),
+)
+def test_well_formed_frames_from_expected_senders_always_pass(
+    batch: list[tuple[int, str]], sender: str, before: int
+) -> None:
+    g, r = guard()
+    total = before + len(batch)
+    ident = sender.encode()
+    assert g.check(ident, data(sender, pickle.dumps(batch), total)) == DataBatch(
+        sender, batch, total
+    )
+    comp, _, index = sender.partition("/")
+    assert g.check(ident, [eos_header(comp, int(index))], peer=sender) == EndOfStream(sender)
+    assert r.as_dict() == {}
+
+
+# ---------------------------------------------------------------------- control messages
+
+
+def test_control_guard_decodes_requests_and_counts_the_rest() -> None:
+    r = Rejections("supervisor", log=Lines())
+    g = ControlGuard(r, max_frame=100)
+    parse = ControlRequest.from_dict
+    assert g.decode([b"id", b"", b'{"op": "status"}'], parse, min_frames=3) == ControlRequest(
+        Op.STATUS
+    )
+    assert g.decode([b'{"op": "start"}'], parse) == ControlRequest(Op.START)
+    bad = [
+        ([b"id", b""], CONTROL_FRAME_COUNT),
+        ([b"id", b"", b"", b"", b"{}"], CONTROL_FRAME_COUNT),
+        ([b"id", b"", b"\xff\xfe not json"], CONTROL_UNDECODABLE),  # crashed the supervisor
+        ([b"id", b"", b"{" * 101], CONTROL_OVERSIZED),
+        ([b"id", b"", b"[1, 2]"], CONTROL_UNDECODABLE),
+        ([b"id", b"", b'{"op": 3}'], CONTROL_SHAPE),
+        ([b"id", b"", b'{"op": "wire"}'], CONTROL_SHAPE),  # no endpoints
+    ]
+    for frames, kind in bad:
+        before = r.counts[kind]
+        assert g.decode(frames, parse, min_frames=3) is None, frames
+        assert r.counts[kind] == before + 1, kind
+    assert sum(r.counts.values()) == len(bad)
+
+
+def test_control_guard_dispatch_turns_a_shape_error_into_a_count() -> None:
+    r = Rejections("supervisor", log=Lines())
+    g = ControlGuard(r)
+    seen: list[str] = []
+
+    def handler(msg: dict[str, Any]) -> None:
+        seen.append(msg["endpoints"]["relay/0"])  # KeyError on a message without them
+
+    g.dispatch(handler, {"op": "hello"})
+    g.dispatch(handler, {"op": "hello", "endpoints": {"relay/0": "ipc://x"}})
+    assert seen == ["ipc://x"] and r.as_dict() == {CONTROL_SHAPE: 1}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=40), min_size=0, max_size=4))
+def test_control_guard_never_raises(frames: list[bytes]) -> None:
+    r = Rejections("p", log=Lines())
+    msg = ControlGuard(r).decode(frames, ControlRequest.from_dict, min_frames=2)
+    assert msg is None or isinstance(msg, ControlRequest)
+    assert (msg is None) == (sum(r.counts.values()) == 1)
