@@ -25,6 +25,7 @@ what keeps a process alive and its stream exact whatever a peer with access send
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -273,11 +274,18 @@ class ControlGuard:
             self.rejections.add(CONTROL_SHAPE, f"{type(exc).__name__}: {exc}"[:300])
 
 
+_PAIR_TYPES = frozenset((tuple, list))
+_first = operator.itemgetter(0)
+
+
 def _is_batch(batch: Any) -> bool:
-    """A list of (seq, value) pairs; msgpack and json decode the pairs as lists."""
+    """A list of (seq, value) pairs; msgpack and json decode the pairs as lists.
+
+    Checked with ``map`` and sets, which loop in C: this runs on every message of every
+    frame, and a Python loop here cost a worker about 15% of its time."""
     if type(batch) is not list:
         return False
-    for item in batch:
-        if type(item) not in (tuple, list) or len(item) != 2 or type(item[0]) is not int:
-            return False
-    return True
+    if not set(map(type, batch)) <= _PAIR_TYPES:
+        return False
+    # Every item is a tuple or list now, so len() and [0] cannot fail.
+    return set(map(len, batch)) <= {2} and set(map(type, map(_first, batch))) <= {int}
