@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.lifecycle_fixtures import Clusterduck
 
 pytest_plugins = ["tests.conftest_ssh"]  # the multi-host fixtures (network namespaces)
 
@@ -30,3 +32,14 @@ def write_topology(tmp_path: Path) -> WriteTopology:
         return path
 
     return write
+
+
+@pytest.fixture
+def duck(tmp_path: Path) -> Iterator[Clusterduck]:
+    """The real CLI with a private CLUSTERDUCK_HOME; whatever a test started is cleaned
+    up afterwards, whether it passed or not."""
+    cli = Clusterduck(tmp_path)
+    try:
+        yield cli
+    finally:
+        cli.cleanup()

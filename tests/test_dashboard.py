@@ -42,15 +42,6 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
-@pytest.fixture
-def duck(tmp_path: Path) -> Iterator[Clusterduck]:
-    cli = Clusterduck(tmp_path)
-    try:
-        yield cli
-    finally:
-        cli.cleanup()
-
-
 class Dashboard:
     """``clusterduck dashboard --port 0`` in a subprocess; ``url`` from what it prints."""
 

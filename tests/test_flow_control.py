@@ -9,11 +9,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from lifecycle_fixtures import Clusterduck, instance, wait_until
 
 from clusterduck.loader import load
@@ -59,15 +57,6 @@ def test_results_stream_before_the_input_is_done(tmp_path: Path) -> None:
     # The sink's first call happened while the worker had done less than half of its 400.
     assert first < 200, first
     assert rows(result.status.to_dict(), "work")[0]["received"] == 400
-
-
-@pytest.fixture
-def duck(tmp_path: Path) -> Iterator[Clusterduck]:
-    cli = Clusterduck(tmp_path)
-    try:
-        yield cli
-    finally:
-        cli.cleanup()
 
 
 def test_unpaced_spout_stays_bounded_and_down_loses_nothing(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,6 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="ne
 
 RSS_BOUND_KB = 200 * 1024  # generous: a clusterduck process idles at a few tens of MiB
 PAYLOAD = 4096  # bytes per message of lifecycle_topologies/pressure.yaml
-
-
-@pytest.fixture
-def duck(tmp_path: Path) -> Iterator[Clusterduck]:
-    cli = Clusterduck(tmp_path)
-    try:
-        yield cli
-    finally:
-        cli.cleanup()
 
 
 def rows(status: dict[str, Any]) -> list[dict[str, Any]]:
