@@ -1,7 +1,8 @@
 """The fixed loop every spout and worker process runs: receive → call → route → send.
 
-Started by the host's supervisor as ``python -m clusterduck.runtime.process`` with a
-``ProcessSpec`` (JSON) on stdin. The start is explicit, in steps the supervisor drives:
+Started by the host's supervisor, forked from its fork server (``forkserver.py``) or as
+``python -m clusterduck.runtime.process`` with a ``ProcessSpec`` (JSON) on stdin. The
+start is explicit, in steps the supervisor drives:
 
 1. import the user's code and bind one inbox per input, then say ``hello`` (endpoints);
 2. on ``wire`` (every instance's endpoints) connect to each downstream instance and wait
@@ -534,8 +535,10 @@ def _setup_logging(name: str) -> None:
     )
 
 
-def main() -> int:
-    spec = ProcessSpec.from_dict(decode_json(sys.stdin.read()))
+def main(spec_json: str | None = None) -> int:
+    """Run one instance; its ``ProcessSpec`` comes on stdin, or from the fork server."""
+    raw = sys.stdin.read() if spec_json is None else spec_json
+    spec = ProcessSpec.from_dict(decode_json(raw))
     _setup_logging(spec.name)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     os.chdir(spec.code_dir)

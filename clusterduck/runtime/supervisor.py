@@ -64,6 +64,7 @@ from ..protocol import (
     same_release,
     topology_marker,
 )
+from .forkserver import ChildProcess, Starter
 from .inbound import ControlGuard, Rejections
 from .procfs import sweep
 from .transport import Transport, poll, private_dir, request
@@ -88,7 +89,7 @@ class Instance:
     component: str
     index: int
     log_path: Path
-    popen: subprocess.Popen[bytes] | None = None
+    popen: ChildProcess | None = None  # forked (forkserver.py) or a fresh interpreter
     state: State = State.STARTING
     endpoints: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
@@ -118,6 +119,8 @@ class Supervisor:
         self.run_dir = Path(spec.run_dir)
         Path(self.layout.logs).mkdir(parents=True, exist_ok=True)
         self.curve = spec.curve
+        # Before the ZeroMQ context: the fork server must not inherit one (forkserver.py).
+        self.starter = Starter(spec.env)
         self.transport = Transport(self.curve, ipc_dir=ipc_dir)
         self.control = self.transport.router(spec.bind_host, spec.advertise, name="supervisor")
         self.procs = self.transport.router("127.0.0.1", "127.0.0.1", name="processes")
@@ -168,27 +171,15 @@ class Supervisor:
                 start=True,
                 ended=tuple(sorted(ended)),
             )
-        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
         inst.restart_at = None
         try:
-            with open(inst.log_path, "ab", opener=_private) as logfile:
-                inst.popen = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "clusterduck.runtime.process",
-                        *topology_marker(self.topology.name),
-                        inst.name,
-                    ],
-                    stdin=subprocess.PIPE,
-                    stdout=logfile,
-                    stderr=subprocess.STDOUT,
-                    cwd=spec.code_dir,
-                    env=env,
-                )
-            assert inst.popen.stdin is not None
-            inst.popen.stdin.write(json.dumps(proc_spec.to_dict()).encode())
-            inst.popen.stdin.close()
+            inst.popen = self.starter.start(
+                inst.name,
+                json.dumps(proc_spec.to_dict()),
+                inst.log_path,
+                spec.code_dir,
+                topology_marker(self.topology.name),
+            )
         except OSError as exc:
             inst.state = State.FAILED
             inst.error = f"could not start {inst.name} in {spec.code_dir}: {exc}"
@@ -262,6 +253,8 @@ class Supervisor:
                 continue
             code = inst.popen.returncode
             inst.popen = None
+            if code == EXIT_USER_FAILURE and inst.error is None:
+                self.await_failure_report(inst)
             if inst.state is State.FINISHED or (code == 0 and inst.state is not State.STARTING):
                 inst.state = State.FINISHED
                 continue
@@ -486,14 +479,27 @@ class Supervisor:
 
     # -- main loop -------------------------------------------------------------------
 
+    def read_processes(self) -> None:
+        """Act on every message from a process that is waiting (never blocks)."""
+        while (frames := self.procs.recv(block=False)) is not None:
+            message = self.guard.decode(frames, process_message_from_dict, min_frames=2)
+            if message is not None:
+                self.guard.dispatch(self.on_process_message, frames[0], message)
+
+    def await_failure_report(self, inst: Instance, within: float = 1.0) -> None:
+        """A process that failed to load says why just before it exits; a forked one
+        exits fast enough to be seen gone before its report is read."""
+        deadline = time.monotonic() + within
+        while inst.error is None and (left := deadline - time.monotonic()) > 0:
+            readable, _ = poll([self.procs], timeout=left)
+            if self.procs in readable:
+                self.read_processes()
+
     def run(self) -> None:
         while True:
             readable, _ = poll([self.control, self.procs], timeout=0.1)
             if self.procs in readable:
-                while (frames := self.procs.recv(block=False)) is not None:
-                    message = self.guard.decode(frames, process_message_from_dict, min_frames=2)
-                    if message is not None:
-                        self.guard.dispatch(self.on_process_message, frames[0], message)
+                self.read_processes()
             if self.control in readable:
                 while (frames := self.control.recv(block=False)) is not None:
                     # [client identity, empty delimiter, request]
@@ -535,11 +541,6 @@ class Supervisor:
             if self.control in readable:
                 while (frames := self.control.recv(block=False)) is not None:
                     self.control.send_json(final, prefix=[frames[0], b""])
-
-
-def _private(path: str, flags: int) -> int:
-    """Open a new log file readable by its owner only (logs hold data and tracebacks)."""
-    return os.open(path, flags, 0o600)
 
 
 def _describe_exit(code: int) -> str:

@@ -1,0 +1,404 @@
+"""How a supervisor starts its processes: forked from a warm fork server, or fresh.
+
+A fresh ``python -m clusterduck.runtime.process`` pays an interpreter start and the
+runtime's imports (0.2–0.5 CPU-s) for every process and every restart; a fork of an
+interpreter that has already imported them costs a few milliseconds. So the supervisor
+starts a *fork server* once and asks it for each process:
+
+- The fork server is forked from the supervisor **before** the supervisor creates its
+  ZeroMQ context. A ZeroMQ context must not cross a fork (its I/O threads do not exist
+  in the child, its sockets would be shared), and forking a process that runs threads
+  copies locks that no thread will ever release. The fork server stays single-threaded,
+  imports the runtime and pyzmq, and never creates a context or a socket: each process
+  builds its own after the fork, exactly as a fresh interpreter would.
+- It forks twice, so that each process is re-parented to the supervisor, which is a
+  *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``): the supervisor waits for its
+  processes like any child, sees ``kill -9`` as SIGKILL, and loses nothing if the fork
+  server itself dies.
+- The forked child looks like a fresh process to the runtime: its stdout and stderr go
+  to the instance's log, its working directory and ``sys.path[0]`` are the code
+  folder, the host's ``env`` is applied, and it exits through ``os._exit`` after the
+  runtime's own exit path (never back into the fork server's loop).
+
+The fresh-interpreter path stays, and is used when fork or the subreaper is not
+available (not Linux), when ``CLUSTERDUCK_START=spawn`` (in the environment of the
+supervisor or in the host's ``env``), when the host's ``env`` sets a variable that only
+an interpreter start reads (``PYTHON*`` other than ``PYTHONPATH``, ``LD_*``), and for
+every start after the fork server has died. The supervisor logs which one runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["ChildProcess", "ForkedProcess", "Starter", "choose_mode"]
+
+log = logging.getLogger("clusterduck.supervisor")
+
+FORK = "fork"
+SPAWN = "spawn"
+# The fork server answers a start within this time, or it is taken for dead.
+REPLY_TIMEOUT = 30.0
+# Variables an interpreter reads only when it starts: a forked process would not see
+# them, so a host whose env sets one gets fresh interpreters (PYTHONPATH is applied).
+_START_ONLY = ("PYTHON", "LD_")
+_APPLIED = {"PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
+_PR_SET_CHILD_SUBREAPER = 36
+_HEADER = struct.Struct("!I")
+
+
+class ChildProcess(Protocol):
+    """What the supervisor needs of a started process (``subprocess.Popen`` has it)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | Any: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class ForkedProcess:
+    """A process forked by the fork server and re-parented to us: Popen's interface."""
+
+    def __init__(self, pid: int, name: str) -> None:
+        self.pid = pid
+        self.name = name
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # not ours (any more): nothing to learn
+                self.returncode = -9
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(self.name, timeout or 0.0)
+            time.sleep(0.005)
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(9)
+
+
+def choose_mode(host_env: Mapping[str, str]) -> tuple[str, str]:
+    """(``fork`` or ``spawn``, why) for a supervisor whose host has ``host_env``."""
+    wanted = host_env.get("CLUSTERDUCK_START") or os.environ.get("CLUSTERDUCK_START") or FORK
+    if wanted == SPAWN:
+        return SPAWN, "CLUSTERDUCK_START=spawn"
+    if wanted != FORK:
+        return SPAWN, f"CLUSTERDUCK_START={wanted!r} is neither fork nor spawn"
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return SPAWN, f"no fork with a child subreaper on {sys.platform}"
+    start_only = sorted(k for k in host_env if k.startswith(_START_ONLY) and k not in _APPLIED)
+    if start_only:
+        return SPAWN, f"the host's env sets {', '.join(start_only)}, read only at start"
+    return FORK, "forked from a warm fork server"
+
+
+class Starter:
+    """Starts this supervisor's processes; create it before any ZeroMQ context."""
+
+    def __init__(self, host_env: Mapping[str, str]) -> None:
+        self.env = dict(host_env)
+        self.mode, self.reason = choose_mode(host_env)
+        self._server: socket.socket | None = None
+        self._server_pid: int | None = None
+        if self.mode == FORK:
+            try:
+                self._start_server()
+            except OSError as exc:
+                self.mode, self.reason = SPAWN, f"the fork server did not start ({exc})"
+        log.info("processes start %s (%s)", _describe(self.mode), self.reason)
+
+    def _start_server(self) -> None:
+        _become_subreaper()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the fork server: never returns
+            ours.close()
+            _serve(theirs)
+        theirs.close()
+        ours.settimeout(REPLY_TIMEOUT)
+        self._server, self._server_pid = ours, pid
+
+    def start(
+        self, name: str, spec_json: str, log_path: Path, cwd: str, marker: list[str]
+    ) -> ChildProcess:
+        """Start instance ``name`` with its ``ProcessSpec`` (JSON); OSError if it cannot."""
+        if self._server is not None:
+            request: dict[str, Any] = {
+                "name": name,
+                "spec": spec_json,
+                "log": str(log_path),
+                "cwd": cwd,
+                "env": {**self.env, "PYTHONUNBUFFERED": "1"},
+                "argv": [*marker, name],
+            }
+            try:
+                _send(self._server, request)
+                reply = _receive(self._server)
+            except (OSError, ValueError) as exc:
+                self._server_died(f"{type(exc).__name__}: {exc}")
+            else:
+                if "pid" in reply:
+                    return ForkedProcess(int(reply["pid"]), name)
+                raise OSError(str(reply.get("error", "the fork server refused")))
+        return self._spawn(name, spec_json, log_path, cwd, marker)
+
+    def _server_died(self, why: str) -> None:
+        log.warning("the fork server is gone (%s); processes start as fresh interpreters", why)
+        self.close()
+        self.mode, self.reason = SPAWN, "the fork server died"
+
+    def _spawn(
+        self, name: str, spec_json: str, log_path: Path, cwd: str, marker: list[str]
+    ) -> ChildProcess:
+        """The fallback: a fresh interpreter, the spec on its stdin."""
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "ab", opener=_private) as logfile:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "clusterduck.runtime.process", *marker, name],
+                stdin=subprocess.PIPE,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+            )
+        assert popen.stdin is not None
+        popen.stdin.write(spec_json.encode())
+        popen.stdin.close()
+        return popen
+
+    def close(self) -> None:
+        """Let the fork server go (it leaves at end of file) and reap it."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._server_pid is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._server_pid, os.WNOHANG)
+            self._server_pid = None
+
+
+def _describe(mode: str) -> str:
+    return "by fork" if mode == FORK else "as fresh interpreters"
+
+
+def _private(path: str, flags: int) -> int:
+    """Open a new log file readable by its owner only (logs hold data and tracebacks)."""
+    return os.open(path, flags, 0o600)
+
+
+def _become_subreaper() -> None:
+    """Orphaned descendants come to us instead of init: how forked processes become
+    the supervisor's children. OSError where the kernel has no such thing."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(errno)}")
+
+
+# -- the wire between supervisor and fork server: length-prefixed JSON ------------------
+
+
+def _send(sock: socket.socket, obj: dict[str, Any]) -> None:
+    data = json.dumps(obj).encode()
+    sock.sendall(_HEADER.pack(len(data)) + data)
+
+
+def _receive(sock: socket.socket) -> dict[str, Any]:
+    """One message; ValueError at end of file (the other side is gone)."""
+    (size,) = _HEADER.unpack(_read_exactly(sock, _HEADER.size))
+    obj = json.loads(_read_exactly(sock, size))
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    return obj
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = sock.recv(left)
+        if not chunk:
+            raise ValueError("end of file")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+# -- inside the fork server --------------------------------------------------------------
+
+
+def _serve(sock: socket.socket) -> None:
+    """The fork server's loop: one forked process per request, until end of file."""
+    code = 0
+    try:
+        _close_fds_except({0, 1, 2, sock.fileno()})
+        _set_comm("cd-forkserver")
+        # What every process imports; it shares these pages with its siblings.
+        import gc
+
+        from . import process  # noqa: F401
+
+        gc.freeze()  # objects from here on are not touched by the children's collector
+        while True:
+            try:
+                request = _receive(sock)
+            except ValueError:
+                break  # the supervisor is gone
+            try:
+                _send(sock, {"pid": _fork_process(request, sock)})
+            except OSError as exc:
+                _send(sock, {"error": f"fork failed: {exc}"})
+    except BaseException:  # noqa: BLE001 - never return into the supervisor's stack
+        log.exception("the fork server failed")
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _fork_process(request: dict[str, Any], server_sock: socket.socket) -> int:
+    """Fork twice: the process's parent exits at once, so it is re-parented to the
+    supervisor (the subreaper), which then waits for it. Returns its pid."""
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    middle = os.fork()
+    if middle == 0:
+        code = 0
+        try:
+            os.close(read_fd)
+            pid = os.fork()
+            if pid == 0:
+                os.close(write_fd)
+                _become_process(request, server_sock)
+            os.write(write_fd, str(pid).encode())
+        except BaseException:  # noqa: BLE001 - the reply says no pid
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        answer = pipe.read()
+    os.waitpid(middle, 0)
+    if not answer:
+        raise OSError("the forked process did not start")
+    return int(answer)
+
+
+def _become_process(request: dict[str, Any], server_sock: socket.socket) -> None:
+    """In the forked child: set up what a fresh interpreter would have, run the
+    process's main, leave with its exit code. Never returns."""
+    code = 1
+    try:
+        server_sock.close()
+        fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        _close_fds_except({0, 1, 2})
+        _fresh_stdio()
+        _set_comm(f"cd {request['name']}")
+        env: dict[str, str] = request["env"]
+        os.environ.update(env)
+        cwd: str = request["cwd"]
+        os.chdir(cwd)
+        # `python -m` puts the working directory first on sys.path, PYTHONPATH next.
+        extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        sys.path[0:1] = [cwd, *extra]
+        sys.argv = [sys.argv[0], *request["argv"]]
+        logging.root.handlers.clear()  # the process sets up its own (the supervisor's are here)
+        from .process import main
+
+        code = main(request["spec"])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - report like an uncaught exception would
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        _leave(code)
+
+
+def _fresh_stdio() -> None:
+    """Unbuffered text streams on fds 1 and 2, as ``PYTHONUNBUFFERED=1`` gives."""
+    import io
+
+    for fd, attr in ((1, "stdout"), (2, "stderr")):
+        raw = io.FileIO(fd, "w", closefd=False)
+        setattr(sys, attr, io.TextIOWrapper(raw, write_through=True, errors="backslashreplace"))
+
+
+def _leave(code: int) -> None:
+    """What an interpreter does on exit (join threads that are not daemons, run atexit
+    handlers, flush), then leave without unwinding into the fork server."""
+    try:
+        import atexit
+        import threading
+
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    """Close what the supervisor had open (its readiness pipe, its log, …)."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 256))
+    for fd in fds:
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _set_comm(name: str) -> None:
+    """The name ``top`` and ``ps -o comm`` show (15 bytes); the command line stays the
+    supervisor's, with the topology marker that sweeps look for."""
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as fh:
+        fh.write(name[:15])
