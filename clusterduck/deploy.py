@@ -63,6 +63,7 @@ from .state import HostRecord, TopologyRecord, clusterduck_home, load_all
 
 if TYPE_CHECKING:
     from .loader import TopologyFile
+    from .prestart import EarlySupervisor
     from .topology import Host
 
 T = TypeVar("T")
@@ -401,8 +402,11 @@ def start(
     collector: str | None = None,
     curve: CurveKeys | None = None,
     wait_for_allocation: float | None = None,
+    early: EarlySupervisor | None = None,
 ) -> TopologyRecord:
-    """Start every process of the topology; on any failure nothing stays running."""
+    """Start every process of the topology; on any failure nothing stays running.
+
+    ``early``: this machine's supervisor interpreter, already started (prestart.py)."""
     topo = tf.topology
     for rec in load_all():
         if rec.name == topo.name and rec.active:
@@ -457,7 +461,9 @@ def start(
             for h in topo.hosts_used()
             if topo.is_remote(h) and not deploy_slurm.on_this_machine(conns[h])
         ]
-        _prepare_hosts(tf, record, conns, home, bool(remote_hosts), progress, wait_for_allocation)
+        _prepare_hosts(
+            tf, record, conns, home, bool(remote_hosts), progress, wait_for_allocation, early
+        )
         _spawn_and_wire(cluster, collector, progress)
     except BaseException:
         cluster.each(cluster._kill_host)
@@ -479,6 +485,7 @@ def _prepare_hosts(
     multi_host: bool,
     progress: Progress,
     wait_for_allocation: float | None = None,
+    early: EarlySupervisor | None = None,
 ) -> None:
     topo = tf.topology
     local_address = topo.host(LOCALHOST).address
@@ -536,7 +543,7 @@ def _prepare_hosts(
             expect_version=__version__,
             private=topo.uses_private_ipc,
         )
-        ready = _start_supervisor(name, conn, rec.python, spec)
+        ready = _start_supervisor(name, conn, rec.python, spec, None if rec.remote else early)
         rec.control, rec.pid = ready.control, ready.pid
         rec.run_dir = ready.run_dir  # absolute: `~` expanded on that host
         rec.ipc_dir = ready.ipc_dir or ""
@@ -590,7 +597,11 @@ def _python_fix(host: str, python: str) -> str:
 
 
 def _start_supervisor(
-    host: str, conn: HostConnection, python: str, spec: SupervisorSpec
+    host: str,
+    conn: HostConnection,
+    python: str,
+    spec: SupervisorSpec,
+    early: EarlySupervisor | None = None,
 ) -> SupervisorReady:
     """Start the host's supervisor: ONE remote command, which also checks the interpreter.
 
@@ -599,11 +610,14 @@ def _start_supervisor(
     clusterduck or zmq shows in the exit status and stderr. Each is a RemotePythonError
     naming host, interpreter and the fix."""
     fix = _python_fix(host, python)
-    result = conn.run(
-        [python, "-m", "clusterduck.runtime.supervisor", *topology_marker(spec.topology.name)],
-        stdin=json.dumps(spec.to_dict()).encode(),
-        timeout=START_TIMEOUT,
-    )
+    argv = [python, "-m", "clusterduck.runtime.supervisor", *topology_marker(spec.topology.name)]
+    stdin = json.dumps(spec.to_dict()).encode()
+    local = conn if isinstance(conn, LocalHost) else None
+    started = early.take(argv) if early is not None and local is not None else None
+    if local is not None and started is not None:  # the same command, started early
+        result = local.finish(started, argv, stdin=stdin, timeout=START_TIMEOUT)
+    else:
+        result = conn.run(argv, stdin=stdin, timeout=START_TIMEOUT)
     lines = result.stdout.strip().splitlines()
     ready: SupervisorReady | VersionMismatch | None = None
     if lines:

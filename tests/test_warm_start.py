@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from lifecycle_fixtures import Clusterduck, instance, pid_alive, processes_matching, wait_until
 
+from clusterduck.prestart import guess_name
 from clusterduck.runtime.forkserver import FORK, SPAWN, choose_mode
 from tests.procs import cmdline, stat_fields
 
@@ -266,3 +267,49 @@ def test_a_process_sees_the_same_surroundings_in_both_modes(
     assert "extra here" in text
     assert f"argv --topology {name} show/0" in text
     assert "stdin ''" in text
+
+
+# -- the supervisor interpreter started while `up` validates (clusterduck/prestart.py) --
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "name"),
+    [
+        ("name: wordcount\nspouts: []\n", {}, "wordcount"),
+        ("# a comment\nname: 'quoted-1.2_x'  # trailing\n", {}, "quoted-1.2_x"),
+        ('name: "${N}"\n', {"N": "from-env"}, "from-env"),
+        ("name: ${N:-fallback}\n", {}, "fallback"),
+        ("name: ${N:-fallback}\n", {"N": ""}, "fallback"),
+        ("name: pre-${N}\n", {}, None),  # unset without default: the loader refuses it
+        ("name: two words\n", {}, None),
+        ("spouts:\n  - name: src\n", {}, None),  # only a nested name
+        ("name: t\nhosts:\n  h1: {}\n", {}, None),  # may run elsewhere entirely
+        ("name: t\nworkers:\n  - name: w\n    host: h1\n", {}, None),
+    ],
+)
+def test_guess_name(text: str, environ: dict[str, str], name: str | None) -> None:
+    assert guess_name(text, environ) == name
+
+
+def test_an_invalid_file_leaves_no_early_supervisor(duck: Clusterduck, tmp_path: Path) -> None:
+    name = duck.name("invalid")
+    path = tmp_path / "invalid.yaml"
+    path.write_text(
+        f"name: {name}\nspouts:\n  - name: s\n    entry: nowhere:s\n"
+        "workers:\n  - name: w\n    entry: nowhere:w\n    inputs: [nosuch]\n"
+    )
+    result = duck.run("up", str(path))
+    assert result.returncode == 1, result.stderr
+    assert "nosuch" in result.stderr
+    assert not processes_matching(name)  # killed before `up` returned
+    assert not (duck.home / "topologies" / name).exists()
+
+
+def test_a_second_up_of_a_running_topology_leaves_the_first_alone(duck: Clusterduck) -> None:
+    name = duck.name("twice")
+    assert duck.up("endless", name).returncode == 0
+    before = set(processes_matching(name))
+    again = duck.up("endless", name)
+    assert again.returncode == 1 and "already running" in again.stderr, again.stderr
+    assert set(processes_matching(name)) == before
+    assert duck.down(name).returncode == 0

@@ -91,20 +91,29 @@ def up(
     file: Path, mode: str, accept_new_host_keys: bool, wait_for_allocation: float | None
 ) -> None:
     """Validate FILE, start every process on every host, and wire them together."""
-    from .. import deploy
-    from ..loader import load
-    from .console import HostProgress, make_console, status_table
+    from ..prestart import EarlySupervisor
 
-    tf = load(file)
-    topo = tf.topology
-    out, err = make_console(), make_console(err=True)
-    with HostProgress(err, topo.hosts_used()) as progress:
-        record = deploy.start(
-            tf,
-            progress=progress,
-            accept_new_host_keys=accept_new_host_keys,
-            wait_for_allocation=wait_for_allocation,
-        )
+    # This machine's supervisor starts its interpreter while the file is validated.
+    early = EarlySupervisor.start(file)
+    try:
+        from .. import deploy
+        from ..loader import load
+        from .console import HostProgress, make_console, status_table
+
+        tf = load(file)
+        topo = tf.topology
+        out, err = make_console(), make_console(err=True)
+        with HostProgress(err, topo.hosts_used()) as progress:
+            record = deploy.start(
+                tf,
+                progress=progress,
+                accept_new_host_keys=accept_new_host_keys,
+                wait_for_allocation=wait_for_allocation,
+                early=early,
+            )
+    finally:
+        if early is not None:
+            early.discard()
     n = len(topo.instances())
     err.print(
         f"[green]started[/] {topo.name}: {n} processes on "

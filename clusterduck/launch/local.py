@@ -186,6 +186,18 @@ class LocalHost:
             return CommandResult(127, "", f"{argv[0]}: command not found ({exc.strerror})\n")
         except PermissionError as exc:
             return CommandResult(126, "", f"{argv[0]}: cannot execute ({exc.strerror})\n")
+        return self.finish(proc, argv, stdin=stdin, timeout=timeout)
+
+    def finish(
+        self,
+        proc: subprocess.Popen[bytes],
+        argv: list[str],
+        *,
+        stdin: bytes = b"",
+        timeout: float = 60.0,
+    ) -> CommandResult:
+        """Feed ``stdin`` to a command already started (pipes on all three streams, its
+        own session) and wait for it, as ``run`` does (see clusterduck/prestart.py)."""
         try:
             out, err = proc.communicate(stdin, timeout=timeout)
         except subprocess.TimeoutExpired as exc:

@@ -586,7 +586,9 @@ def _daemonize_and_run(spec: SupervisorSpec) -> int:
             sys.stderr.write(_tail(Path(layout.supervisor_log), 30) + "\n")
             return 1
         sys.stdout.write(line + "\n")
-        return 0
+        sys.stdout.flush()
+        # `up` waits for this process to end: skip the interpreter's teardown.
+        os._exit(0)
     os.close(read_fd)
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -722,7 +724,12 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["--sweep"]:
         print(sweep(int(args[1]), args[2]))
         return 0
-    raw = decode_json(sys.stdin.read())
+    text = sys.stdin.read()
+    if not text.strip():
+        # `up` started this interpreter early (clusterduck/prestart.py), then did not
+        # need it: nothing was started, nothing to say.
+        return 0
+    raw = decode_json(text)
     # Before the spec is parsed: one from another release may not parse at all.
     problem = version_problem(SupervisorSpec.expected_version(raw))
     if problem is not None:

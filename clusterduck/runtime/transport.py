@@ -24,14 +24,16 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
-from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from ..exceptions import ControlTimeout
 from ..protocol import CurveKeys, decode_json
+
+if TYPE_CHECKING:  # imported when CURVE is on: it pulls in asyncio (~40 ms per start)
+    from zmq.auth.thread import ThreadAuthenticator
 
 __all__ = [
     "CurveKeys",
@@ -127,6 +129,8 @@ class Transport:
     def _ensure_auth(self) -> None:
         """Servers check every client's key; started lazily, clients need none."""
         if self.curve is not None and self._auth is None:
+            from zmq.auth.thread import ThreadAuthenticator
+
             self._auth = ThreadAuthenticator(self.context, log=log)
             self._auth.start()
             self._auth.configure_curve_callback(
