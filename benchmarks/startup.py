@@ -1,6 +1,7 @@
 """Start-up costs on one machine: imports, the CLI's own start, a local 10-process `up`.
 
-    python benchmarks/startup.py [--rounds 5] [--compare SOURCE_TREE]
+    python benchmarks/startup.py [--rounds 5] [--compare SOURCE_TREE] [--modes fork,spawn]
+        [--no-bytecode-cache]
 
 Prints, as medians over the rounds (interleaved, so a busy neighbour hits every line
 alike):
@@ -16,6 +17,15 @@ alike):
 The machine may be shared: wall times and /proc/stat count the neighbours too, so read
 the ratios against raw pyzmq and our own CPU-seconds. ``--compare`` runs another source
 tree (``git archive <commit> clusterduck | tar -x -C DIR``) in the same rounds.
+``--modes`` runs this checkout once per way of starting processes (``fork``: the
+supervisor's fork server, the default; ``spawn``: a fresh interpreter per process,
+``CLUSTERDUCK_START=spawn``), in the same rounds.
+
+Bytecode: an installed package has its ``.pyc`` files; with ``PYTHONDONTWRITEBYTECODE``
+set (as on some shared machines) every start compiles clusterduck from source, about
+0.4 CPU-s for the CLI alone. So the commands run with a bytecode cache of their own
+(``PYTHONPYCACHEPREFIX`` in the temporary directory, filled by an unmeasured first
+round) unless ``--no-bytecode-cache`` keeps the environment as it is.
 """
 
 from __future__ import annotations
@@ -128,14 +138,27 @@ def main() -> None:
         metavar="SOURCE_TREE",
         help="also run this clusterduck source tree (via PYTHONPATH), rounds interleaved",
     )
+    parser.add_argument(
+        "--modes",
+        default="fork",
+        help="comma-separated ways to start processes for this checkout: fork, spawn",
+    )
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="keep PYTHONDONTWRITEBYTECODE as the environment has it (no .pyc cache)",
+    )
     args = parser.parse_args()
 
-    variants = {"this checkout": dict(os.environ)}
+    variants: dict[str, dict[str, str]] = {}
+    for mode in args.modes.split(","):
+        variants[f"this checkout ({mode})"] = {**os.environ, "CLUSTERDUCK_START": mode}
     if args.compare is not None:
         variants[str(args.compare)] = {**os.environ, "PYTHONPATH": str(args.compare.resolve())}
     walls = {v: {name: [] for name in MODULES} for v in variants}
     cumulative = {v: {name: [] for name in MODULES} for v in variants}
     runs = {v: {"up": [], "down": []} for v in variants}
+    load_before = os.getloadavg()[0]
     group = CpuGroup("cd-bench-startup")
     try:
         with tempfile.TemporaryDirectory(prefix="cd-bench-startup-") as tmp:
@@ -146,17 +169,31 @@ def main() -> None:
             # Commands run from here: in this checkout, `-c`/`-m` would import its
             # clusterduck/ before the one on PYTHONPATH (--compare).
             (root / "home").mkdir()
-            for _ in range(args.rounds):
+            if not args.no_bytecode_cache:
+                for base in variants.values():
+                    base.pop("PYTHONDONTWRITEBYTECODE", None)
+                    base["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+            for round_ in range(args.rounds + (0 if args.no_bytecode_cache else 1)):
+                warm_up = round_ == 0 and not args.no_bytecode_cache
                 for label, base in variants.items():
                     env = {**base, "CLUSTERDUCK_HOME": str(root / "home")}
                     for name, module in MODULES.items():
-                        walls[label][name].append(import_wall(module, env))
-                        cumulative[label][name].append(importtime_us(module, env))
-                    runs[label]["up"].append(cli(env, group, "up", str(root / "bench10.yaml")))
-                    runs[label]["down"].append(cli(env, group, "down", "bench10"))
+                        wall, cum = import_wall(module, env), importtime_us(module, env)
+                        if not warm_up:
+                            walls[label][name].append(wall)
+                            cumulative[label][name].append(cum)
+                    up = cli(env, group, "up", str(root / "bench10.yaml"))
+                    down = cli(env, group, "down", "bench10")
+                    if not warm_up:
+                        runs[label]["up"].append(up)
+                        runs[label]["down"].append(down)
     finally:
         group.close()
 
+    print(
+        f"bytecode cache: {'none (environment as is)' if args.no_bytecode_cache else 'yes'}; "
+        f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
+    )
     for label in variants:
         print(f"== {label}")
         ref = statistics.median(walls[label]["raw pyzmq (reference)"])
