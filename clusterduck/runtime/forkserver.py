@@ -19,6 +19,14 @@ starts a *fork server* once and asks it for each process:
   to the instance's log, its working directory and ``sys.path[0]`` are the code
   folder, the host's ``env`` is applied, and it exits through ``os._exit`` after the
   runtime's own exit path (never back into the fork server's loop).
+- The fork server never sees a process's spec (which holds keys): the supervisor passes
+  the log file and the read end of a pipe with each request (``SCM_RIGHTS``), the child
+  takes them as its stdout/stderr and stdin, and the supervisor writes the spec into the
+  pipe, as it would to a fresh interpreter's stdin. So no process inherits another's
+  spec. What every forked process does inherit is the supervisor's memory from before
+  its context existed, its own spec included (the topology's keys, which every process
+  gets anyway); were a supervisor to hold secrets meant for one process only, the fork
+  server would have to start as a fresh interpreter instead (``_start_server``).
 
 The fresh-interpreter path stays, and is used when fork or the subreaper is not
 available (not Linux), when ``CLUSTERDUCK_START=spawn`` (in the environment of the
@@ -34,7 +42,6 @@ import json
 import logging
 import os
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -55,7 +62,7 @@ REPLY_TIMEOUT = 30.0
 _START_ONLY = ("PYTHON", "LD_")
 _APPLIED = {"PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
 _PR_SET_CHILD_SUBREAPER = 36
-_HEADER = struct.Struct("!I")
+_MAX_MESSAGE = 1 << 20  # a request: a name, paths, the host's env
 
 
 class ChildProcess(Protocol):
@@ -144,7 +151,8 @@ class Starter:
 
     def _start_server(self) -> None:
         _become_subreaper()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # SEQPACKET: one request or reply per message, and file descriptors travel with it.
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -162,21 +170,29 @@ class Starter:
         if self._server is not None:
             request: dict[str, Any] = {
                 "name": name,
-                "spec": spec_json,
-                "log": str(log_path),
                 "cwd": cwd,
                 "env": {**self.env, "PYTHONUNBUFFERED": "1"},
                 "argv": [*marker, name],
             }
+            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            read_fd, write_fd = os.pipe()
             try:
-                _send(self._server, request)
+                _send(self._server, request, [log_fd, read_fd])
                 reply = _receive(self._server)
             except (OSError, ValueError) as exc:
+                os.close(write_fd)
                 self._server_died(f"{type(exc).__name__}: {exc}")
             else:
-                if "pid" in reply:
-                    return ForkedProcess(int(reply["pid"]), name)
-                raise OSError(str(reply.get("error", "the fork server refused")))
+                if "pid" not in reply:
+                    os.close(write_fd)
+                    raise OSError(str(reply.get("error", "the fork server refused")))
+                # The child reads its spec first thing; a child already dead reads nothing.
+                with contextlib.suppress(BrokenPipeError), os.fdopen(write_fd, "wb") as pipe:
+                    pipe.write(spec_json.encode())
+                return ForkedProcess(int(reply["pid"]), name)
+            finally:
+                os.close(log_fd)
+                os.close(read_fd)
         return self._spawn(name, spec_json, log_path, cwd, marker)
 
     def _server_died(self, why: str) -> None:
@@ -234,32 +250,30 @@ def _become_subreaper() -> None:
         raise OSError(errno, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(errno)}")
 
 
-# -- the wire between supervisor and fork server: length-prefixed JSON ------------------
+# -- the wire between supervisor and fork server: one JSON object per packet -------------
 
 
-def _send(sock: socket.socket, obj: dict[str, Any]) -> None:
+def _send(sock: socket.socket, obj: dict[str, Any], fds: list[int] | None = None) -> None:
     data = json.dumps(obj).encode()
-    sock.sendall(_HEADER.pack(len(data)) + data)
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
 
 
-def _receive(sock: socket.socket) -> dict[str, Any]:
-    """One message; ValueError at end of file (the other side is gone)."""
-    (size,) = _HEADER.unpack(_read_exactly(sock, _HEADER.size))
-    obj = json.loads(_read_exactly(sock, size))
+def _receive(sock: socket.socket, max_fds: int = 0) -> dict[str, Any]:
+    """One message (with up to ``max_fds`` descriptors, in ``"fds"``); ValueError at end
+    of file (the other side is gone)."""
+    data, fds, _flags, _address = socket.recv_fds(sock, _MAX_MESSAGE, max_fds)
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        raise ValueError("end of file")
+    obj = json.loads(data)
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
+    obj["fds"] = fds
     return obj
-
-
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
-    chunks, left = [], size
-    while left:
-        chunk = sock.recv(left)
-        if not chunk:
-            raise ValueError("end of file")
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
 
 
 # -- inside the fork server --------------------------------------------------------------
@@ -279,13 +293,18 @@ def _serve(sock: socket.socket) -> None:
         gc.freeze()  # objects from here on are not touched by the children's collector
         while True:
             try:
-                request = _receive(sock)
+                request = _receive(sock, max_fds=2)
             except ValueError:
                 break  # the supervisor is gone
             try:
+                if len(request["fds"]) != 2:
+                    raise OSError("a request comes with its log and its stdin")
                 _send(sock, {"pid": _fork_process(request, sock)})
             except OSError as exc:
                 _send(sock, {"error": f"fork failed: {exc}"})
+            finally:
+                for fd in request["fds"]:
+                    os.close(fd)
     except BaseException:  # noqa: BLE001 - never return into the supervisor's stack
         log.exception("the fork server failed")
         code = 1
@@ -328,11 +347,10 @@ def _become_process(request: dict[str, Any], server_sock: socket.socket) -> None
     code = 1
     try:
         server_sock.close()
-        fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
+        log_fd, spec_fd = request["fds"]
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.dup2(spec_fd, 0)  # the supervisor writes the spec here, as to a fresh process
         _close_fds_except({0, 1, 2})
         _fresh_stdio()
         _set_comm(f"cd {request['name']}")
@@ -347,7 +365,7 @@ def _become_process(request: dict[str, Any], server_sock: socket.socket) -> None
         logging.root.handlers.clear()  # the process sets up its own (the supervisor's are here)
         from .process import main
 
-        code = main(request["spec"])
+        code = main()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001 - report like an uncaught exception would
@@ -360,9 +378,11 @@ def _become_process(request: dict[str, Any], server_sock: socket.socket) -> None
 
 
 def _fresh_stdio() -> None:
-    """Unbuffered text streams on fds 1 and 2, as ``PYTHONUNBUFFERED=1`` gives."""
+    """New standard streams on fds 0-2 (nothing buffered by the fork server carries
+    over), stdout and stderr unbuffered as ``PYTHONUNBUFFERED=1`` gives."""
     import io
 
+    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)))
     for fd, attr in ((1, "stdout"), (2, "stderr")):
         raw = io.FileIO(fd, "w", closefd=False)
         setattr(sys, attr, io.TextIOWrapper(raw, write_through=True, errors="backslashreplace"))

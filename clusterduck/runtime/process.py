@@ -1,7 +1,7 @@
 """The fixed loop every spout and worker process runs: receive → call → route → send.
 
-Started by the host's supervisor, forked from its fork server (``forkserver.py``) or as
-``python -m clusterduck.runtime.process`` with a ``ProcessSpec`` (JSON) on stdin. The
+Started by the host's supervisor with a ``ProcessSpec`` (JSON) on stdin: forked from its
+fork server (``forkserver.py``), or as ``python -m clusterduck.runtime.process``. The
 start is explicit, in steps the supervisor drives:
 
 1. import the user's code and bind one inbox per input, then say ``hello`` (endpoints);
@@ -535,10 +535,8 @@ def _setup_logging(name: str) -> None:
     )
 
 
-def main(spec_json: str | None = None) -> int:
-    """Run one instance; its ``ProcessSpec`` comes on stdin, or from the fork server."""
-    raw = sys.stdin.read() if spec_json is None else spec_json
-    spec = ProcessSpec.from_dict(decode_json(raw))
+def main() -> int:
+    spec = ProcessSpec.from_dict(decode_json(sys.stdin.read()))
     _setup_logging(spec.name)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     os.chdir(spec.code_dir)
