@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -128,6 +130,26 @@ def cli(env: dict[str, str], group: CpuGroup, *args: str) -> tuple[float, float,
     return wall, cpu, group.seconds() - own0
 
 
+STARTED = re.compile(r"^(\S+ \S+) INFO \[supervisor [^]]*\] started \S+ \(pid \d+\)")
+
+
+def stages(home: Path, launched: float, returned: float) -> tuple[float, float, float]:
+    """Where an ``up`` went, from the newest run's supervisor log (its lines carry wall
+    clock times): (launch → first process started, first → last process started,
+    last process started → ``up`` returned: the processes' own start, wire, start,
+    the status table and the CLI's exit)."""
+    runs = sorted((home / "runs" / "bench10").iterdir(), key=lambda p: int(p.name))
+    times = []
+    for line in (runs[-1] / "supervisor.log").read_text().splitlines():
+        match = STARTED.match(line)
+        if match:
+            when = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+            times.append(when.timestamp())
+    if not times:
+        return (float("nan"),) * 3  # type: ignore[return-value]
+    return times[0] - launched, times[-1] - times[0], returned - times[-1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -158,6 +180,7 @@ def main() -> None:
     walls = {v: {name: [] for name in MODULES} for v in variants}
     cumulative = {v: {name: [] for name in MODULES} for v in variants}
     runs = {v: {"up": [], "down": []} for v in variants}
+    parts: dict[str, list[tuple[float, float, float]]] = {v: [] for v in variants}
     load_before = os.getloadavg()[0]
     group = CpuGroup("cd-bench-startup")
     try:
@@ -182,11 +205,14 @@ def main() -> None:
                         if not warm_up:
                             walls[label][name].append(wall)
                             cumulative[label][name].append(cum)
+                    launched = time.time()
                     up = cli(env, group, "up", str(root / "bench10.yaml"))
+                    split = stages(root / "home", launched, time.time())
                     down = cli(env, group, "down", "bench10")
                     if not warm_up:
                         runs[label]["up"].append(up)
                         runs[label]["down"].append(down)
+                        parts[label].append(split)
     finally:
         group.close()
 
@@ -211,6 +237,15 @@ def main() -> None:
             cpu = statistics.median(v[1] for v in values)
             own = statistics.median(v[2] for v in values)
             print(f"{step:32} {wall:8.2f} {cpu:8.2f} {own:10.2f}")
+        print("up, from the supervisor's log (wall s):")
+        for i, what in enumerate(
+            (
+                "launch -> first process started",
+                "first -> last (10th) started",
+                "last started -> up returned",
+            )
+        ):
+            print(f"  {what:30} {statistics.median(p[i] for p in parts[label]):8.2f}")
         print()
 
 
