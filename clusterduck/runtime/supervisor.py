@@ -253,8 +253,7 @@ class Supervisor:
                 continue
             code = inst.popen.returncode
             inst.popen = None
-            if code == EXIT_USER_FAILURE and inst.error is None:
-                self.await_failure_report(inst)
+            self.await_last_report(inst, code)
             if inst.state is State.FINISHED or (code == 0 and inst.state is not State.STARTING):
                 inst.state = State.FINISHED
                 continue
@@ -486,11 +485,18 @@ class Supervisor:
             if message is not None:
                 self.guard.dispatch(self.on_process_message, frames[0], message)
 
-    def await_failure_report(self, inst: Instance, within: float = 1.0) -> None:
-        """A process that failed to load says why just before it exits; a forked one
-        exits fast enough to be seen gone before its report is read."""
+    def await_last_report(self, inst: Instance, code: int, within: float = 1.0) -> None:
+        """A process says how it ended just before it exits: ``finished`` with its last
+        counters (exit 0), or why it failed (exit 3). A forked process exits fast enough
+        to be seen gone before that report is read, so wait for it a little."""
+        if code not in (0, EXIT_USER_FAILURE):
+            return
+
+        def said() -> bool:
+            return inst.state is State.FINISHED if code == 0 else inst.error is not None
+
         deadline = time.monotonic() + within
-        while inst.error is None and (left := deadline - time.monotonic()) > 0:
+        while not said() and (left := deadline - time.monotonic()) > 0:
             readable, _ = poll([self.procs], timeout=left)
             if self.procs in readable:
                 self.read_processes()
