@@ -26,12 +26,13 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from zmq.utils.monitor import recv_monitor_message
 
 from clusterduck import deploy
 from clusterduck.loader import load
 from clusterduck.protocol import InstanceStatus, State, TopologyStatus, pack_count
 from clusterduck.runtime.codec import get_codec
-from clusterduck.runtime.inbound import InboundGuard, Rejections
+from clusterduck.runtime.inbound import MAX_FRAME_BYTES, InboundGuard, Rejections
 from clusterduck.state import TopologyRecord, load_all
 from clusterduck.testing import TopologyResult, run_processes
 from tests.lifecycle_fixtures import wait_until
@@ -302,6 +303,16 @@ def test_hostile_frames_from_a_peer_with_access_are_counted_and_dropped(
             push.connect(endpoint)
             for frames in hostile:
                 push.send_multipart(frames)
+            # A frame above the documented limit, on a connection of its own (libzmq
+            # drops the connection it came on, and whatever followed it there): refused
+            # before it is read, so counted nowhere, and the relay never holds it.
+            big = ctx.socket(zmq.DEALER)
+            dropped = big.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            big.connect(endpoint)
+            big.send_multipart([b"Dnumbers/0", bytes(MAX_FRAME_BYTES + 1), pack_count(1)])
+            assert dropped.poll(60_000), "the relay's side never dropped the oversized frame"
+            assert recv_monitor_message(dropped)["event"] == zmq.EVENT_DISCONNECTED
+            dropped.close(linger=0)
             dealers = []
             for endpoint in (
                 live.record.hosts["localhost"].control,
@@ -320,7 +331,7 @@ def test_hostile_frames_from_a_peer_with_access_are_counted_and_dropped(
             )
             # The supervisor still answers, and counted what it could not decode.
             assert live.status().state is State.RUNNING
-            for sock in (push, *dealers):
+            for sock in (push, big, *dealers):
                 sock.close(linger=0)
         finally:
             ctx.term()

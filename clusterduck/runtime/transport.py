@@ -13,6 +13,14 @@ or restarting (we never set ZMQ_IMMEDIATE, so a restarted peer on the same port 
 what was queued); ``wait_connected`` lets a process report ready only once every peer
 completed its handshake (the slow joiner); sockets close with a bounded linger that
 still flushes in normal operation.
+
+Size limits: every socket that receives sets ZMQ_MAXMSGSIZE (per frame) to the limit
+the inbound guard documents (``MAX_FRAME_BYTES`` for data, ``MAX_CONTROL_BYTES`` for
+control and credit), so a peer cannot make a process allocate a frame it will refuse
+anyway: libzmq reads the frame's length, drops that peer's connection and never reads
+the body. The peer's socket reconnects by itself; what it had written behind the
+oversized frame is lost with that connection. A refused connection is not a frame, so it
+is not in ``rejected_frames``: libzmq tells us nothing but "disconnected".
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from ..exceptions import ControlTimeout
 from ..protocol import CurveKeys, decode_json
+from .inbound import MAX_CONTROL_BYTES, MAX_FRAME_BYTES
 
 __all__ = [
     "CurveKeys",
@@ -57,6 +66,10 @@ CONTROL_HWM = 1000
 # bounded so that a process whose peer is gone for good still exits.
 DATA_LINGER_MS = 30_000
 CONTROL_LINGER_MS = 1000
+# CURVE wraps each frame in a MESSAGE command ("\x07MESSAGE", an 8-byte nonce, a 16-byte
+# MAC, a flags byte): ZMQ_MAXMSGSIZE sees the wrapped size, 33 bytes above the payload
+# (RFC 26; tests/test_transport_limits.py checks the limit is exact with CURVE too).
+CURVE_FRAME_OVERHEAD = 33
 # sun_path holds 108 bytes on Linux (104 on macOS), terminator included.
 IPC_PATH_MAX = 100
 
@@ -147,6 +160,11 @@ class Transport:
                 raw.curve_serverkey = self.curve.public.encode("ascii")
         return raw
 
+    def _limit(self, raw: zmq.Socket[bytes], max_frame: int) -> None:
+        """Refuse frames above ``max_frame`` before they are read (set before bind or
+        connect: libzmq copies the option into each new connection)."""
+        raw.maxmsgsize = max_frame + (CURVE_FRAME_OVERHEAD if self.curve is not None else 0)
+
     def _bind(
         self,
         raw: zmq.Socket[bytes],
@@ -171,7 +189,13 @@ class Transport:
         return sock
 
     def pull(
-        self, bind_host: str, advertise: str, port: int | None = None, *, name: str = "inbox"
+        self,
+        bind_host: str,
+        advertise: str,
+        port: int | None = None,
+        *,
+        name: str = "inbox",
+        max_frame: int = MAX_FRAME_BYTES,
     ) -> Socket:
         """A bound data inbox; ``port`` (tcp) or ``name`` (ipc) re-binds the address a
         crashed predecessor had."""
@@ -183,6 +207,7 @@ class Transport:
         # result in memory anyway; data inboxes are ROUTERs whose queue credit bounds.
         raw.rcvhwm = 0
         raw.linger = 0
+        self._limit(raw, max_frame)
         return self._bind(raw, bind_host, port, advertise, name)
 
     def push(self, endpoint: str) -> Socket:
@@ -199,7 +224,13 @@ class Transport:
         return sock
 
     def receiver(
-        self, bind_host: str, advertise: str, port: int | None = None, *, name: str = "inbox"
+        self,
+        bind_host: str,
+        advertise: str,
+        port: int | None = None,
+        *,
+        name: str = "inbox",
+        max_frame: int = MAX_FRAME_BYTES,
     ) -> Socket:
         """A bound data inbox that answers each sender with credit (ROUTER); ``port``
         (tcp) or ``name`` (ipc) re-binds the address a crashed predecessor had."""
@@ -207,6 +238,7 @@ class Transport:
         raw.rcvhwm = raw.sndhwm = FLOW_HWM
         raw.linger = 0
         raw.router_handover = True  # a restarted sender takes its identity back
+        self._limit(raw, max_frame)
         return self._bind(raw, bind_host, port, advertise, name)
 
     def sender(self, endpoint: str, identity: str) -> Socket:
@@ -216,6 +248,8 @@ class Transport:
         raw.linger = DATA_LINGER_MS
         raw.reconnect_ivl = 100
         raw.reconnect_ivl_max = 2000
+        # What comes back is credit (a few dozen bytes), bounded like control.
+        self._limit(raw, MAX_CONTROL_BYTES)
         raw.identity = identity.encode()
         sock = Socket(raw, endpoint)
         sock.monitor = raw.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
@@ -230,12 +264,14 @@ class Transport:
         raw.sndhwm = raw.rcvhwm = CONTROL_HWM
         raw.linger = CONTROL_LINGER_MS
         raw.router_mandatory = False
+        self._limit(raw, MAX_CONTROL_BYTES)
         return self._bind(raw, bind_host, port, advertise, name)
 
     def dealer(self, endpoint: str, identity: str | None = None) -> Socket:
         raw = self._make(zmq.DEALER, server=False)
         raw.sndhwm = raw.rcvhwm = CONTROL_HWM
         raw.linger = CONTROL_LINGER_MS
+        self._limit(raw, MAX_CONTROL_BYTES)
         if identity:
             raw.identity = identity.encode()
         raw.connect(endpoint)
