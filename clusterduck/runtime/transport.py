@@ -14,6 +14,17 @@ what was queued); ``wait_connected`` lets a process report ready only once every
 completed its handshake (the slow joiner); sockets close with a bounded linger that
 still flushes in normal operation.
 
+Who sent a frame, with CURVE: every instance has its own keypair (protocol.CurveKeys).
+A worker's inbox is a CURVE server under its instance's key; the ZAP handler accepts the
+topology's key and every instance's, and sets the connection's ``User-Id`` to the
+instance the key belongs to (``TOPOLOGY_USER`` for the topology's own key). Every frame
+read from an inbox carries it (``Socket.peer``), so the inbound guard checks the sender a
+frame names against the key that sent it, not against a header or a ZeroMQ identity any
+peer may choose. A sender's DEALER identity is ``component/index@token``, the token
+random per process: a ROUTER hands a connection over to a newcomer with the same
+identity (a restarted sender takes its route back), and a peer that cannot read the
+token cannot take an instance's route and its credit over.
+
 Size limits: every socket that receives sets ZMQ_MAXMSGSIZE (per frame) to the limit
 the inbound guard documents (``MAX_FRAME_BYTES`` for data, ``MAX_CONTROL_BYTES`` for
 control and credit), so a peer cannot make a process allocate a frame it will refuse
@@ -29,6 +40,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -36,13 +48,15 @@ from typing import Any
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
-from ..exceptions import ControlTimeout
+from ..exceptions import ControlTimeout, ProtocolError
 from ..protocol import CurveKeys, decode_json
 from .inbound import MAX_CONTROL_BYTES, MAX_FRAME_BYTES
 
 __all__ = [
+    "TOPOLOGY_USER",
     "CurveKeys",
     "Socket",
     "Transport",
@@ -74,24 +88,40 @@ CURVE_FRAME_OVERHEAD = 33
 IPC_PATH_MAX = 100
 
 
-def generate_curve_keys() -> CurveKeys:
-    public, secret = zmq.curve_keypair()
-    return CurveKeys(public.decode("ascii"), secret.decode("ascii"))
+# The User-Id of a connection made with the topology's own key (the CLI, a supervisor,
+# the test collector): never an instance name, which always holds a "/".
+TOPOLOGY_USER = "(topology)"
 
 
-class _TopologyMembers:
-    """ZAP callback: accept a CURVE client only if it holds the topology's key."""
+def generate_curve_keys(instances: Iterable[str] = ()) -> CurveKeys:
+    """The topology's keypair and one keypair per instance (``component/index``)."""
+    public, secret = (k.decode("ascii") for k in zmq.curve_keypair())
+    members: dict[str, str] = {}
+    own: dict[str, str] = {}
+    for name in instances:
+        members[name], own[name] = (k.decode("ascii") for k in zmq.curve_keypair())
+    return CurveKeys(public, secret, members, own)
 
-    def __init__(self, public: str) -> None:
-        self._public = public.encode("ascii")
+
+class _MemberAuthenticator(ThreadAuthenticator):
+    """ZAP: accept a CURVE client only if it holds the topology's key or an instance's,
+    and name the connection (its frames' ``User-Id``) after whose key it is."""
+
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], curve: CurveKeys) -> None:
+        super().__init__(context, log=log)
+        self._users = {curve.public: TOPOLOGY_USER}
+        self._users.update({key: name for name, key in curve.members.items()})
 
     def callback(self, domain: str, key: bytes | str) -> bool:
-        if isinstance(key, str):
-            key = key.encode("ascii")
-        ok = key == self._public
+        if isinstance(key, bytes):
+            key = key.decode("ascii", "replace")
+        ok = key in self._users
         if not ok:
             log.warning("refused a connection from a peer without the topology's keys")
         return ok
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        return self._users[z85.encode(client_public_key).decode("ascii")]
 
 
 class Socket:
@@ -101,6 +131,10 @@ class Socket:
         self.raw = raw
         self.endpoint = endpoint
         self.port = port
+        # A CURVE inbox reads each message with its connection's User-Id (the instance
+        # whose key sent it) into ``peer``; None elsewhere.
+        self.authenticated = False
+        self.peer: str | None = None
         # Handshake monitor, attached before connect() so no event can be missed.
         self.monitor: zmq.Socket[bytes] | None = None
 
@@ -114,6 +148,11 @@ class Socket:
 
     def recv(self, *, block: bool = True) -> list[bytes] | None:
         try:
+            if self.authenticated:
+                parts = self.raw.recv_multipart(flags=0 if block else zmq.NOBLOCK, copy=False)
+                user = parts[-1].get("User-Id")
+                self.peer = user if isinstance(user, str) else None
+                return [part.bytes for part in parts]
             return self.raw.recv_multipart(flags=0 if block else zmq.NOBLOCK)
         except zmq.Again:
             return None
@@ -128,9 +167,25 @@ class Socket:
 class Transport:
     """One ZeroMQ context per process, optionally with CURVE on every socket."""
 
-    def __init__(self, curve: CurveKeys | None = None, ipc_dir: str | None = None) -> None:
+    def __init__(
+        self, curve: CurveKeys | None = None, ipc_dir: str | None = None, me: str | None = None
+    ) -> None:
         self.context = zmq.Context()
         self.curve = curve
+        # Our own keypair: instance ``me``'s in a process, else the topology's.
+        self._keypair: tuple[bytes, bytes] | None = None
+        if curve is not None:
+            if me is not None and me in curve.secrets:
+                pair = (curve.members[me], curve.secrets[me])
+            elif curve.secret:
+                pair = (curve.public, curve.secret)
+            else:
+                raise ProtocolError(f"no CURVE secret key for {me or 'this process'}")
+            self._keypair = (pair[0].encode("ascii"), pair[1].encode("ascii"))
+        # Frames on inboxes carry the sending instance (User-Id): only with instance keys.
+        self.identifies = curve is not None and bool(curve.members)
+        # Part of every sender identity (see the module docstring): unguessable.
+        self.token = secrets.token_hex(8)
         # Private local mode: every bound socket is a file in this 0700 directory, so
         # only the topology's user (and root) can connect (see private_dir).
         self.ipc_dir = ipc_dir
@@ -140,24 +195,26 @@ class Transport:
     def _ensure_auth(self) -> None:
         """Servers check every client's key; started lazily, clients need none."""
         if self.curve is not None and self._auth is None:
-            self._auth = ThreadAuthenticator(self.context, log=log)
+            self._auth = _MemberAuthenticator(self.context, self.curve)
             self._auth.start()
-            self._auth.configure_curve_callback(
-                domain="*", credentials_provider=_TopologyMembers(self.curve.public)
-            )
+            self._auth.configure_curve_callback(domain="*", credentials_provider=self._auth)
 
     # -- socket factories --------------------------------------------------------------
 
-    def _make(self, kind: int, *, server: bool) -> zmq.Socket[bytes]:
+    def _make(self, kind: int, *, server: bool, peer: str | None = None) -> zmq.Socket[bytes]:
+        """A socket with our keypair; a client checks the server's key: instance
+        ``peer``'s (a worker's inbox), else the topology's (control, the collector)."""
         raw = self.context.socket(kind)
-        if self.curve is not None:
-            raw.curve_secretkey = self.curve.secret.encode("ascii")
-            raw.curve_publickey = self.curve.public.encode("ascii")
+        if self.curve is not None and self._keypair is not None:
+            raw.curve_publickey, raw.curve_secretkey = self._keypair
             if server:
                 self._ensure_auth()
                 raw.curve_server = True
             else:
-                raw.curve_serverkey = self.curve.public.encode("ascii")
+                key = self.curve.public
+                if peer is not None and peer in self.curve.members:
+                    key = self.curve.members[peer]
+                raw.curve_serverkey = key.encode("ascii")
         return raw
 
     def _limit(self, raw: zmq.Socket[bytes], max_frame: int) -> None:
@@ -237,20 +294,24 @@ class Transport:
         raw = self._make(zmq.ROUTER, server=True)
         raw.rcvhwm = raw.sndhwm = FLOW_HWM
         raw.linger = 0
-        raw.router_handover = True  # a restarted sender takes its identity back
+        raw.router_handover = True  # a reconnecting sender takes its identity back
         self._limit(raw, max_frame)
-        return self._bind(raw, bind_host, port, advertise, name)
+        sock = self._bind(raw, bind_host, port, advertise, name)
+        sock.authenticated = self.identifies
+        return sock
 
-    def sender(self, endpoint: str, identity: str) -> Socket:
-        """A data outbox to exactly one downstream instance, receiving its credit."""
-        raw = self._make(zmq.DEALER, server=False)
+    def sender(self, endpoint: str, identity: str, peer: str | None = None) -> Socket:
+        """A data outbox to exactly one downstream instance (``peer``, whose key its
+        inbox has with CURVE), receiving its credit. The DEALER's identity is
+        ``identity@token`` (module docstring)."""
+        raw = self._make(zmq.DEALER, server=False, peer=peer)
         raw.sndhwm = raw.rcvhwm = FLOW_HWM
         raw.linger = DATA_LINGER_MS
         raw.reconnect_ivl = 100
         raw.reconnect_ivl_max = 2000
         # What comes back is credit (a few dozen bytes), bounded like control.
         self._limit(raw, MAX_CONTROL_BYTES)
-        raw.identity = identity.encode()
+        raw.identity = f"{identity}@{self.token}".encode()
         sock = Socket(raw, endpoint)
         sock.monitor = raw.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         raw.connect(endpoint)
