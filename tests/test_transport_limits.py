@@ -1,6 +1,8 @@
-"""ZMQ_MAXMSGSIZE on receiving sockets: a frame above the limit is refused by libzmq
-before it is read (the peer's connection is dropped and it reconnects), a frame at the
-limit still arrives, with and without CURVE, over tcp and ipc. Real sockets throughout."""
+"""Transport, with real sockets. ZMQ_MAXMSGSIZE on receiving sockets: a frame above the
+limit is refused by libzmq before it is read (the peer's connection is dropped and it
+reconnects), a frame at the limit still arrives, with and without CURVE, over tcp and
+ipc. Sender identities carry a token nobody else knows; with CURVE an inbox names each
+message's sending instance (User-Id)."""
 
 from __future__ import annotations
 
@@ -87,3 +89,33 @@ def test_control_sockets_refuse_frames_above_the_control_limit(tmp_path: Path) -
         assert got is not None and got[-1] == b"{}"
     finally:
         tr.close(linger_ms=0)
+
+
+def test_senders_are_named_with_a_token_and_curve_inboxes_know_the_sending_instance() -> None:
+    keys = generate_curve_keys(["a/0", "a/1", "b/0"])
+    inbound = Transport(keys.for_instance("b/0"), me="b/0")
+    outbound = [Transport(keys.for_instance(n), me=n) for n in ("a/0", "a/1")]
+    admin = Transport(keys)  # the topology's own key: a member, but no instance
+    try:
+        inbox = inbound.receiver("127.0.0.1", "127.0.0.1", name="inbox")
+        senders = [tr.sender(inbox.endpoint, f"a/{i}", "b/0") for i, tr in enumerate(outbound)]
+        senders.append(admin.sender(inbox.endpoint, "a/0", "b/0"))
+        assert all(
+            tr.wait_connected([s], 10) == []
+            for tr, s in zip([*outbound, admin], senders, strict=True)
+        )
+        identities = [bytes(s.raw.identity) for s in senders]
+        assert len(set(identities)) == 3
+        assert [i.rpartition(b"@")[0] for i in identities] == [b"a/0", b"a/1", b"a/0"]
+        seen = []
+        for _ in range(2):  # the second time from the inbox's memory of each peer
+            for sock in senders:
+                sock.send((data_header("a", 0), b"x", pack_count(1)))
+                got = receive(inbox)
+                assert got is not None
+                seen.append((got[0], inbox.peer))
+        expected = list(zip(identities, ["a/0", "a/1", "(topology)"], strict=True))
+        assert seen == expected * 2
+    finally:
+        for tr in (inbound, *outbound, admin):
+            tr.close(linger_ms=0)

@@ -21,9 +21,12 @@ instance the key belongs to (``TOPOLOGY_USER`` for the topology's own key). Ever
 read from an inbox carries it (``Socket.peer``), so the inbound guard checks the sender a
 frame names against the key that sent it, not against a header or a ZeroMQ identity any
 peer may choose. A sender's DEALER identity is ``component/index@token``, the token
-random per process: a ROUTER hands a connection over to a newcomer with the same
-identity (a restarted sender takes its route back), and a peer that cannot read the
-token cannot take an instance's route and its credit over.
+random per socket: a ROUTER hands a connection over to a newcomer with the same
+identity (a sender reconnecting after a network fault takes its route back), and a peer
+that does not know the token — only that one receiver ever sees it — cannot take an
+instance's route and its credit over. Reading ``User-Id`` costs about 14 µs per frame,
+so an inbox remembers it per identity (bounded): a newcomer could only inherit an entry
+by reusing an identity, which it would have to know.
 
 Size limits: every socket that receives sets ZMQ_MAXMSGSIZE (per frame) to the limit
 the inbound guard documents (``MAX_FRAME_BYTES`` for data, ``MAX_CONTROL_BYTES`` for
@@ -88,6 +91,8 @@ CURVE_FRAME_OVERHEAD = 33
 IPC_PATH_MAX = 100
 
 
+# How many identities an inbox remembers the User-Id of (then it starts over).
+PEER_CACHE = 4096
 # The User-Id of a connection made with the topology's own key (the CLI, a supervisor,
 # the test collector): never an instance name, which always holds a "/".
 TOPOLOGY_USER = "(topology)"
@@ -135,6 +140,7 @@ class Socket:
         # whose key sent it) into ``peer``; None elsewhere.
         self.authenticated = False
         self.peer: str | None = None
+        self._peers: dict[bytes, str | None] = {}
         # Handshake monitor, attached before connect() so no event can be missed.
         self.monitor: zmq.Socket[bytes] | None = None
 
@@ -150,9 +156,16 @@ class Socket:
         try:
             if self.authenticated:
                 parts = self.raw.recv_multipart(flags=0 if block else zmq.NOBLOCK, copy=False)
-                user = parts[-1].get("User-Id")
-                self.peer = user if isinstance(user, str) else None
-                return [part.bytes for part in parts]
+                frames = [part.bytes for part in parts]
+                if frames[0] in self._peers:
+                    self.peer = self._peers[frames[0]]
+                else:
+                    user = parts[-1].get("User-Id")
+                    self.peer = user if isinstance(user, str) else None
+                    if len(self._peers) >= PEER_CACHE:
+                        self._peers.clear()
+                    self._peers[frames[0]] = self.peer
+                return frames
             return self.raw.recv_multipart(flags=0 if block else zmq.NOBLOCK)
         except zmq.Again:
             return None
@@ -184,8 +197,6 @@ class Transport:
             self._keypair = (pair[0].encode("ascii"), pair[1].encode("ascii"))
         # Frames on inboxes carry the sending instance (User-Id): only with instance keys.
         self.identifies = curve is not None and bool(curve.members)
-        # Part of every sender identity (see the module docstring): unguessable.
-        self.token = secrets.token_hex(8)
         # Private local mode: every bound socket is a file in this 0700 directory, so
         # only the topology's user (and root) can connect (see private_dir).
         self.ipc_dir = ipc_dir
@@ -303,7 +314,7 @@ class Transport:
     def sender(self, endpoint: str, identity: str, peer: str | None = None) -> Socket:
         """A data outbox to exactly one downstream instance (``peer``, whose key its
         inbox has with CURVE), receiving its credit. The DEALER's identity is
-        ``identity@token`` (module docstring)."""
+        ``identity@token``, the token random for this socket (module docstring)."""
         raw = self._make(zmq.DEALER, server=False, peer=peer)
         raw.sndhwm = raw.rcvhwm = FLOW_HWM
         raw.linger = DATA_LINGER_MS
@@ -311,7 +322,7 @@ class Transport:
         raw.reconnect_ivl_max = 2000
         # What comes back is credit (a few dozen bytes), bounded like control.
         self._limit(raw, MAX_CONTROL_BYTES)
-        raw.identity = f"{identity}@{self.token}".encode()
+        raw.identity = f"{identity}@{secrets.token_hex(8)}".encode()
         sock = Socket(raw, endpoint)
         sock.monitor = raw.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         raw.connect(endpoint)
