@@ -64,7 +64,7 @@ from .state import HostRecord, TopologyRecord, clusterduck_home, load_all
 if TYPE_CHECKING:
     from .loader import TopologyFile
     from .prestart import EarlySupervisor
-    from .topology import Host
+    from .topology import Host, Topology
 
 T = TypeVar("T")
 
@@ -82,6 +82,18 @@ UNREACHABLE_AFTER = 2.5
 # How long `down` waits for a killed supervisor to close its control port (it exits
 # right after) before it sweeps that host over SSH.
 GONE_AFTER = 5.0
+
+
+def instance_names(topo: Topology) -> list[str]:
+    """Every ``component/index`` of the topology: each gets a CURVE keypair of its own."""
+    return [f"{c}/{i}" for c, i, _ in TopologySpec.from_topology(topo).instances()]
+
+
+def host_keys(record: TopologyRecord, host: str) -> CurveKeys | None:
+    """The keys a host's supervisor gets: the topology's, every instance's public key,
+    and the secret keys of the instances placed on that host only."""
+    keys = CurveKeys.from_dict(record.curve)
+    return keys.for_host(record.spec, host) if keys is not None else None
 
 
 def _no_progress(host: str, step: str, detail: str = "") -> None:
@@ -436,7 +448,9 @@ def start(
         code_dir=str(tf.code_dir),
         topology=topo.model_dump(mode="json"),
         runtime=TopologySpec.from_topology(topo).to_dict(),
-        curve=(curve or generate_curve_keys()).to_dict() if topo.uses_curve else None,
+        curve=(curve or generate_curve_keys(instance_names(topo))).to_dict()
+        if topo.uses_curve
+        else None,
     )
     home = clusterduck_home()
     conns: dict[str, HostConnection] = {}
@@ -540,7 +554,7 @@ def _prepare_hosts(
             run_dir=run_dir,
             bind_host=bind_host,
             advertise=advertise,
-            curve=CurveKeys.from_dict(record.curve),
+            curve=host_keys(record, name),
             env=topo.host(name).env,
             expect_version=__version__,
             private=topo.uses_private_ipc,

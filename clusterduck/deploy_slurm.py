@@ -142,7 +142,7 @@ def start_group(
             run_dir=run_dir,
             bind_host=bind_host,
             advertise=advertise,
-            curve=curve,
+            curve=curve.for_host(record.spec, name) if curve else None,
             env=host.env,
             report_to=inbox.endpoint,
             this_machine=ThisMachine(tuple(sorted(names)), bind_host, advertise),

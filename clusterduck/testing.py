@@ -193,7 +193,7 @@ def run_processes(
     own_home = tempfile.TemporaryDirectory(prefix="clusterduck-test-") if home is None else None
     previous_home = os.environ.get("CLUSTERDUCK_HOME")
     os.environ["CLUSTERDUCK_HOME"] = str(home or own_home.name)  # type: ignore[union-attr]
-    curve = generate_curve_keys() if topo.uses_curve else None
+    curve = generate_curve_keys(deploy.instance_names(topo)) if topo.uses_curve else None
     collector_dir = private_dir(topo.name) if topo.uses_private_ipc else None
     transport = Transport(curve, ipc_dir=collector_dir)
     inbox = transport.pull("127.0.0.1", "127.0.0.1", name="collector")

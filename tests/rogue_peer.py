@@ -2,7 +2,8 @@
 (tests/test_security_multihost.py), with the system python: clusterduck is not imported.
 
     python rogue_peer.py DATA_ENDPOINT CONTROL_ENDPOINT MARKER
-    ROGUE_CURVE='{"server": Z85, "public": Z85, "secret": Z85}' python rogue_peer.py ...
+    ROGUE_CURVE='{"server": Z85, "data_server": Z85, "public": Z85, "secret": Z85}' \
+        python rogue_peer.py ...
 
 Sends what broke clusterduck before issue 10 to a worker's data inbox (a ROUTER: it
 connects a DEALER named like the spout, ``ROGUE_IDENTITY``, default ``numbers/0``) — a
@@ -44,11 +45,16 @@ def reach(endpoint: str) -> str | None:
     return None
 
 
-def socket(ctx: zmq.Context[zmq.Socket[bytes]], kind: int) -> zmq.Socket[bytes]:
+def socket(
+    ctx: zmq.Context[zmq.Socket[bytes]], kind: int, *, data: bool = False
+) -> zmq.Socket[bytes]:
+    """With ROGUE_CURVE, a CURVE client; a worker's inbox has its instance's own key
+    (``data_server``), a control socket the topology's (``server``)."""
     sock = ctx.socket(kind)
     keys = json.loads(os.environ.get("ROGUE_CURVE") or "null")
     if keys:
-        sock.curve_serverkey = keys["server"].encode()
+        server = keys.get("data_server", keys["server"]) if data else keys["server"]
+        sock.curve_serverkey = server.encode()
         sock.curve_publickey = keys["public"].encode()
         sock.curve_secretkey = keys["secret"].encode()
     return sock
@@ -59,7 +65,7 @@ def main() -> int:
     identity = os.environ.get("ROGUE_IDENTITY", "numbers/0")
     evil = pickle.dumps(Payload(marker))
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    dealer = socket(ctx, zmq.DEALER)
+    dealer = socket(ctx, zmq.DEALER, data=True)
     dealer.identity = identity.encode()
     dealer.connect(data)
     one = struct.pack("<q", 1 << 40)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 from lifecycle_fixtures import CLI, Clusterduck, instance, wait_until
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
@@ -387,6 +388,8 @@ def test_metrics_equal_status_json(duck: Clusterduck, dashboard: list[Dashboard]
             assert value("clusterduck_state", **labels, state="running") == 0
             for kind, n in (row["anomalies"] or {}).items():
                 assert value("clusterduck_anomalies", "_total", **labels, kind=kind) == n
+            for kind, n in (row["rejected_frames"] or {}).items():
+                assert value("clusterduck_rejected_frames", "_total", **labels, kind=kind) == n
     assert value("clusterduck_topology_state", topology=name, state="finished") == 1
     assert status["components"][2]["instances"][0]["received"] == 20  # not all zeros
 
@@ -402,18 +405,39 @@ def test_metrics_count_anomalies_by_kind(duck: Clusterduck, dashboard: list[Dash
         timeout=60,
         what="a gap_skipped anomaly in join",
     )
+    # A frame that is not ours, sent to join's inbox by a peer with access (this user):
+    # dropped, counted, and exported.
+    endpoint = instance(duck.status(name), "join")["endpoint"]
+    ctx = zmq.Context()
+    try:
+        rogue = ctx.socket(zmq.DEALER)
+        rogue.connect(endpoint)
+        rogue.send_multipart([b"not a clusterduck frame"])
+        wait_until(
+            lambda: instance(duck.status(name), "join")["rejected_frames"].get("header"),
+            timeout=60,
+            what="join to count the rogue frame",
+        )
+        rogue.close(linger=0)
+    finally:
+        ctx.term()
     d = serve(duck, dashboard)
     code, _, body = d.get("/metrics")
-    samples = [
-        s
-        for f in text_string_to_metric_families(body)
-        for s in f.samples
-        if s.name == "clusterduck_anomalies_total"
-    ]
+    samples = [s for f in text_string_to_metric_families(body) for s in f.samples]
     gap = [
-        s for s in samples if s.labels["component"] == "join" and s.labels["kind"] == "gap_skipped"
+        s
+        for s in samples
+        if s.name == "clusterduck_anomalies_total"
+        and s.labels["component"] == "join"
+        and s.labels["kind"] == "gap_skipped"
     ]
     assert len(gap) == 1 and gap[0].labels["topology"] == name and gap[0].value >= 1
+    rejected = [
+        (s.labels["component"], s.labels["kind"], s.value)
+        for s in samples
+        if s.name == "clusterduck_rejected_frames_total" and s.labels["topology"] == name
+    ]
+    assert rejected == [("join", "header", 1.0)]
 
 
 # -- bad input -------------------------------------------------------------------------

@@ -123,3 +123,26 @@ def test_exposition_labels_and_values() -> None:
     (late,) = families["clusterduck_anomalies"].samples
     assert late.labels["kind"] == "late_id" and late.value == 3
     assert families["clusterduck_restarts"].samples[0].value == 2
+
+
+def test_exposition_of_rejected_frames_per_instance_and_topology() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    doc = status([1, 2])
+    doc["components"][0]["instances"][1]["rejected_frames"] = {"sender": 4, "shape": 1}
+    doc["rejected_frames"] = {"control_undecodable": 2}
+    families = {f.name: f for f in text_string_to_metric_families(exposition([doc]).decode())}
+    assert families["clusterduck_rejected_frames"].type == "counter"
+    got = {
+        (s.labels["instance"], s.labels["kind"]): s.value
+        for s in families["clusterduck_rejected_frames"].samples
+        if s.name == "clusterduck_rejected_frames_total"
+    }
+    assert got == {("1", "sender"): 4, ("1", "shape"): 1}
+    (control,) = [
+        s
+        for s in families["clusterduck_topology_rejected_frames"].samples
+        if s.name.endswith("_total")
+    ]
+    assert control.labels == {"topology": "t", "kind": "control_undecodable"}
+    assert control.value == 2

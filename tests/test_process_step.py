@@ -33,6 +33,7 @@ class FakeSocket:
         self.port: int | None = None
         self.inbox: deque[list[bytes]] = deque()
         self.sent: list[list[bytes]] = []
+        self.peer: str | None = None  # the User-Id of the last message (CURVE only)
 
     def send(self, frames: Sequence[bytes], *, block: bool = True) -> bool:
         self.sent.append([bytes(f) for f in frames])

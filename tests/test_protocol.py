@@ -14,6 +14,7 @@ from clusterduck.exceptions import ProtocolError
 from clusterduck.loader import load
 from clusterduck.protocol import (
     ControlRequest,
+    CurveKeys,
     EdgeStatus,
     Grant,
     HostStatus,
@@ -189,6 +190,24 @@ def test_specs_round_trip_through_json() -> None:
         ended=("left/0",),
     )
     assert ProcessSpec.from_dict(json.loads(json.dumps(proc.to_dict()))) == proc
+
+
+def test_curve_keys_give_a_host_and_a_process_only_their_own_secrets() -> None:
+    from clusterduck.runtime.transport import generate_curve_keys
+
+    topo = spec()
+    names = [f"{c}/{i}" for c, i, _ in topo.instances()]
+    keys = generate_curve_keys(names)
+    assert CurveKeys.from_dict(json.loads(json.dumps(keys.to_dict()))) == keys
+    assert set(keys.members) == set(keys.secrets) == set(names)
+    assert len({keys.secret, *keys.secrets.values()}) == len(names) + 1
+    assert keys.for_host(topo, "localhost") == keys  # every instance runs there
+    elsewhere = keys.for_host(topo, "elsewhere")
+    assert elsewhere.secrets == {} and elsewhere.members == keys.members
+    one = keys.for_instance(names[0])
+    assert one.secret == "" and one.secrets == {names[0]: keys.secrets[names[0]]}
+    assert one.members == keys.members and one.public == keys.public
+    assert not any(secret in repr(keys) for secret in [keys.secret, *keys.secrets.values()])
 
 
 def test_a_spec_from_another_version_is_refused_with_the_fix() -> None:

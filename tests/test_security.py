@@ -26,12 +26,13 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from zmq.utils.monitor import recv_monitor_message
 
 from clusterduck import deploy
 from clusterduck.loader import load
 from clusterduck.protocol import InstanceStatus, State, TopologyStatus, pack_count
 from clusterduck.runtime.codec import get_codec
-from clusterduck.runtime.inbound import InboundGuard, Rejections
+from clusterduck.runtime.inbound import MAX_FRAME_BYTES, InboundGuard, Rejections
 from clusterduck.state import TopologyRecord, load_all
 from clusterduck.testing import TopologyResult, run_processes
 from tests.lifecycle_fixtures import wait_until
@@ -265,9 +266,20 @@ FORGED_DATA = [[b"Pnumbers/0", b"short"], [b"Pnumbers/0"],
                [b"Dnumbers/0", pickle.dumps([1, 2]), pack_count(5)],
                [b"Dnumbers/0", b"\x80not a pickle", pack_count(5)],
                [b"Dnumbers/0", pickle.dumps([(1, 1)] * 3), pack_count(2)]]  # fmt: skip
-# The ROUTER names a connection without an identity of its own like this (a connection
-# named like the spout would take the spout's connection over: see the test above).
+# The ROUTER names a connection without an identity of its own like this.
 IDENTITY = b"\x00\x80\x00\x00\x29"
+# A peer with access naming its connection like the spout, with a token of its own (the
+# spout's is random, so this takes nothing over): it passes the connection check, and
+# its payloads reach the decoder and the shape check.
+ACCESS = b"numbers/0@hostile"
+# Batches that are not batches, from ACCESS: undecodable, and decoded but wrongly shaped.
+FORGED_PAYLOADS = [[b"Dnumbers/0", b"\x80not a pickle", pack_count(5)],
+                   [b"Dnumbers/0", pickle.dumps([1, 2]), pack_count(5)],
+                   [b"Dnumbers/0", pickle.dumps({"a": 1}), pack_count(5)],
+                   [b"Dnumbers/0", pickle.dumps([(1, 1)] * 3), pack_count(2)]]  # fmt: skip
+_payload_message = st.tuples(
+    st.one_of(_pickled, st.binary(max_size=32)), st.integers(1, 2**40)
+).map(lambda t: [b"Dnumbers/0", t[0], pack_count(t[1])])
 
 
 @settings(max_examples=1, deadline=None, suppress_health_check=list(HealthCheck))
@@ -289,7 +301,16 @@ def test_hostile_frames_from_a_peer_with_access_are_counted_and_dropped(
         item = oracle.check(IDENTITY, message)
         assert item is None and sum(counted.counts.values()) == before + 1
         hostile.append(message)
+    # From ACCESS, only what the guard rejects (a batch that happens to be well formed
+    # would be accepted: that is a forgery only the access check can stop).
+    payloads = []
+    for message in FORGED_PAYLOADS + data.draw(st.lists(_payload_message, max_size=40)):
+        before = sum(counted.counts.values())
+        oracle.check(ACCESS, message)
+        if sum(counted.counts.values()) == before + 1:
+            payloads.append(message)
     expected = Counter(counted.counts)
+    assert expected["undecodable"] >= 1 and expected["shape"] >= 2
     with (
         pytest.MonkeyPatch.context() as monkeypatch,
         running(tmp_path, monkeypatch, "auto") as live,
@@ -302,6 +323,21 @@ def test_hostile_frames_from_a_peer_with_access_are_counted_and_dropped(
             push.connect(endpoint)
             for frames in hostile:
                 push.send_multipart(frames)
+            access = ctx.socket(zmq.DEALER)
+            access.identity = ACCESS
+            access.connect(endpoint)
+            for frames in payloads:
+                access.send_multipart(frames)
+            # A frame above the documented limit, on a connection of its own (libzmq
+            # drops the connection it came on, and whatever followed it there): refused
+            # before it is read, so counted nowhere, and the relay never holds it.
+            big = ctx.socket(zmq.DEALER)
+            dropped = big.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            big.connect(endpoint)
+            big.send_multipart([b"Dnumbers/0", bytes(MAX_FRAME_BYTES + 1), pack_count(1)])
+            assert dropped.poll(60_000), "the relay's side never dropped the oversized frame"
+            assert recv_monitor_message(dropped)["event"] == zmq.EVENT_DISCONNECTED
+            dropped.close(linger=0)
             dealers = []
             for endpoint in (
                 live.record.hosts["localhost"].control,
@@ -320,16 +356,94 @@ def test_hostile_frames_from_a_peer_with_access_are_counted_and_dropped(
             )
             # The supervisor still answers, and counted what it could not decode.
             assert live.status().state is State.RUNNING
-            for sock in (push, *dealers):
+            for sock in (push, access, big, *dealers):
                 sock.close(linger=0)
         finally:
-            ctx.term()
+            ctx.destroy(linger=0)
         result = live.open_gate_and_finish()
     exact(result)
     no_restarts(result)
     relay = result.status.component("relay").instances[0]
     assert Counter(relay.rejected_frames) == expected
     assert sum(result.status.rejected_frames.values()) > 0
+
+
+# ---------------------------------------------------------------------- CURVE: who sent it
+
+
+def curve_dealer(
+    ctx: zmq.Context[zmq.Socket[bytes]], server: str, public: str, secret: str, identity: bytes
+) -> zmq.Socket[bytes]:
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.curve_serverkey = server.encode()
+    sock.curve_publickey = public.encode()
+    sock.curve_secretkey = secret.encode()
+    sock.identity = identity
+    return sock
+
+
+def test_with_curve_a_member_cannot_speak_as_another_instance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``security: curve`` on loopback: every instance has a keypair of its own, and the
+    relay checks the sender a frame names against the key its connection authenticated
+    with (ZAP ``User-Id``). Peers holding relay/0's keys or the topology's own keys forge
+    numbers/0's end of stream, a batch and a probe, over connections named like numbers/0:
+    each frame is counted as ``peer`` and dropped; a peer with no key of this topology is
+    refused at the handshake; the real stream is exact and nothing restarts."""
+    forged = [
+        [b"Enumbers/0"],
+        [b"Dnumbers/0", pickle.dumps([(10**6, 1)]), pack_count(1)],
+        [b"Pnumbers/0", pack_count(0)],
+    ]
+    with running(tmp_path, monkeypatch, "curve") as live:
+        keys = json.loads((live.home / "topologies" / "gated" / "keys.json").read_text())
+        assert set(keys["members"]) == set(keys["secrets"]) == {"numbers/0", "relay/0"}
+        relay_key = keys["members"]["relay/0"]
+        endpoint = live.relay().endpoint
+        assert endpoint is not None and endpoint.startswith("tcp://127.0.0.1:")
+        relay_pair = (keys["members"]["relay/0"], keys["secrets"]["relay/0"])
+        topology_pair = (keys["public"], keys["secret"])
+        stranger = tuple(k.decode() for k in zmq.curve_keypair())
+        # Named like the spout, or like it with a guessed token; distinct names (a second
+        # connection of one name would take the first over, losing what it queued).
+        peers = [
+            (relay_pair, b"numbers/0"),
+            (relay_pair, b"numbers/0@0123456789abcdef"),
+            (topology_pair, b"numbers/0@fedcba9876543210"),
+            (topology_pair, b"numbers/0@"),
+            (stranger, b"numbers/0@1"),
+            (stranger, b"numbers/0@2"),
+        ]
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        try:
+            socks = []
+            for (public, secret), identity in peers:
+                sock = curve_dealer(ctx, relay_key, public, secret, identity)
+                sock.connect(endpoint)
+                for frames in forged:
+                    sock.send_multipart(frames)
+                socks.append(sock)
+            expected = {"peer": 4 * len(forged)}  # the stranger's were never read
+            seen: list[dict[str, int]] = [{}]
+
+            def counted() -> bool:
+                seen[0] = dict(live.relay().rejected_frames)
+                return seen[0] == expected
+
+            try:
+                wait_until(counted, 60, 0.1, f"the relay to count {expected}")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; it counted {seen[0]}") from None
+            for sock in socks:
+                sock.close(linger=0)
+        finally:
+            ctx.destroy(linger=0)
+        result = live.open_gate_and_finish()
+    exact(result)
+    no_restarts(result)
+    assert result.status.component("relay").instances[0].rejected_frames == expected
 
 
 # ---------------------------------------------------------------------- keys
@@ -342,8 +456,12 @@ def test_keys_are_private_absent_from_ps_logs_status_and_removed_by_down(
         record = live.record
         keys = live.home / "topologies" / "gated" / "keys.json"
         assert stat.S_IMODE(keys.stat().st_mode) == 0o600
-        secret = json.loads(keys.read_text())["secret"]
+        stored = json.loads(keys.read_text())
+        secret = stored["secret"]
         assert record.curve is not None and record.curve["secret"] == secret
+        # one keypair per instance besides the topology's, every secret kept as private
+        secrets = [secret, *stored["secrets"].values()]
+        assert len(set(secrets)) == 3
         # ps: no process's command line or environment holds the secret.
         for pid in filter(str.isdigit, os.listdir("/proc")):
             for part in ("cmdline", "environ"):
@@ -351,17 +469,19 @@ def test_keys_are_private_absent_from_ps_logs_status_and_removed_by_down(
                     text = Path(f"/proc/{pid}/{part}").read_bytes()
                 except OSError:
                     continue
-                assert secret.encode() not in text, f"/proc/{pid}/{part}"
+                for key in secrets:
+                    assert key.encode() not in text, f"/proc/{pid}/{part}"
         status = live.status().to_json()
-        assert secret not in status
+        assert not any(key in status for key in secrets)
         run_dir = Path(record.hosts["localhost"].run_dir)
         assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
         result = live.open_gate_and_finish()
     exact(result)
-    assert secret not in result.status.to_json()
+    assert not any(key in result.status.to_json() for key in secrets)
     for path in run_dir.rglob("*"):
         if path.is_file():
-            assert secret not in path.read_text(errors="replace"), path
+            text = path.read_text(errors="replace")
+            assert not any(key in text for key in secrets), path
             if path.suffix == ".log":
                 assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert not keys.exists()  # run_processes stops the topology as `down` does

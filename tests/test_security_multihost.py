@@ -68,7 +68,12 @@ def test_plain_and_foreign_key_peers_on_another_host_are_refused(
         dbl["endpoint"],
         control,
         marker,
-        {"server": own["public"], "public": other.public, "secret": other.secret},
+        {
+            "server": own["public"],
+            "data_server": own["members"]["dbl/0"],  # dbl/0's inbox has its own key
+            "public": other.public,
+            "secret": other.secret,
+        },
     )
     # The check can fail: with the topology's own keys the control socket answers.
     member = rogue(

@@ -62,6 +62,18 @@ class _StatusCollector(Collector):
             "Data anomalies counted by kind (SPEC §1).",
             labels=[*LABELS, "kind"],
         )
+        # Frames dropped unread (issue 10): per instance on its inboxes and control
+        # socket, and per topology for what its supervisors' control sockets dropped.
+        rejected = CounterMetricFamily(
+            "clusterduck_rejected_frames",
+            "Frames an instance dropped unread, by kind (status: rejected_frames).",
+            labels=[*LABELS, "kind"],
+        )
+        topo_rejected = CounterMetricFamily(
+            "clusterduck_topology_rejected_frames",
+            "Control messages the topology's supervisors dropped unread, by kind.",
+            labels=["topology", "kind"],
+        )
         gauges = {
             key: GaugeMetricFamily(f"clusterduck_{name}", help_, labels=LABELS)
             for key, name, help_ in [
@@ -84,6 +96,8 @@ class _StatusCollector(Collector):
             name = status["name"]
             for s in TOPOLOGY_STATES:
                 topo_state.add_metric([name, s], 1.0 if status["state"] == s else 0.0)
+            for kind, count in sorted((status.get("rejected_frames") or {}).items()):
+                topo_rejected.add_metric([name, kind], float(count))
             for comp in status["components"]:
                 for row in comp["instances"]:
                     labels = [name, comp["name"], str(row["index"]), str(row["host"])]
@@ -91,12 +105,16 @@ class _StatusCollector(Collector):
                         family.add_metric(labels, float(row.get(key) or 0))
                     for kind, count in sorted((row.get("anomalies") or {}).items()):
                         anomalies.add_metric([*labels, kind], float(count))
+                    for kind, count in sorted((row.get("rejected_frames") or {}).items()):
+                        rejected.add_metric([*labels, kind], float(count))
                     for key, gauge in gauges.items():
                         gauge.add_metric(labels, float(row.get(key) or 0))
                     for s in INSTANCE_STATES:
                         state.add_metric([*labels, s], 1.0 if row["state"] == s else 0.0)
         yield from counters.values()
         yield anomalies
+        yield rejected
+        yield topo_rejected
         yield from gauges.values()
         yield state
         yield topo_state

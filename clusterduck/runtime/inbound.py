@@ -175,8 +175,9 @@ class InboundGuard:
         ``identity``), or None: dropped and counted.
 
         ``identity`` is the connection's ROUTER identity (each sender's DEALER names
-        itself ``component/index``; None on a PULL); ``peer`` is the connection's
-        authenticated instance name (CURVE with per-instance keys), if known."""
+        itself ``component/index@token``; None on a PULL); ``peer`` is the connection's
+        authenticated instance name (the ZAP ``User-Id`` with CURVE, whose keys are per
+        instance), None when there is none (ipc, ``security: none``)."""
         frame = read_frame(frames)
         if not isinstance(frame, Frame):
             head = bytes(frames[0][:40]) if frames else b""
@@ -186,7 +187,8 @@ class InboundGuard:
         if sender not in self.expected:
             self._reject(SENDER, f"sender {sender[:80]!r} is not an upstream instance")
             return None
-        if identity is not None and identity != sender.encode():
+        # A sender's DEALER is named ``component/index@token`` (runtime/transport.py).
+        if identity is not None and (identity.rpartition(b"@")[0] or identity) != sender.encode():
             self._reject(SENDER, f"connection {bytes(identity[:80])!r} claimed {sender!r}")
             return None
         if peer is not None and peer != sender:

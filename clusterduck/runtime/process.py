@@ -226,7 +226,7 @@ class ComponentProcess:
             sockets = []
             for i in range(worker.parallelism):
                 endpoint = wiring.endpoints[f"{worker.name}/{i}"][me]
-                sock = self.transport.sender(endpoint, self.name)
+                sock = self.transport.sender(endpoint, self.name, f"{worker.name}/{i}")
                 labels[sock] = f"{worker.name}/{i} on {worker.host_of(i)} ({sock.endpoint})"
                 sockets.append(sock)
             route = Route.for_worker(worker, Path(self.spec.code_dir))
@@ -395,7 +395,7 @@ class ComponentProcess:
             if frames is None:
                 return
             identity = bytes(frames[0])  # the ROUTER's: who to grant
-            item = guard.check(identity, frames[1:])
+            item = guard.check(identity, frames[1:], sock.peer)
             if item is None:
                 continue
             if isinstance(item, EndOfStream):
@@ -540,7 +540,7 @@ def main() -> int:
     _setup_logging(spec.name)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     os.chdir(spec.code_dir)
-    transport = Transport(spec.curve, ipc_dir=spec.ipc_dir)
+    transport = Transport(spec.curve, ipc_dir=spec.ipc_dir, me=spec.name)
     proc = ComponentProcess(spec, transport)
     code = proc.run()
     transport.close()

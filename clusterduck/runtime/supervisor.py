@@ -158,7 +158,7 @@ class Supervisor:
             bind_host=spec.bind_host,
             advertise=spec.advertise,
             supervisor=self.procs.endpoint,
-            curve=spec.curve,
+            curve=spec.curve.for_instance(inst.name) if spec.curve else None,
             stop=self.stopping,
             ipc_dir=self.ipc_dir,
         )

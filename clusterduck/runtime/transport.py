@@ -13,6 +13,28 @@ or restarting (we never set ZMQ_IMMEDIATE, so a restarted peer on the same port 
 what was queued); ``wait_connected`` lets a process report ready only once every peer
 completed its handshake (the slow joiner); sockets close with a bounded linger that
 still flushes in normal operation.
+
+Who sent a frame, with CURVE: every instance has its own keypair (protocol.CurveKeys).
+A worker's inbox is a CURVE server under its instance's key; the ZAP handler accepts the
+topology's key and every instance's, and sets the connection's ``User-Id`` to the
+instance the key belongs to (``TOPOLOGY_USER`` for the topology's own key). Every frame
+read from an inbox carries it (``Socket.peer``), so the inbound guard checks the sender a
+frame names against the key that sent it, not against a header or a ZeroMQ identity any
+peer may choose. A sender's DEALER identity is ``component/index@token``, the token
+random per socket: a ROUTER hands a connection over to a newcomer with the same
+identity (a sender reconnecting after a network fault takes its route back), and a peer
+that does not know the token — only that one receiver ever sees it — cannot take an
+instance's route and its credit over. Reading ``User-Id`` costs about 14 µs per frame,
+so an inbox remembers it per identity (bounded): a newcomer could only inherit an entry
+by reusing an identity, which it would have to know.
+
+Size limits: every socket that receives sets ZMQ_MAXMSGSIZE (per frame) to the limit
+the inbound guard documents (``MAX_FRAME_BYTES`` for data, ``MAX_CONTROL_BYTES`` for
+control and credit), so a peer cannot make a process allocate a frame it will refuse
+anyway: libzmq reads the frame's length, drops that peer's connection and never reads
+the body. The peer's socket reconnects by itself; what it had written behind the
+oversized frame is lost with that connection. A refused connection is not a frame, so it
+is not in ``rejected_frames``: libzmq tells us nothing but "disconnected".
 """
 
 from __future__ import annotations
@@ -21,6 +43,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -28,13 +51,15 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from ..exceptions import ControlTimeout
+from ..exceptions import ControlTimeout, ProtocolError
 from ..protocol import CurveKeys, decode_json
+from .inbound import MAX_CONTROL_BYTES, MAX_FRAME_BYTES
 
 if TYPE_CHECKING:  # imported when CURVE is on: it pulls in asyncio (~40 ms per start)
     from zmq.auth.thread import ThreadAuthenticator
 
 __all__ = [
+    "TOPOLOGY_USER",
     "CurveKeys",
     "Socket",
     "Transport",
@@ -58,28 +83,29 @@ CONTROL_HWM = 1000
 # bounded so that a process whose peer is gone for good still exits.
 DATA_LINGER_MS = 30_000
 CONTROL_LINGER_MS = 1000
+# CURVE wraps each frame in a MESSAGE command ("\x07MESSAGE", an 8-byte nonce, a 16-byte
+# MAC, a flags byte): ZMQ_MAXMSGSIZE sees the wrapped size, 33 bytes above the payload
+# (RFC 26; tests/test_transport_limits.py checks the limit is exact with CURVE too).
+CURVE_FRAME_OVERHEAD = 33
 # sun_path holds 108 bytes on Linux (104 on macOS), terminator included.
 IPC_PATH_MAX = 100
 
 
-def generate_curve_keys() -> CurveKeys:
-    public, secret = zmq.curve_keypair()
-    return CurveKeys(public.decode("ascii"), secret.decode("ascii"))
+# How many identities an inbox remembers the User-Id of (then it starts over).
+PEER_CACHE = 4096
+# The User-Id of a connection made with the topology's own key (the CLI, a supervisor,
+# the test collector): never an instance name, which always holds a "/".
+TOPOLOGY_USER = "(topology)"
 
 
-class _TopologyMembers:
-    """ZAP callback: accept a CURVE client only if it holds the topology's key."""
-
-    def __init__(self, public: str) -> None:
-        self._public = public.encode("ascii")
-
-    def callback(self, domain: str, key: bytes | str) -> bool:
-        if isinstance(key, str):
-            key = key.encode("ascii")
-        ok = key == self._public
-        if not ok:
-            log.warning("refused a connection from a peer without the topology's keys")
-        return ok
+def generate_curve_keys(instances: Iterable[str] = ()) -> CurveKeys:
+    """The topology's keypair and one keypair per instance (``component/index``)."""
+    public, secret = (k.decode("ascii") for k in zmq.curve_keypair())
+    members: dict[str, str] = {}
+    own: dict[str, str] = {}
+    for name in instances:
+        members[name], own[name] = (k.decode("ascii") for k in zmq.curve_keypair())
+    return CurveKeys(public, secret, members, own)
 
 
 class Socket:
@@ -89,6 +115,11 @@ class Socket:
         self.raw = raw
         self.endpoint = endpoint
         self.port = port
+        # A CURVE inbox reads each message with its connection's User-Id (the instance
+        # whose key sent it) into ``peer``; None elsewhere.
+        self.authenticated = False
+        self.peer: str | None = None
+        self._peers: dict[bytes, str | None] = {}
         # Handshake monitor, attached before connect() so no event can be missed.
         self.monitor: zmq.Socket[bytes] | None = None
 
@@ -102,6 +133,18 @@ class Socket:
 
     def recv(self, *, block: bool = True) -> list[bytes] | None:
         try:
+            if self.authenticated:
+                parts = self.raw.recv_multipart(flags=0 if block else zmq.NOBLOCK, copy=False)
+                frames = [part.bytes for part in parts]
+                if frames[0] in self._peers:
+                    self.peer = self._peers[frames[0]]
+                else:
+                    user = parts[-1].get("User-Id")
+                    self.peer = user if isinstance(user, str) else None
+                    if len(self._peers) >= PEER_CACHE:
+                        self._peers.clear()
+                    self._peers[frames[0]] = self.peer
+                return frames
             return self.raw.recv_multipart(flags=0 if block else zmq.NOBLOCK)
         except zmq.Again:
             return None
@@ -116,9 +159,23 @@ class Socket:
 class Transport:
     """One ZeroMQ context per process, optionally with CURVE on every socket."""
 
-    def __init__(self, curve: CurveKeys | None = None, ipc_dir: str | None = None) -> None:
+    def __init__(
+        self, curve: CurveKeys | None = None, ipc_dir: str | None = None, me: str | None = None
+    ) -> None:
         self.context = zmq.Context()
         self.curve = curve
+        # Our own keypair: instance ``me``'s in a process, else the topology's.
+        self._keypair: tuple[bytes, bytes] | None = None
+        if curve is not None:
+            if me is not None and me in curve.secrets:
+                pair = (curve.members[me], curve.secrets[me])
+            elif curve.secret:
+                pair = (curve.public, curve.secret)
+            else:
+                raise ProtocolError(f"no CURVE secret key for {me or 'this process'}")
+            self._keypair = (pair[0].encode("ascii"), pair[1].encode("ascii"))
+        # Frames on inboxes carry the sending instance (User-Id): only with instance keys.
+        self.identifies = curve is not None and bool(curve.members)
         # Private local mode: every bound socket is a file in this 0700 directory, so
         # only the topology's user (and root) can connect (see private_dir).
         self.ipc_dir = ipc_dir
@@ -128,27 +185,36 @@ class Transport:
     def _ensure_auth(self) -> None:
         """Servers check every client's key; started lazily, clients need none."""
         if self.curve is not None and self._auth is None:
-            from zmq.auth.thread import ThreadAuthenticator
+            from .zap import MemberAuthenticator  # asyncio comes with it: only for CURVE
 
-            self._auth = ThreadAuthenticator(self.context, log=log)
+            users = {self.curve.public: TOPOLOGY_USER}
+            users.update({key: name for name, key in self.curve.members.items()})
+            self._auth = MemberAuthenticator(self.context, users)
             self._auth.start()
-            self._auth.configure_curve_callback(
-                domain="*", credentials_provider=_TopologyMembers(self.curve.public)
-            )
+            self._auth.configure_curve_callback(domain="*", credentials_provider=self._auth)
 
     # -- socket factories --------------------------------------------------------------
 
-    def _make(self, kind: int, *, server: bool) -> zmq.Socket[bytes]:
+    def _make(self, kind: int, *, server: bool, peer: str | None = None) -> zmq.Socket[bytes]:
+        """A socket with our keypair; a client checks the server's key: instance
+        ``peer``'s (a worker's inbox), else the topology's (control, the collector)."""
         raw = self.context.socket(kind)
-        if self.curve is not None:
-            raw.curve_secretkey = self.curve.secret.encode("ascii")
-            raw.curve_publickey = self.curve.public.encode("ascii")
+        if self.curve is not None and self._keypair is not None:
+            raw.curve_publickey, raw.curve_secretkey = self._keypair
             if server:
                 self._ensure_auth()
                 raw.curve_server = True
             else:
-                raw.curve_serverkey = self.curve.public.encode("ascii")
+                key = self.curve.public
+                if peer is not None and peer in self.curve.members:
+                    key = self.curve.members[peer]
+                raw.curve_serverkey = key.encode("ascii")
         return raw
+
+    def _limit(self, raw: zmq.Socket[bytes], max_frame: int) -> None:
+        """Refuse frames above ``max_frame`` before they are read (set before bind or
+        connect: libzmq copies the option into each new connection)."""
+        raw.maxmsgsize = max_frame + (CURVE_FRAME_OVERHEAD if self.curve is not None else 0)
 
     def _bind(
         self,
@@ -174,7 +240,13 @@ class Transport:
         return sock
 
     def pull(
-        self, bind_host: str, advertise: str, port: int | None = None, *, name: str = "inbox"
+        self,
+        bind_host: str,
+        advertise: str,
+        port: int | None = None,
+        *,
+        name: str = "inbox",
+        max_frame: int = MAX_FRAME_BYTES,
     ) -> Socket:
         """A bound data inbox; ``port`` (tcp) or ``name`` (ipc) re-binds the address a
         crashed predecessor had."""
@@ -186,6 +258,7 @@ class Transport:
         # result in memory anyway; data inboxes are ROUTERs whose queue credit bounds.
         raw.rcvhwm = 0
         raw.linger = 0
+        self._limit(raw, max_frame)
         return self._bind(raw, bind_host, port, advertise, name)
 
     def push(self, endpoint: str) -> Socket:
@@ -202,24 +275,37 @@ class Transport:
         return sock
 
     def receiver(
-        self, bind_host: str, advertise: str, port: int | None = None, *, name: str = "inbox"
+        self,
+        bind_host: str,
+        advertise: str,
+        port: int | None = None,
+        *,
+        name: str = "inbox",
+        max_frame: int = MAX_FRAME_BYTES,
     ) -> Socket:
         """A bound data inbox that answers each sender with credit (ROUTER); ``port``
         (tcp) or ``name`` (ipc) re-binds the address a crashed predecessor had."""
         raw = self._make(zmq.ROUTER, server=True)
         raw.rcvhwm = raw.sndhwm = FLOW_HWM
         raw.linger = 0
-        raw.router_handover = True  # a restarted sender takes its identity back
-        return self._bind(raw, bind_host, port, advertise, name)
+        raw.router_handover = True  # a reconnecting sender takes its identity back
+        self._limit(raw, max_frame)
+        sock = self._bind(raw, bind_host, port, advertise, name)
+        sock.authenticated = self.identifies
+        return sock
 
-    def sender(self, endpoint: str, identity: str) -> Socket:
-        """A data outbox to exactly one downstream instance, receiving its credit."""
-        raw = self._make(zmq.DEALER, server=False)
+    def sender(self, endpoint: str, identity: str, peer: str | None = None) -> Socket:
+        """A data outbox to exactly one downstream instance (``peer``, whose key its
+        inbox has with CURVE), receiving its credit. The DEALER's identity is
+        ``identity@token``, the token random for this socket (module docstring)."""
+        raw = self._make(zmq.DEALER, server=False, peer=peer)
         raw.sndhwm = raw.rcvhwm = FLOW_HWM
         raw.linger = DATA_LINGER_MS
         raw.reconnect_ivl = 100
         raw.reconnect_ivl_max = 2000
-        raw.identity = identity.encode()
+        # What comes back is credit (a few dozen bytes), bounded like control.
+        self._limit(raw, MAX_CONTROL_BYTES)
+        raw.identity = f"{identity}@{secrets.token_hex(8)}".encode()
         sock = Socket(raw, endpoint)
         sock.monitor = raw.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         raw.connect(endpoint)
@@ -233,12 +319,14 @@ class Transport:
         raw.sndhwm = raw.rcvhwm = CONTROL_HWM
         raw.linger = CONTROL_LINGER_MS
         raw.router_mandatory = False
+        self._limit(raw, MAX_CONTROL_BYTES)
         return self._bind(raw, bind_host, port, advertise, name)
 
     def dealer(self, endpoint: str, identity: str | None = None) -> Socket:
         raw = self._make(zmq.DEALER, server=False)
         raw.sndhwm = raw.rcvhwm = CONTROL_HWM
         raw.linger = CONTROL_LINGER_MS
+        self._limit(raw, MAX_CONTROL_BYTES)
         if identity:
             raw.identity = identity.encode()
         raw.connect(endpoint)
