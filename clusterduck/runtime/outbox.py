@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from ..protocol import Batch, EdgeStatus, pack_count
@@ -127,7 +128,7 @@ class Outbox:
             part = list(queue)
             queue.clear()
         else:
-            part = [queue.popleft() for _ in range(n)]
+            part = list(map(deque.popleft, repeat(queue, n)))  # in C
         payload, good = self._encode(part)
         if good:
             total = led.sent[i] + good
