@@ -26,10 +26,15 @@ from typing import Any, Protocol
 
 from ..protocol import Batch
 
-__all__ = ["HANDOFF_WAIT", "SpoutBridge", "SpoutStopped"]
+__all__ = ["HANDOFF_WAIT", "SWITCH_INTERVAL", "SpoutBridge", "SpoutStopped"]
 
 #: The longest ``dispatch`` waits for the idle I/O loop to take a message over.
 HANDOFF_WAIT = 0.001
+#: The interpreter's thread switch interval in a spout process (CPython's default is
+#: 5 ms). The I/O loop gives up the GIL in every send and poll; a spout thread that
+#: keeps computing (or spinning to pace itself) then holds it until the interval ends,
+#: and every message it dispatches meanwhile waits that long to go out.
+SWITCH_INTERVAL = 0.0002
 
 
 class SpoutStopped(BaseException):
