@@ -539,8 +539,8 @@ class ComponentProcess:
 
 def _tune_gc() -> None:
     """Keep the cyclic collector off the hot path: everything loaded so far (runtime,
-    user code) is long-lived, and messages are many small short-lived tuples."""
-    gc.collect()
+    user code) is long-lived, and messages are many small short-lived tuples. (No
+    collection first: start-up time is paid on every start and restart.)"""
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
