@@ -418,6 +418,10 @@ class ComponentProcess:
             assert isinstance(item, DataBatch)
             batch, total = item.batch, item.total
             first = total - len(batch)
+            if not outbox.pending:  # credit before the work, if the sender runs low
+                early = intake.early_grant(identity, first, total, time.monotonic())
+                if early is not None:
+                    sock.send((identity, early), block=False)
             for start, end in intake.slices(len(batch)):
                 began = time.perf_counter()
                 part = batch if end - start == len(batch) else batch[start:end]
