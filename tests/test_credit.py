@@ -364,10 +364,13 @@ def test_an_early_grant_never_repeats_a_limit() -> None:
     from clusterduck.runtime.intake import Intake
 
     intake = Intake(1)
-    assert intake.grant_frame(b"s", 0, 0, 0.0, force=True) is not None  # limit 0 + 100
-    # a frame of 10 arrives: the sender still holds 90 of 100, nothing to say
+    # nothing measured yet: the share is a guess, so credit only after the work
     assert intake.early_grant(b"s", 0, 10, 0.0) is None
-    # a frame that leaves it 30: granted before the work, up to 60 + 100
-    assert intake.early_grant(b"s", 60, 70, 0.0) is not None
+    intake.grantor.record(10, 0.001)  # 0.1 ms a message: a share of 200
+    assert intake.grant_frame(b"s", 10, 10, 0.0) is not None  # limit 10 + 200
+    # a frame of 50 arrives: the sender still holds 150 of 200, nothing to say
+    assert intake.early_grant(b"s", 10, 60, 0.0) is None
+    # a frame that leaves it 60 (under half): granted before the work, up to 120 + 200
+    assert intake.early_grant(b"s", 120, 120 + 30, 0.0) is not None
     # the same position again adds no credit
-    assert intake.early_grant(b"s", 60, 70, 0.0) is None
+    assert intake.early_grant(b"s", 120, 120 + 30, 0.0) is None

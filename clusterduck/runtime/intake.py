@@ -74,7 +74,12 @@ class Intake:
         work, the next one would set out when we had nothing left to do, and a fast
         consumer would idle a round trip every half window."""
         last = self._last.get(identity)
-        if last is not None and processed + self.grantor.share() <= last[0]:
+        if self.grantor.cost is None or last is None:
+            # Nothing measured yet: the share is a guess, and a large one would leave the
+            # sender's count of our progress waiting for the next grant (a spout's
+            # max_pending counts on it): grant after the work, as before.
+            return None
+        if processed + self.grantor.share() <= last[0]:
             return None
         return self.grant_frame(identity, processed, total, now)
 
