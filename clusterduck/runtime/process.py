@@ -506,6 +506,8 @@ class ComponentProcess:
                 continue
             if bridge.done:
                 break
+            if bridge.limit == 0:  # held by max_pending: make sure news will come
+                outbox.ask_progress(time.monotonic())
             if not bridge.idle():
                 continue
             readable, _ = self.transport.poll(
