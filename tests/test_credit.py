@@ -7,6 +7,7 @@ that hypothesis delays, duplicates or drops. No sockets, no clock but a fake one
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import pytest
@@ -306,3 +307,70 @@ def test_a_skipped_grant_never_meets_a_held_back_frame(frames: list[tuple[int, f
         else:
             assert ledger.free(0) >= ledger.window(0) // 2  # so the sender sends on
         assert ledger.free(0) > 0
+
+
+def _sender_fills(ledger: CreditLedger, fifo: deque[tuple[int, int]], batch: int) -> None:
+    """A sender with more waiting than it may send, following Outbox._send: frames of
+    at most ``batch``, held back once under half its window with messages in flight."""
+    while True:
+        free = ledger.free(0)
+        if free < ledger.window(0) // 2 and ledger.in_flight(0):
+            return
+        n = min(free, batch)
+        if n <= 0:
+            return
+        total = ledger.take(0, n)
+        fifo.append((total - n, total))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(1e-8, 3e-6), min_size=5, max_size=60),
+    st.integers(50, 1000),
+)
+def test_a_fast_consumer_has_the_next_frame_before_it_starts_one(
+    costs: list[float], batch: int
+) -> None:
+    """Credit granted on a frame's arrival (early_grant), not only after its work: when
+    the receiver starts a frame, the sender has already been told to send the next, so
+    a fast consumer never idles for a grant's round trip. (Granted only after the
+    work, the frame that left the sender under half its share was the last in line.)"""
+    from clusterduck.protocol import parse_grant
+    from clusterduck.runtime.intake import Intake
+
+    intake = Intake(1)
+    ledger = CreditLedger(1)
+    fifo: deque[tuple[int, int]] = deque()
+
+    def apply(frame: bytes | None) -> None:
+        if frame is not None:
+            grant = parse_grant(frame)
+            assert grant is not None
+            ledger.grant(0, grant)
+            _sender_fills(ledger, fifo, batch)
+
+    _sender_fills(ledger, fifo, batch)
+    for step, cost in enumerate(costs):
+        first, total = fifo.popleft()
+        apply(intake.early_grant(b"s", first, total, 0.0))
+        if step >= 2:  # once the first grants sized the window from measured work
+            assert fifo, f"frame {step}: nothing queued behind it, the sender waits"
+        assert ledger.in_flight(0) <= ledger.window(0)
+        intake.grantor.record(total - first, (total - first) * cost)
+        apply(intake.grant_frame(b"s", total, total, 0.0))
+
+
+def test_an_early_grant_never_repeats_a_limit() -> None:
+    from clusterduck.runtime.intake import Intake
+
+    intake = Intake(1)
+    # nothing measured yet: the share is a guess, so credit only after the work
+    assert intake.early_grant(b"s", 0, 10, 0.0) is None
+    intake.grantor.record(10, 0.001)  # 0.1 ms a message: a share of 200
+    assert intake.grant_frame(b"s", 10, 10, 0.0) is not None  # limit 10 + 200
+    # a frame of 50 arrives: the sender still holds 150 of 200, nothing to say
+    assert intake.early_grant(b"s", 10, 60, 0.0) is None
+    # a frame that leaves it 60 (under half): granted before the work, up to 120 + 200
+    assert intake.early_grant(b"s", 120, 120 + 30, 0.0) is not None
+    # the same position again adds no credit
+    assert intake.early_grant(b"s", 120, 120 + 30, 0.0) is None

@@ -98,6 +98,13 @@ def test_unpaced_spout_stays_bounded_and_down_loses_nothing(
     assert len(ids) >= dispatched, (len(ids), dispatched)
 
 
+def test_max_pending_below_a_fast_workers_credit_does_not_stall() -> None:
+    """A fast worker grants only when its sender runs low on credit, far above a cap of
+    8: the spout held by its cap asks (a probe) instead of waiting for news forever."""
+    result = run("flow_max_pending_fast")
+    assert sorted(result.outputs["work"]) == [(i, i) for i in range(3000)]
+
+
 def test_max_pending_caps_what_a_spout_has_unprocessed(tmp_path: Path) -> None:
     dispatched = tmp_path / "dispatched"
     dispatched.write_text("0")

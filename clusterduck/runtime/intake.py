@@ -64,5 +64,24 @@ class Intake:
         self._last[identity] = (grant.limit, grant.limit - grant.processed, now)
         return grant_frame(grant)
 
+    def early_grant(self, identity: bytes, processed: int, total: int, now: float) -> bytes | None:
+        """The grant for a frame that just arrived, before its work (``processed`` is
+        where the frame starts), or None: only when :meth:`grant_frame` would grant and
+        the grant raises the sender's limit.
+
+        A sender holds its next frame back once it holds under half its share, and the
+        frame that took it there is the last we get; granted only after that frame's
+        work, the next one would set out when we had nothing left to do, and a fast
+        consumer would idle a round trip every half window."""
+        last = self._last.get(identity)
+        if self.grantor.cost is None or last is None:
+            # Nothing measured yet: the share is a guess, and a large one would leave the
+            # sender's count of our progress waiting for the next grant (a spout's
+            # max_pending counts on it): grant after the work, as before.
+            return None
+        if processed + self.grantor.share() <= last[0]:
+            return None
+        return self.grant_frame(identity, processed, total, now)
+
     def cost_ms(self) -> float:
         return round((self.grantor.cost or 0.0) * 1000, 3)

@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from ..protocol import Batch, EdgeStatus, pack_count
 from .codec import Codec
-from .credit import CreditLedger
+from .credit import PROBE_INTERVAL, CreditLedger
 from .inbound import Rejections, check_grant
 from .routing import OnError, Route
 
@@ -75,6 +76,8 @@ class Outbox:
         self.on_error = on_error
         self.queued_messages = 0
         self._full: set[Any] = set()  # sockets whose ZeroMQ queue refused a frame
+        # (output, instance) -> when we last asked it how far it got (ask_progress)
+        self._asked: dict[tuple[int, int], float] = {}
 
     @property
     def pending(self) -> bool:
@@ -127,7 +130,7 @@ class Outbox:
             part = list(queue)
             queue.clear()
         else:
-            part = [queue.popleft() for _ in range(n)]
+            part = list(map(deque.popleft, repeat(queue, n)))  # in C
         payload, good = self._encode(part)
         if good:
             total = led.sent[i] + good
@@ -161,11 +164,29 @@ class Outbox:
             if (out.waiting[i] or out.any) and out.ledger.probe_due(i):
                 sock.send((self.probe, pack_count(out.ledger.sent[i])), block=False)
 
+    def ask_progress(self, now: float) -> None:
+        """Probe every instance that holds messages of ours, once per grant (again after
+        PROBE_INTERVAL): for a spout held by ``max_pending`` with nothing waiting here.
+        A receiver skips grants while its sender holds over half its credit, so without
+        asking, a spout could wait for news of messages already processed, forever."""
+        for o, out in enumerate(self.outputs):
+            if not out.credit:
+                continue
+            led = out.ledger
+            for i, sock in enumerate(out.sockets):
+                if not led.in_flight(i):
+                    continue
+                asked = self._asked.get((o, i))
+                if asked is not None and now - asked < PROBE_INTERVAL:
+                    continue
+                self._asked[(o, i)] = now
+                sock.send((self.probe, pack_count(led.sent[i])), block=False)
+
     def read_grants(self) -> int:
         """Apply every grant that arrived (never blocks); returns how many. Anything
         that is not a well-formed grant is counted and dropped."""
         got = 0
-        for out in self.outputs:
+        for o, out in enumerate(self.outputs):
             if not out.credit:
                 continue
             for i, sock in enumerate(out.sockets):
@@ -173,6 +194,7 @@ class Outbox:
                     grant = check_grant(frames, self.rejections)
                     if grant is not None:
                         out.ledger.grant(i, grant)
+                        self._asked.pop((o, i), None)
                         got += 1
         return got
 

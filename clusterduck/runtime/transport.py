@@ -87,6 +87,11 @@ CONTROL_LINGER_MS = 1000
 # MAC, a flags byte): ZMQ_MAXMSGSIZE sees the wrapped size, 33 bytes above the payload
 # (RFC 26; tests/test_transport_limits.py checks the limit is exact with CURVE too).
 CURVE_FRAME_OVERHEAD = 33
+# Plain ints: the enum members cost a conversion on every call of the hot path.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
+_NOBLOCK = int(zmq.NOBLOCK)
 # sun_path holds 108 bytes on Linux (104 on macOS), terminator included.
 IPC_PATH_MAX = 100
 
@@ -132,9 +137,17 @@ class Socket:
         return True
 
     def recv(self, *, block: bool = True) -> list[bytes] | None:
+        """A multipart message; None when ``block`` is off and nothing is waiting.
+
+        Non-blocking reads ask ZMQ_EVENTS first: most of them find nothing (a loop turn
+        looks at every grant and control socket), and the ``zmq.Again`` that an empty
+        read raises costs several microseconds of Python exception handling."""
+        raw = self.raw
+        if not block and not int(raw.getsockopt(_EVENTS)) & _POLLIN:
+            return None
         try:
             if self.authenticated:
-                parts = self.raw.recv_multipart(flags=0 if block else zmq.NOBLOCK, copy=False)
+                parts = raw.recv_multipart(flags=0 if block else _NOBLOCK, copy=False)
                 frames = [part.bytes for part in parts]
                 if frames[0] in self._peers:
                     self.peer = self._peers[frames[0]]
@@ -145,7 +158,7 @@ class Socket:
                         self._peers.clear()
                     self._peers[frames[0]] = self.peer
                 return frames
-            return self.raw.recv_multipart(flags=0 if block else zmq.NOBLOCK)
+            return raw.recv_multipart(flags=0 if block else _NOBLOCK)
         except zmq.Again:
             return None
 
@@ -391,23 +404,24 @@ class Transport:
 def poll(
     readers: Iterable[Socket], writers: Iterable[Socket] = (), timeout: float | None = None
 ) -> tuple[set[Socket], set[Socket]]:
-    """Wait until some reader has input or some writer has room (timeout in seconds)."""
-    poller = zmq.Poller()
-    by_raw: dict[zmq.Socket[bytes], Socket] = {}
+    """Wait until some reader has input or some writer has room (timeout in seconds).
+
+    Straight to ``zmq_poll`` rather than through a ``zmq.Poller``: the loops call this
+    on every turn, and building and registering a Poller each time cost more than the
+    poll itself."""
+    flags: dict[Socket, int] = {}
     for sock in readers:
-        poller.register(sock.raw, zmq.POLLIN)
-        by_raw[sock.raw] = sock
+        flags[sock] = _POLLIN
     for sock in writers:
-        flags = zmq.POLLOUT | (zmq.POLLIN if sock.raw in by_raw else 0)
-        poller.register(sock.raw, flags)
-        by_raw[sock.raw] = sock
-    ms = None if timeout is None else max(0, int(timeout * 1000))
+        flags[sock] = flags.get(sock, 0) | _POLLOUT
+    ms = -1 if timeout is None else max(0, int(timeout * 1000))
+    by_raw: dict[Any, Socket] = {sock.raw: sock for sock in flags}
     readable: set[Socket] = set()
     writable: set[Socket] = set()
-    for raw, ev in poller.poll(ms):
-        if ev & zmq.POLLIN:
+    for raw, ev in zmq.zmq_poll([(sock.raw, f) for sock, f in flags.items()], ms):
+        if ev & _POLLIN:
             readable.add(by_raw[raw])
-        if ev & zmq.POLLOUT:
+        if ev & _POLLOUT:
             writable.add(by_raw[raw])
     return readable, writable
 
