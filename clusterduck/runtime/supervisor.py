@@ -158,6 +158,7 @@ class Supervisor:
             curve=spec.curve,
             stop=self.stopping,
             ipc_dir=self.ipc_dir,
+            state_dir=str(self.run_dir / "state"),
         )
         if restart:
             ended = set(inst.report.ended if inst.report else ()) | self.finished_upstreams(inst)
@@ -377,6 +378,8 @@ class Supervisor:
                     cost_ms=rep.cost_ms,
                     edges=rep.edges,
                     rejected_frames=rep.rejected_frames,
+                    pending=rep.pending,
+                    replayed=rep.replayed,
                 )
             rows.append(
                 dataclasses.replace(
