@@ -258,9 +258,20 @@ class Anchor:
     roots: tuple[int, ...]
 
 
+_INT64S: dict[int, struct.Struct] = {}
+
+
+def _int64s(n: int) -> struct.Struct:
+    """``n`` little-endian int64 (compiled once per count: anchors are per frame)."""
+    layout = _INT64S.get(n)
+    if layout is None:
+        layout = _INT64S[n] = struct.Struct(f"<{n}q")
+    return layout
+
+
 def pack_anchor(edge: int, roots: Sequence[int]) -> bytes:
     """The fourth part of an at-least-once data frame."""
-    return struct.pack(f"<{1 + len(roots)}q", edge, *roots)
+    return _int64s(1 + len(roots)).pack(edge, *roots)
 
 
 def parse_anchor(data: bytes) -> Anchor | None:
@@ -268,7 +279,7 @@ def parse_anchor(data: bytes) -> Anchor | None:
     n = len(data) // 8
     if not data or len(data) % 8 or n > 1 + MAX_ANCHOR_ROOTS:
         return None
-    values = struct.unpack(f"<{n}q", data)
+    values = _int64s(n).unpack(data)
     return Anchor(values[0], values[1:])
 
 

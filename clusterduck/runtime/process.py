@@ -380,7 +380,7 @@ class ComponentProcess:
             return
         if logic.sequencer is not None:
             acks.durable(logic.sequencer.cursor, force=force)
-        acks.send()
+        acks.send(force=force)
 
     def worker_step(
         self,
@@ -402,9 +402,11 @@ class ComponentProcess:
         deadline = logic.next_deadline()
         if acks is not None:
             self._send_acks(logic)
+            due = acks.send_due()
             if logic.sequencer is not None:
-                due = acks.next_due(logic.sequencer.cursor)
-                deadline = due if deadline is None or due is None else min(due, deadline)
+                saving = acks.next_due(logic.sequencer.cursor)
+                due = saving if due is None else due if saving is None else min(due, saving)
+            deadline = due if deadline is None or due is None else min(due, deadline)
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             if acks is None:
