@@ -154,3 +154,22 @@ def test_a_killed_spout_resumes_instead_of_starting_again(
     assert set(range(COUNT)) <= set(sink_seqs(out))
     first, again = (int(x) for x in lines(starts))
     assert first == 0 and again > 0  # the restarted spout did not start from 0
+
+
+def test_spout_hooks_hear_of_every_ack_and_of_a_replay_after_message_timeout(
+    duck: Clusterduck, tmp_path: Path
+) -> None:
+    """Id 7 stalls in the worker past message_timeout: the spout replays its batch
+    (fail), and every id is acked once done (ack), all counted in status."""
+    out, log = tmp_path / "sink.txt", tmp_path / "hooks.txt"
+    name = up(duck, "hooks", "hooks", GD_OUT=str(out), GD_LOG=str(log))
+    wait_until(lambda: "fail 7" in lines(log), timeout=60, what="the replay of id 7")
+    (duck.tmp / "go").touch()  # id 7 may pass now
+    status = finished(duck, name)
+    events = lines(log)
+    assert {e for e in events if e.startswith("ack")} == {f"ack {i}" for i in range(50)}
+    assert "fail 7" in events
+    spout = instance(status, "ids")
+    assert spout["replayed"] >= 1 and spout["pending"] == 0
+    assert status["guarantee"] == "at-least-once"
+    assert set(sink_seqs(out)) == set(range(50))

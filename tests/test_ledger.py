@@ -218,3 +218,19 @@ def test_the_cursor_saves_atomically_and_on_a_measured_interval(tmp_path: Path) 
     assert cursor.due(2)
     (tmp_path / "state" / "w.0.cursor").write_text("garbage")
     assert cursor.load() is None
+
+
+def test_a_sequential_worker_acks_a_slice_once_its_cursor_passed_it_durably() -> None:
+    tracker = AckTracker(holds=True, gated=True)
+    a = tracker.receive(11, (1,), 4)
+    b = tracker.receive(22, (2,), 2)
+    tracker.hold_below(a, 5, 2)  # ids 4, 5 of frame a
+    tracker.hold_below(b, 7, 2)  # ids 6, 7: frame b whole
+    tracker.hold_below(a, 9, 2)  # ids 8, 9: the rest of frame a
+    assert set(tracker.roots_waiting(6)) == {1, 2} and tracker.roots_waiting(10) == ()
+    tracker.durable(6)  # ids up to 5 are saved: frame a still has 8, 9 inside
+    assert tracker.take() == {}
+    tracker.durable(8)
+    assert tracker.take() == {0: {2: 22}}
+    tracker.durable(10)
+    assert tracker.take() == {0: {1: 11}} and tracker.held() == 0

@@ -26,6 +26,7 @@ that gets it replays everything pending at once instead of waiting for the timeo
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import time
 from collections import deque
@@ -71,6 +72,7 @@ _SEEN_RESTARTS = 64
 _ACK_CHUNK = 4096
 
 Route = tuple[Any, bytes]  # (inbox socket, sender identity)
+_first = operator.itemgetter(0)
 
 
 def spout_slots(topology: TopologySpec) -> list[str]:
@@ -178,6 +180,8 @@ class WorkerAcks:
         self.tracker = AckTracker(
             holds=component.bundle or component.sequential, gated=component.sequential
         )
+        # sequential, not bundled: ids leave in order, tracked per slice (hold_below)
+        self.in_order = component.sequential and not component.bundle
         self.anchoring = Anchoring(self.tracker.born)
         self.committed = committed if component.sequential else None
         path = state_path(spec, "cursor") if component.sequential else None
@@ -246,6 +250,15 @@ class WorkerAcks:
             anchoring.current = ()
             tracker.processed(token, len(part))
             return
+        if self.in_order:
+            cursor = logic.sequencer.cursor
+            tracker.hold_below(token, max(map(_first, part)), len(part))
+            out = logic.feed(name, part)
+            if out:
+                anchoring.current = tracker.roots_waiting(cursor)
+                emit(out)
+                anchoring.current = ()
+            return
         tracker.hold(token, [seq for seq, _ in part])
         released: list[int] = []
         logic.released = released
@@ -261,6 +274,14 @@ class WorkerAcks:
 
     def step(self, logic: Any, emit: Callable[[Batch], None], step: Callable[[], Batch]) -> None:
         """Emit what ``step()`` (timers, end of stream) released, acknowledging it."""
+        if self.in_order:
+            cursor = logic.sequencer.cursor
+            out = step()
+            if out:
+                self.anchoring.current = self.tracker.roots_waiting(cursor)
+                emit(out)
+                self.anchoring.current = ()
+            return
         released: list[int] = []
         logic.released = released
         try:

@@ -70,7 +70,9 @@ class AckTracker:
         self.gated = gated  # sequential: acks wait until the ids are durable
         self._acc: dict[int, int] = {}
         self._held: dict[int, list[FrameToken]] = {}
-        self._gate: list[tuple[int, int, list[FrameToken]]] = []  # (top seq, tie, tokens)
+        # (top seq, tie, tokens, messages each): released when every id up to top is
+        # durable; the per-id path puts one message per token, hold_below a whole slice
+        self._gate: list[tuple[int, int, list[FrameToken], int]] = []
         self._tie = 0
 
     # -- frames in -----------------------------------------------------------------
@@ -96,6 +98,24 @@ class AckTracker:
                 held[seq] = [token]
             else:
                 bucket.append(token)
+
+    def hold_below(self, token: FrameToken, top: int, n: int) -> None:
+        """``n`` messages of ``token``, ids up to ``top``, entered a sequential (not
+        bundled) worker: they have all left it once its cursor passed ``top`` (called,
+        dropped as late, or skipped), and are acknowledged once that is durable. One
+        heap entry per slice instead of bookkeeping per message."""
+        self._tie += 1
+        heapq.heappush(self._gate, (top, self._tie, [token], n))
+
+    def roots_waiting(self, cursor: int) -> tuple[int, ...]:
+        """The roots of hold_below slices with ids not all below ``cursor`` (the outputs
+        of a sequential worker's step come from these: anchor them to all)."""
+        found: set[int] = set()
+        for top, _, tokens, _ in self._gate:
+            if top >= cursor:
+                for token in tokens:
+                    found.update(token.roots)
+        return tuple(found)
 
     def roots_of(self, seqs: Iterable[int]) -> tuple[int, ...]:
         """The roots of the held messages with these ids (to anchor their outputs)."""
@@ -123,13 +143,14 @@ class AckTracker:
                 top = max(top, seq)
         if group:
             self._tie += 1
-            heapq.heappush(self._gate, (top, self._tie, group))
+            heapq.heappush(self._gate, (top, self._tie, group, 1))
 
     def durable(self, below: int) -> None:
         """Every id below ``below`` is durable (saved cursor, or committed()+1)."""
         gate = self._gate
         while gate and gate[0][0] < below:
-            self._done(heapq.heappop(gate)[2])
+            _, _, tokens, each = heapq.heappop(gate)
+            self._done(tokens, each)
 
     def held(self) -> int:
         return len(self._held) + len(self._gate)
@@ -164,9 +185,9 @@ class AckTracker:
 
     # -- inside ------------------------------------------------------------------------
 
-    def _done(self, tokens: list[FrameToken]) -> None:
+    def _done(self, tokens: list[FrameToken], each: int = 1) -> None:
         for token in tokens:
-            token.left -= 1
+            token.left -= each
             if token.left <= 0:
                 self._consume(token)
 

@@ -99,3 +99,33 @@ class SqliteSink:
 
     def close(self) -> None:
         self.db.close()
+
+
+class HookedIds:
+    """A spout class with Storm's ack/fail hooks: records each call, one line per id."""
+
+    def __init__(self, log: str, count: int = 50) -> None:
+        self.log = log
+        self.count = int(count)
+
+    def __call__(self, dispatch: Dispatch) -> None:
+        for seq in range(self.count):
+            dispatch(seq, seq)
+
+    def ack(self, seq: int) -> None:
+        with open(self.log, "a") as f:
+            f.write(f"ack {seq}\n")
+
+    def fail(self, seq: int) -> None:
+        with open(self.log, "a") as f:
+            f.write(f"fail {seq}\n")
+
+
+def stall_once(value: int, at: int = 7, until: str = "") -> int:
+    """Holds id ``at`` the first time until the file ``until`` exists (the test creates
+    it once the spout replayed that id), so message_timeout expires for it."""
+    if value == int(at) and not os.path.exists(until + ".passed"):
+        while not os.path.exists(until):
+            time.sleep(0.01)
+        open(until + ".passed", "w").close()
+    return value
