@@ -4,6 +4,7 @@ objects driven through random frame splits, slices and ack arrival orders."""
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from pathlib import Path
 
@@ -207,17 +208,23 @@ def test_done_below_is_the_lowest_pending_id() -> None:
     assert window.done_below(8) == 5
 
 
-def test_the_cursor_saves_atomically_and_on_a_measured_interval(tmp_path: Path) -> None:
-    now = [0.0]
-    cursor = SavedCursor(tmp_path / "state" / "w.0.cursor", clock=lambda: now[0])
-    assert cursor.load() is None and cursor.due(1)
-    cursor.save(1)
-    assert cursor.load() == 1 and not cursor.due(1)
-    assert not cursor.due(2)  # too soon after the last save
-    now[0] += cursor.interval
-    assert cursor.due(2)
-    (tmp_path / "state" / "w.0.cursor").write_text("garbage")
-    assert cursor.load() is None
+def test_the_cursor_is_saved_by_its_thread_atomically_and_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "w.0.cursor"
+    cursor = SavedCursor(path)
+    assert cursor.load() is None and not cursor.pending()
+    for value in range(1, 200):
+        cursor.request(value)  # no I/O here: the saver thread catches up
+    deadline = time.monotonic() + 30
+    while cursor.pending() and time.monotonic() < deadline:
+        time.sleep(0.005)  # polling the saver thread, with a deadline
+    assert not cursor.pending() and cursor.saved == 199
+    assert SavedCursor(path).load() == 199
+    cursor.save(150)  # never goes back
+    assert SavedCursor(path).load() == 199 and not cursor.pending()
+    cursor.save(250)
+    assert SavedCursor(path).load() == 250 and not path.with_suffix(".tmp").exists()
+    path.write_text("garbage")
+    assert SavedCursor(path).load() is None
 
 
 def test_a_sequential_worker_acks_a_slice_once_its_cursor_passed_it_durably() -> None:

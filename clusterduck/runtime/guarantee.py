@@ -45,7 +45,7 @@ from ..protocol import (
     pack_anchor,
     restart_frame,
 )
-from .cursor import SavedCursor
+from .cursor import MIN_INTERVAL, SavedCursor
 from .ledger import ROOT_BITS, AckTracker, FrameToken, new_edge_id
 from .pending import PendingWindow
 
@@ -325,16 +325,18 @@ class WorkerAcks:
         if self.cursor is None:
             tracker.durable(cursor)
             return
-        if force or self.cursor.due(cursor):
+        if force:
             self.cursor.save(cursor)
+        else:
+            self.cursor.request(cursor)  # the saver thread writes it (runtime/cursor.py)
         if self.cursor.saved is not None:
             tracker.durable(self.cursor.saved)
 
     def next_due(self, cursor: int) -> float | None:
-        """When a cursor save is due (to wake the loop), if any."""
-        if self.cursor is None or not self.tracker.gated:
+        """When to look again whether the saver thread saved the cursor, if it owes one."""
+        if self.cursor is None or not self.cursor.pending():
             return None
-        return self.cursor.next_due(cursor)
+        return time.monotonic() + MIN_INTERVAL
 
     def send_due(self) -> float | None:
         """When the XORs gathered are due to be sent (None: nothing owed)."""
