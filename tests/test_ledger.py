@@ -241,3 +241,14 @@ def test_a_sequential_worker_acks_a_slice_once_its_cursor_passed_it_durably() ->
     assert tracker.take() == {0: {2: 22}}
     tracker.durable(10)
     assert tracker.take() == {0: {1: 11}} and tracker.held() == 0
+
+
+def test_a_root_is_sealed_only_once_its_own_messages_are_framed() -> None:
+    window = PendingWindow(slot=0, timeout=30.0, clock=lambda: 0.0)
+    first = window.open([(0, "a")])
+    second = window.open([(1, "b")])
+    assert window.seal(framing={second}) == [(0, "a")]  # nothing born: done at once
+    window.born(second, 9)
+    assert window.seal() == []  # framed now, but its frame is not acked yet
+    assert window.ack(second, 9) == [(1, "b")]
+    assert first != second and len(window) == 0
