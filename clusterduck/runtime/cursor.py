@@ -4,24 +4,29 @@ Saving after every id would cost an fsync per message (milliseconds on many disk
 on the development machine). A sequential worker under at-least-once acknowledges only
 ids below its *saved* cursor, so the save sits on the acknowledgement path: done in the
 worker's own loop on a schedule, it either costs the worker its time (fsync blocks) or
-holds acks long enough to fill the spout's pending window (that measured 0.66× of a
-plain sink). So a background thread saves: the loop only says which cursor it wants
-saved (:meth:`SavedCursor.request`, no I/O), the thread writes it, fsyncs and renames,
-back to back but at most every ``MIN_INTERVAL``, and publishes :attr:`SavedCursor.saved`;
-fsync releases the GIL, so the worker goes on meanwhile. Ids called after the last save
-are called again after a crash (README "Guarantees") — unless the component defines
-``committed()``, which then decides (runtime/guarantee.py).
+holds acks long enough to fill the spout's pending window. So a background thread saves:
+the loop only says which cursor it wants saved (:meth:`SavedCursor.request`, no I/O), the
+thread writes it and syncs, back to back but at most every ``MIN_INTERVAL``, and
+publishes :attr:`SavedCursor.saved`; the sync releases the GIL, so the worker goes on.
+Ids called after the last save are called again after a crash (README "Guarantees") —
+unless the component defines ``committed()``, which then decides (runtime/guarantee.py).
 
-The file holds one line, the next id to call; it is replaced atomically (write a
-temporary file, fsync it, rename), so a crash leaves the old or the new value.
+The file is written in place, not replaced: two fixed 32-byte slots, each ``(cursor,
+generation, crc32)``, written in turn with one ``pwrite`` and one ``fdatasync`` (a
+rename per save cost as much as the fsync, and every system call hands the GIL back and
+forth with the busy worker thread). A crash in the middle of a write can only tear the
+slot being written, whose checksum then fails: :meth:`SavedCursor.load` takes the valid
+slot of the highest generation, so it reads the old or the new value, never garbage.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 import time
+import zlib
 from pathlib import Path
 
 __all__ = ["MIN_INTERVAL", "SavedCursor"]
@@ -30,6 +35,22 @@ log = logging.getLogger("clusterduck.runtime")
 
 #: Saves start at most this often (a bound on the disk's load, not on the latency).
 MIN_INTERVAL = 0.01
+_SLOT = struct.Struct("<qqI12x")  # cursor, generation, crc32 of the first 16 bytes
+
+
+def _pack(cursor: int, generation: int) -> bytes:
+    head = struct.pack("<qq", cursor, generation)
+    return _SLOT.pack(cursor, generation, zlib.crc32(head))
+
+
+def _unpack(data: bytes) -> tuple[int, int] | None:
+    """``(generation, cursor)`` of a valid slot, or None."""
+    if len(data) != _SLOT.size:
+        return None
+    cursor, generation, crc = _SLOT.unpack(data)
+    if generation <= 0 or zlib.crc32(data[:16]) != crc:
+        return None
+    return generation, cursor
 
 
 class SavedCursor:
@@ -39,17 +60,24 @@ class SavedCursor:
         self.path = path
         self.saved: int | None = None  # the value on disk (written by the saver thread)
         self.saves = 0
+        self._generation = 0
+        self._fd: int | None = None
         self._wanted: int | None = None
         self._lock = threading.Lock()  # one writer of the file at a time
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def load(self) -> int | None:
-        """The saved next id, or None when nothing was saved (or the file is unreadable)."""
+        """The saved next id, or None when nothing valid was saved."""
         try:
-            self.saved = int(self.path.read_text().strip())
-        except (OSError, ValueError):
+            data = self.path.read_bytes()
+        except OSError:
             return None
+        slots = [_unpack(data[i : i + _SLOT.size]) for i in (0, _SLOT.size)]
+        valid = [s for s in slots if s is not None]
+        if not valid:
+            return None
+        self._generation, self.saved = max(valid)
         return self.saved
 
     def request(self, cursor: int) -> None:
@@ -92,18 +120,34 @@ class SavedCursor:
             if self._wanted != self.saved:
                 self._wake.set()
 
+    def _open(self) -> int:
+        """The file, created with two empty slots (and its directory entry synced)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        if not created and not self._generation:  # go on from what is there
+            data = os.pread(fd, 2 * _SLOT.size, 0)
+            gens = [_unpack(data[i : i + _SLOT.size]) for i in (0, _SLOT.size)]
+            self._generation = max((g[0] for g in gens if g is not None), default=0)
+        if created:
+            os.pwrite(fd, bytes(2 * _SLOT.size), 0)
+            os.fsync(fd)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return fd
+
     def _write(self, cursor: int) -> None:
         with self._lock:
             if self.saved is not None and cursor <= self.saved:
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, f"{cursor}\n".encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
+            if self._fd is None:
+                self._fd = self._open()
+            generation = self._generation + 1
+            os.pwrite(self._fd, _pack(cursor, generation), (generation % 2) * _SLOT.size)
+            os.fdatasync(self._fd)
+            self._generation = generation
             self.saved = cursor
             self.saves += 1
