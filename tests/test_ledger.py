@@ -260,3 +260,14 @@ def test_a_root_is_sealed_only_once_its_own_messages_are_framed() -> None:
     assert window.seal() == []  # framed now, but its frame is not acked yet
     assert window.ack(second, 9) == [(1, "b")]
     assert first != second and len(window) == 0
+
+
+def test_held_parts_are_given_up_oldest_first_and_released_ones_forgotten() -> None:
+    tracker = AckTracker(holds=True)
+    token = tracker.receive(5, (1,), 3)
+    tracker.hold(token, [10, 11, 12])
+    tracker.release([11])  # its bundle completed
+    assert tracker.expire_held(time.monotonic() - 60) == []  # none that old
+    assert tracker.expire_held(time.monotonic() + 1) == [10, 12]
+    tracker.release([10, 12])
+    assert tracker.take() == {0: {1: 5}} and tracker.held() == 0

@@ -190,6 +190,11 @@ class WorkerAcks:
         self._senders: dict[bytes, Any] = {}  # identity → inbox socket it writes to
         self._told: set[bytes] = set()  # senders told that we restarted
         self._next_send = 0.0
+        # A bundle part still waiting for its partner after this long is given up on
+        # (acknowledged): after a restart its partner may never come again (acked before
+        # the crash as part of a completed bundle), or a branch filtered it out. Half the
+        # timeout, so that it is acked before the spout would replay it once more.
+        self.give_up = topology.message_timeout / 2 if component.bundle else None
         self._static = self._static_routes(topology, component.inputs, inbox_of)
 
     @staticmethod
@@ -270,7 +275,14 @@ class WorkerAcks:
         emit(out)
         anchoring.current = ()
         tracker.release(released)
-        tracker.release([seq for seq, _ in part if not logic.holds(seq)])
+        # Parts that left (duplicates, late parts) are done. So is a part of a bundled
+        # sequential worker below its cursor: its bundle can only be dropped as late, and
+        # after a restart its partner may never come again (acked before the crash).
+        sequencer = logic.sequencer
+        below = sequencer.cursor if sequencer is not None else None
+        tracker.release(
+            [seq for seq, _ in part if not logic.holds(seq) or (below is not None and seq < below)]
+        )
 
     def step(self, logic: Any, emit: Callable[[Batch], None], step: Callable[[], Batch]) -> None:
         """Emit what ``step()`` (timers, end of stream) released, acknowledging it."""
@@ -341,6 +353,21 @@ class WorkerAcks:
     def send_due(self) -> float | None:
         """When the XORs gathered are due to be sent (None: nothing owed)."""
         return self._next_send if self.tracker.owes() else None
+
+    def give_up_held(self) -> None:
+        """Acknowledge bundle parts held longer than ``give_up`` (they stay in the
+        bundler: a late partner still completes the bundle, but its result is then no
+        longer covered by a replay)."""
+        if self.give_up is not None:
+            stale = self.tracker.expire_held(time.monotonic() - self.give_up)
+            if stale:
+                log.warning(
+                    "%s: %d bundle parts waited over %gs for their partner; acknowledged",
+                    self.name,
+                    len(stale),
+                    self.give_up,
+                )
+                self.tracker.release(stale)
 
     def send(self, *, force: bool = False) -> None:
         """Send the XORs gathered, each towards its spout instance, at most every

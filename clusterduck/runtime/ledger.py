@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import heapq
 import random
+import time
+from collections import OrderedDict
 from collections.abc import Iterable
 
 __all__ = [
@@ -70,6 +72,9 @@ class AckTracker:
         self.gated = gated  # sequential: acks wait until the ids are durable
         self._acc: dict[int, int] = {}
         self._held: dict[int, list[FrameToken]] = {}
+        # When each held id was first held, oldest first (bundle parts waiting for a
+        # partner that may never come: see expire_held)
+        self._since: OrderedDict[int, float] = OrderedDict()
         # (top seq, tie, tokens, messages each): released when every id up to top is
         # durable; the per-id path puts one message per token, hold_below a whole slice
         self._gate: list[tuple[int, int, list[FrameToken], int]] = []
@@ -92,12 +97,28 @@ class AckTracker:
     def hold(self, token: FrameToken, seqs: Iterable[int]) -> None:
         """These messages of ``token`` now wait inside a bundled/sequential worker."""
         held = self._held
+        since = self._since
+        now = time.monotonic()
         for seq in seqs:
             bucket = held.get(seq)
             if bucket is None:
                 held[seq] = [token]
+                since[seq] = now
             else:
                 bucket.append(token)
+
+    def expire_held(self, older_than: float) -> list[int]:
+        """Held ids first held before ``older_than`` (to give up on: release them)."""
+        since, held = self._since, self._held
+        out = []
+        while since:
+            seq, when = next(iter(since.items()))
+            if when >= older_than:
+                break
+            since.popitem(last=False)
+            if seq in held:
+                out.append(seq)
+        return out
 
     def hold_below(self, token: FrameToken, top: int, n: int) -> None:
         """``n`` messages of ``token``, ids up to ``top``, entered a sequential (not
@@ -127,10 +148,12 @@ class AckTracker:
 
     def release(self, seqs: Iterable[int]) -> None:
         """These ids left the worker (called or dropped); gated ones wait for durability."""
+        since = self._since
         if not self.gated:
             for seq in seqs:
                 tokens = self._held.pop(seq, None)
                 if tokens:
+                    since.pop(seq, None)
                     self._done(tokens)
             return
         # One gate entry per call, under its highest id: a heap push per message would
@@ -139,6 +162,7 @@ class AckTracker:
         for seq in seqs:
             tokens = self._held.pop(seq, None)
             if tokens:
+                since.pop(seq, None)
                 group.extend(tokens)
                 top = max(top, seq)
         if group:

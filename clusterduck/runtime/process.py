@@ -378,6 +378,7 @@ class ComponentProcess:
         acks = self.worker_acks
         if acks is None or (self.outbox is not None and self.outbox.pending):
             return
+        acks.give_up_held()
         if logic.sequencer is not None:
             acks.durable(logic.sequencer.cursor, force=force)
         acks.send(force=force)
