@@ -149,7 +149,17 @@ def test_a_killed_spout_resumes_instead_of_starting_again(
 ) -> None:
     out, starts = tmp_path / "sink.txt", tmp_path / "starts.txt"
     name = up(duck, "chain", "spout", GD_OUT=str(out), GD_STARTS=str(starts))
-    kill_mid_stream(duck, name, "ids", lambda: len(lines(out)))
+
+    def resume_point() -> int:
+        """What the runtime saved for the spout (run directory, state/): the kill must
+        land after a first batch was done, or there is nothing to resume from."""
+        for path in duck.home.glob(f"runs/{name}/*/state/ids.0.resume"):
+            text = path.read_text().strip()
+            if text.isdigit():
+                return int(text)
+        return 0
+
+    kill_mid_stream(duck, name, "ids", lambda: KILL_AFTER * (resume_point() > 0))
     finished(duck, name)
     assert set(range(COUNT)) <= set(sink_seqs(out))
     first, again = (int(x) for x in lines(starts))
