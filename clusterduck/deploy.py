@@ -242,6 +242,7 @@ class Cluster:
             components=tuple(components),
             slurm=deploy_slurm.jobs(self),
             rejected_frames=rejected,
+            guarantee=spec.guarantee,
         )
 
     # -- stopping --------------------------------------------------------------------

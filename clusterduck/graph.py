@@ -67,7 +67,16 @@ def _summary(topology: Topology) -> str:
         f"{topology.name}: {len(topology.components)} components, "
         f"{len(topology.instances())} instances, "
         f"{len(hosts)} host{'s' if len(hosts) != 1 else ''} ({', '.join(hosts)})"
+        + _guarantee(topology)
     )
+
+
+def _guarantee(topology: Topology) -> str:
+    """Said only when it is not the default, so at-most-once drawings do not change."""
+    settings = topology.settings
+    if settings.guarantee == "at-most-once":
+        return ""
+    return f", {settings.guarantee} (message_timeout {settings.message_timeout:g}s)"
 
 
 # -- text ---------------------------------------------------------------------------

@@ -47,6 +47,10 @@ __all__ = [
     "MAX_KEPT_RUNS",
     "PROTOCOL_VERSION",
     "Batch",
+    "AT_LEAST_ONCE",
+    "AT_MOST_ONCE",
+    "Acks",
+    "Anchor",
     "ComponentSpec",
     "ComponentStatus",
     "ControlRequest",
@@ -60,6 +64,7 @@ __all__ = [
     "InstanceStatus",
     "Op",
     "ProcessSpec",
+    "RestartNotice",
     "RunLayout",
     "SlurmJobStatus",
     "State",
@@ -71,15 +76,21 @@ __all__ = [
     "TopologyStatus",
     "VersionMismatch",
     "Wiring",
+    "BAD_ANCHOR",
     "BAD_COUNT",
     "BAD_FRAME_COUNT",
     "BAD_HEADER",
+    "acks_frame",
     "data_header",
     "decode_json",
     "decode_ready",
     "eos_header",
     "grant_frame",
+    "pack_anchor",
     "pack_count",
+    "parse_anchor",
+    "parse_reply",
+    "restart_frame",
     "parse_frame",
     "parse_grant",
     "parse_header",
@@ -100,6 +111,11 @@ Batch = list[tuple[int, Any]]
 
 # How many bundle parts or out-of-order ids one instance may hold (SPEC §1: bounded).
 MAX_PENDING = 100_000
+
+# Delivery guarantees (settings.guarantee; README "Guarantees").
+AT_MOST_ONCE = "at-most-once"
+AT_LEAST_ONCE = "at-least-once"
+DEFAULT_MESSAGE_TIMEOUT = 30.0
 
 
 # -- states ---------------------------------------------------------------------------
@@ -151,6 +167,11 @@ _ENDED = frozenset({State.FINISHED, State.FAILED, State.CRASHED, State.STOPPED})
 # receiver (runtime/credit.py says why the count is absolute).
 # Receiver -> sender, on the same connection:
 #   grant          [G<processed><limit><cost>]  (two int64 and a float64, little endian)
+# Under at-least-once (runtime/guarantee.py), a data frame has a fourth part, its anchor
+# ``<edge><root>...`` (int64s: the frame's random edge id and the spout batches its
+# messages came from), and receivers send back, on the same connection:
+#   acks           [A<root><xor>...]  (int64 pairs: XORs to apply to those roots)
+#   restart notice [R<pid>]  (int64: a restarted process; replay what is pending)
 # The test collector is a plain PULL: it receives the same data and end-of-stream frames
 # and sends no grants.
 
@@ -158,8 +179,13 @@ _DATA = b"D"
 _EOS = b"E"
 _PROBE = b"P"
 _GRANT = b"G"
+_ACKS = b"A"
+_RESTART = b"R"
 _COUNT = struct.Struct("<q")
 _GRANT_BODY = struct.Struct("<qqd")
+#: The most roots one data frame's anchor names, and (root, xor) pairs one ack frame holds.
+MAX_ANCHOR_ROOTS = 4096
+MAX_ACK_PAIRS = 65536
 
 
 def data_header(component: str, index: int) -> bytes:
@@ -225,13 +251,89 @@ def _parse_header(frame: bytes, kinds: tuple[bytes, ...]) -> Header | None:
 
 
 @dataclass(frozen=True)
+class Anchor:
+    """What a data frame carries under at-least-once: its edge id and its roots."""
+
+    edge: int
+    roots: tuple[int, ...]
+
+
+_INT64S: dict[int, struct.Struct] = {}
+
+
+def _int64s(n: int) -> struct.Struct:
+    """``n`` little-endian int64 (compiled once per count: anchors are per frame)."""
+    layout = _INT64S.get(n)
+    if layout is None:
+        layout = _INT64S[n] = struct.Struct(f"<{n}q")
+    return layout
+
+
+def pack_anchor(edge: int, roots: Sequence[int]) -> bytes:
+    """The fourth part of an at-least-once data frame."""
+    return _int64s(1 + len(roots)).pack(edge, *roots)
+
+
+def parse_anchor(data: bytes) -> Anchor | None:
+    """An anchor, or ``None`` when ``data`` is not one. Never raises."""
+    n = len(data) // 8
+    if not data or len(data) % 8 or n > 1 + MAX_ANCHOR_ROOTS:
+        return None
+    values = _int64s(n).unpack(data)
+    return Anchor(values[0], values[1:])
+
+
+@dataclass(frozen=True)
+class Acks:
+    """XORs a receiver sends towards the spouts: ``(root, xor)`` pairs."""
+
+    pairs: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class RestartNotice:
+    """A restarted process (its ``pid``): what it held is gone, replay it now."""
+
+    pid: int
+
+
+def acks_frame(acks: Mapping[int, int]) -> bytes:
+    """The one frame of an ack message (at most MAX_ACK_PAIRS pairs: split larger)."""
+    flat = [v for pair in acks.items() for v in pair]
+    return _ACKS + struct.pack(f"<{len(flat)}q", *flat)
+
+
+def restart_frame(pid: int) -> bytes:
+    return _RESTART + _COUNT.pack(pid)
+
+
+def parse_reply(data: bytes) -> Grant | Acks | RestartNotice | None:
+    """What a receiver sent back on a data connection (grant, acks, restart notice), or
+    ``None`` when it is none of them. Never raises."""
+    kind = data[:1]
+    if kind == _GRANT:
+        return parse_grant(data)
+    if kind == _ACKS:
+        n = (len(data) - 1) // 8
+        if (len(data) - 1) % 16 or not n or n > 2 * MAX_ACK_PAIRS:
+            return None
+        values = struct.unpack(f"<{n}q", bytes(data[1:]))
+        return Acks(tuple(zip(values[0::2], values[1::2], strict=True)))
+    if kind == _RESTART and len(data) == 1 + _COUNT.size:
+        return RestartNotice(int(_COUNT.unpack(bytes(data[1:]))[0]))
+    return None
+
+
+@dataclass(frozen=True)
 class Frame:
     """A whole received message from a sender: its header, payload (data) and the
-    sender's running ``total`` (data and probe; 0 for end of stream)."""
+    sender's running ``total`` (data and probe; 0 for end of stream); the ``anchor`` of
+    an at-least-once data frame."""
 
     header: Header
     payload: bytes = b""
     total: int = 0
+    anchor: Anchor | None = None
 
     @property
     def sender(self) -> str:
@@ -243,13 +345,14 @@ class Frame:
 BAD_FRAME_COUNT = "frame_count"  # not 3 frames for data, 2 for a probe, 1 for EOS
 BAD_HEADER = "header"  # empty, unknown kind letter, not UTF-8, not ``component/index``
 BAD_COUNT = "count"  # the running total is not a non-negative int64
+BAD_ANCHOR = "anchor"  # an at-least-once data frame's anchor is not edge + roots
 
 
 def read_frame(frames: Sequence[bytes]) -> Frame | str:
     """A data, probe or end-of-stream message (without the ROUTER's identity frame), or
-    the reason it is malformed (``BAD_FRAME_COUNT``, ``BAD_HEADER``, ``BAD_COUNT``).
-    Never raises."""
-    if not frames or len(frames) > 3:
+    the reason it is malformed (``BAD_FRAME_COUNT``, ``BAD_HEADER``, ``BAD_COUNT``,
+    ``BAD_ANCHOR``). Never raises."""
+    if not frames or len(frames) > 4:
         return BAD_FRAME_COUNT
     header = _parse_header(bytes(frames[0]), (_DATA, _EOS, _PROBE))
     if header is None:
@@ -261,6 +364,12 @@ def read_frame(frames: Sequence[bytes]) -> Frame | str:
             return BAD_FRAME_COUNT
         total = _unpack_count(bytes(frames[1]))
         return BAD_COUNT if total is None else Frame(header, total=total)
+    if len(frames) == 4:
+        total = _unpack_count(bytes(frames[2]))
+        if total is None:
+            return BAD_COUNT
+        anchor = parse_anchor(bytes(frames[3]))
+        return BAD_ANCHOR if anchor is None else Frame(header, bytes(frames[1]), total, anchor)
     if len(frames) != 3:
         return BAD_FRAME_COUNT
     total = _unpack_count(bytes(frames[2]))
@@ -472,6 +581,12 @@ class TopologySpec:
     components: tuple[ComponentSpec, ...]
     serializer: str = "pickle"
     on_error: str = "skip"
+    guarantee: str = AT_MOST_ONCE  # AT_MOST_ONCE | AT_LEAST_ONCE
+    message_timeout: float = DEFAULT_MESSAGE_TIMEOUT  # at-least-once: replay after this
+
+    @property
+    def at_least_once(self) -> bool:
+        return self.guarantee == AT_LEAST_ONCE
 
     @classmethod
     def from_topology(cls, topo: Topology) -> TopologySpec:
@@ -499,7 +614,15 @@ class TopologySpec:
                     max_pending=getattr(c, "max_pending", None),
                 )
             )
-        return cls(topo.name, tuple(comps), topo.settings.serializer, topo.settings.on_error)
+        settings = topo.settings
+        return cls(
+            topo.name,
+            tuple(comps),
+            settings.serializer,
+            settings.on_error,
+            settings.guarantee,
+            settings.message_timeout or DEFAULT_MESSAGE_TIMEOUT,
+        )
 
     @property
     def spouts(self) -> list[ComponentSpec]:
@@ -551,6 +674,8 @@ class TopologySpec:
             "name": self.name,
             "serializer": self.serializer,
             "on_error": self.on_error,
+            "guarantee": self.guarantee,
+            "message_timeout": self.message_timeout,
             "components": [c.to_dict() for c in self.components],
         }
 
@@ -562,6 +687,8 @@ class TopologySpec:
             components=tuple(ComponentSpec.from_dict(c) for c in comps),
             serializer=_get(data, "serializer", str, "pickle"),
             on_error=_get(data, "on_error", str, "skip"),
+            guarantee=_get(data, "guarantee", str, AT_MOST_ONCE),
+            message_timeout=_get(data, "message_timeout", float, DEFAULT_MESSAGE_TIMEOUT),
         )
 
 
@@ -722,10 +849,18 @@ class ProcessSpec:
     start: bool = False
     ended: tuple[str, ...] = ()
     ipc_dir: str | None = None  # private local mode: bind ipc sockets here, not tcp
+    # at-least-once: where this instance keeps what must outlive it (a sequential
+    # worker's cursor, a spout's resume point); the run directory's ``state``
+    state_dir: str | None = None
 
     @property
     def name(self) -> str:
         return f"{self.component}/{self.index}"
+
+    @property
+    def restarted(self) -> bool:
+        """A restart after a crash: the first start gets no wiring yet."""
+        return self.wiring is not None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -745,6 +880,7 @@ class ProcessSpec:
             "start": self.start,
             "ended": list(self.ended),
             "ipc_dir": self.ipc_dir,
+            "state_dir": self.state_dir,
         }
 
     @classmethod
@@ -767,6 +903,7 @@ class ProcessSpec:
             start=_get(data, "start", bool, False),
             ended=tuple(str(e) for e in _get(data, "ended", list, [])),
             ipc_dir=_get(data, "ipc_dir", str, None),
+            state_dir=_get(data, "state_dir", str, None),
         )
 
 
@@ -1023,6 +1160,8 @@ class InstanceReport:
     cost_ms: float = 0.0  # a worker's measured work per message
     edges: tuple[EdgeStatus, ...] = ()
     rejected_frames: Mapping[str, int] = field(default_factory=dict)  # dropped, by kind
+    pending: int = 0  # at-least-once: a spout's messages not done yet, a worker's held
+    replayed: int = 0  # at-least-once: messages a spout dispatched again
 
     OPS: ClassVar[frozenset[Op]] = frozenset(
         {Op.READY, Op.REPORT, Op.FINISHED, Op.FATAL, Op.FAILED}
@@ -1062,6 +1201,8 @@ class InstanceReport:
             cost_ms=_get(data, "cost_ms", float, 0.0),
             edges=_edges(data),
             rejected_frames=_counts(data, "rejected_frames"),
+            pending=_get(data, "pending", int, 0),
+            replayed=_get(data, "replayed", int, 0),
         )
 
 
@@ -1109,6 +1250,8 @@ class InstanceStatus:
     edges: tuple[EdgeStatus, ...] = ()
     # frames this instance dropped unread (malformed, unexpected sender...), by kind
     rejected_frames: Mapping[str, int] = field(default_factory=dict)
+    pending: int = 0  # at-least-once: not done yet (spout), held for acks (worker)
+    replayed: int = 0  # at-least-once: messages this spout dispatched again
 
     # The documented key order of a row in ``status --json``.
     KEYS: ClassVar[tuple[str, ...]] = (
@@ -1132,6 +1275,8 @@ class InstanceStatus:
         "cost_ms",
         "edges",
         "rejected_frames",
+        "pending",
+        "replayed",
     )
 
     def to_dict(self, *, with_component: bool = False) -> dict[str, Any]:
@@ -1171,6 +1316,8 @@ class InstanceStatus:
             cost_ms=_get(data, "cost_ms", float, 0.0),
             edges=_edges(data),
             rejected_frames=_counts(data, "rejected_frames"),
+            pending=_get(data, "pending", int, 0),
+            replayed=_get(data, "replayed", int, 0),
         )
 
 
@@ -1270,6 +1417,7 @@ class TopologyStatus:
     slurm: Mapping[str, SlurmJobStatus] = field(default_factory=dict)
     # control messages the supervisors dropped unread, by kind, summed over hosts
     rejected_frames: Mapping[str, int] = field(default_factory=dict)
+    guarantee: str = AT_MOST_ONCE  # settings.guarantee
 
     def instances(self) -> Iterable[InstanceStatus]:
         for comp in self.components:
@@ -1291,6 +1439,7 @@ class TopologyStatus:
             "hosts": {h: s.value for h, s in self.hosts.items()},
             "problems": list(self.problems),
             "rejected_frames": dict(self.rejected_frames),
+            "guarantee": self.guarantee,
             "components": [c.to_dict() for c in self.components],
         }
         if self.slurm:
@@ -1325,6 +1474,7 @@ class TopologyStatus:
                 for g, j in _get(data, "slurm", dict, {}).items()
             },
             rejected_frames=_counts(data, "rejected_frames"),
+            guarantee=_get(data, "guarantee", str, AT_MOST_ONCE),
         )
 
 

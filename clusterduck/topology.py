@@ -245,6 +245,21 @@ class Settings(_Frozen):
             "whole topology. A worker's own on_error wins."
         ),
     )
+    guarantee: Literal["at-most-once", "at-least-once"] = Field(
+        default="at-most-once",
+        description=(
+            "at-most-once: nothing is kept once sent (a crashed process loses what it "
+            "held); at-least-once: every spout message is kept until every branch below "
+            "it is done, and dispatched again after a crash or message_timeout."
+        ),
+    )
+    message_timeout: Duration = Field(
+        default=30.0,
+        description=(
+            "at-least-once: a message not done within this long is dispatched again "
+            "(30s, like Storm's topology.message.timeout.secs)."
+        ),
+    )
 
 
 class Component(_Frozen):

@@ -153,3 +153,10 @@ def test_random_dags_render(topology: Topology) -> None:
     text = render(topology, "text")
     edges = sum(len(w.inputs) for w in topology.workers)
     assert text.count("▼") >= len(topology.workers) and edges >= len(topology.workers)
+
+
+def test_the_guarantee_is_named_only_when_it_is_at_least_once() -> None:
+    path = Path(__file__).resolve().parent / "guarantee_topologies" / "chain.yaml"
+    topology = load(path, environ={"GD_OUT": "/dev/null"}).topology
+    assert ", at-least-once (message_timeout 20s)" in render(topology, "text").splitlines()[0]
+    assert "once" not in render(example("wordcount"), "text").splitlines()[0]

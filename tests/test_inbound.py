@@ -22,6 +22,7 @@ from clusterduck.protocol import (
 )
 from clusterduck.runtime.codec import get_codec
 from clusterduck.runtime.inbound import (
+    ANCHOR,
     CONTROL_FRAME_COUNT,
     CONTROL_OVERSIZED,
     CONTROL_SHAPE,
@@ -94,6 +95,34 @@ def test_good_batch_probe_and_end_of_stream_pass() -> None:
     assert r.as_dict() == {}
 
 
+def test_an_at_least_once_frame_passes_with_its_anchor_and_replies_are_checked() -> None:
+    from clusterduck.protocol import (
+        Acks,
+        Anchor,
+        Grant,
+        RestartNotice,
+        acks_frame,
+        grant_frame,
+        pack_anchor,
+        restart_frame,
+    )
+    from clusterduck.runtime.inbound import check_reply
+
+    g, r = guard()
+    frames = [*data("numbers/0", pickle.dumps([(1, "a")]), 1), pack_anchor(5, (9,))]
+    assert g.check(N0, frames) == DataBatch("numbers/0", [(1, "a")], 1, Anchor(5, (9,)))
+    grant = grant_frame(Grant(1, 3, 0.0))
+    assert check_reply([grant], r, acks=False) == Grant(1, 3, 0.0)
+    assert check_reply([acks_frame({9: 5})], r, acks=True) == Acks(((9, 5),))
+    assert check_reply([restart_frame(7)], r, acks=True) == RestartNotice(7)
+    assert r.as_dict() == {}
+    # Under at-most-once nothing but grants is accepted on an outbox.
+    assert check_reply([acks_frame({9: 5})], r, acks=False) is None
+    assert check_reply([b"A1"], r, acks=True) is None
+    assert check_reply([grant, grant], r, acks=True) is None
+    assert r.as_dict() == {GRANT: 3}
+
+
 def test_msgpack_and_json_pairs_decode_as_lists_and_pass() -> None:
     for name in ("msgpack", "json"):
         codec = get_codec(name)
@@ -107,7 +136,8 @@ def test_each_kind_of_bad_frame_is_rejected_and_counted() -> None:
     pairs = pickle.dumps([(1, 1)])
     dropped = [  # nothing comes out
         ([], FRAME_COUNT),
-        ([b"Dnumbers/0", b"x", pack_count(1), b"y"], FRAME_COUNT),
+        ([b"Dnumbers/0", b"x", pack_count(1), b"y"], ANCHOR),  # at-least-once part
+        ([b"Dnumbers/0", b"x", pack_count(1), b"y" * 8, b"z"], FRAME_COUNT),
         ([b"Dnumbers/0"], FRAME_COUNT),
         ([b"Dnumbers/0", pairs], FRAME_COUNT),
         ([b"Enumbers/0", b"payload"], FRAME_COUNT),

@@ -45,7 +45,15 @@ from clusterduck.protocol import (
 from tests.conftest import EXAMPLES
 
 # The documented `status --json` keys (README / docs/reference.md): changing them breaks users.
-TOPOLOGY_KEYS = ["name", "state", "hosts", "problems", "rejected_frames", "components"]
+TOPOLOGY_KEYS = [
+    "name",
+    "state",
+    "hosts",
+    "problems",
+    "rejected_frames",
+    "guarantee",
+    "components",
+]
 COMPONENT_KEYS = ["name", "kind", "instances"]
 ROW_KEYS = [
     "index",
@@ -68,6 +76,8 @@ ROW_KEYS = [
     "cost_ms",
     "edges",
     "rejected_frames",
+    "pending",
+    "replayed",
 ]
 EDGE_KEYS = ["to", "credit", "in_flight", "waiting", "queue_ms"]
 

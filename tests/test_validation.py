@@ -510,3 +510,40 @@ def test_spout_max_pending_must_be_a_positive_count(
     )
     assert (problem.line, problem.component) == (6, "other")  # the max_pending line
     assert "max_pending" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("guarantee: exactly-once", "guarantee"),
+        ("guarantee: at-least-twice", "guarantee"),
+        ("message_timeout: 0s", "message_timeout"),
+        ("message_timeout: soon", "message_timeout"),
+    ],
+)
+def test_bad_guarantee_settings_are_located(
+    write_topology: WriteTopology, line: str, key: str
+) -> None:
+    text = (
+        "name: t\nspouts:\n- {name: src, entry: vmod:source}\nworkers:\n"
+        "- {name: a, entry: vmod:fn, inputs: [src]}\nsettings:\n"
+        "  on_error: skip\n  " + line + "\n"
+    )
+    found = problems(write_topology, text)
+    assert len(found) == 1, "\n".join(map(str, found))
+    assert found[0].line == 8 and key in found[0].message
+
+
+def test_guarantee_settings_reach_the_runtime(write_topology: WriteTopology) -> None:
+    from clusterduck.protocol import TopologySpec
+
+    path = write_topology(
+        "name: t\nspouts:\n- {name: src, entry: vmod:source}\nworkers:\n"
+        "- {name: a, entry: vmod:fn, inputs: [src]}\nsettings:\n"
+        "  guarantee: at-least-once\n  message_timeout: 250ms\n",
+        MODULES,
+    )
+    spec = TopologySpec.from_topology(load(path).topology)
+    assert spec.at_least_once and spec.message_timeout == 0.25
+    again = TopologySpec.from_dict(spec.to_dict())
+    assert again == spec

@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..protocol import InstanceStatus, State, TopologyStatus
+from ..protocol import AT_LEAST_ONCE, InstanceStatus, State, TopologyStatus
 
 __all__ = [
     "HostProgress",
@@ -114,6 +114,10 @@ def status_table(status: TopologyStatus) -> Group:
         ("last error", "left"),
     ]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    alo = status.guarantee == AT_LEAST_ONCE
+    if alo:  # at-least-once: what is kept until done, and what was dispatched again
+        table.add_column("pending", justify="right")
+        table.add_column("replayed", justify="right")
     for comp in status.components:
         for row in comp.instances:
             table.add_row(
@@ -134,8 +138,15 @@ def status_table(status: TopologyStatus) -> Group:
                 str(row.restarts),
                 _duration(row.uptime),
                 (row.last_error or "")[:60],
+                *((f"{row.pending:,}", f"{row.replayed:,}") if alo else ()),
             )
-    head = Text.assemble(("topology ", ""), (status.name, "bold"), ("  ", ""), _state(status.state))
+    head = Text.assemble(
+        ("topology ", ""),
+        (status.name, "bold"),
+        ("  ", ""),
+        _state(status.state),
+        ("  at-least-once" if alo else "", ""),
+    )
     parts: list[Any] = [head, table]
     for group, job in status.slurm.items():
         parts.append(Text(f"slurm {group}: {job.describe()}"))

@@ -131,6 +131,10 @@ class Bundler:
 
     # ------------------------------------------------------------------ queries
 
+    def holds(self, seq: int) -> bool:
+        """Is an incomplete bundle with this id held (at-least-once acks wait for it)?"""
+        return seq in self._pending
+
     def pending(self) -> int:
         """Incomplete bundles currently held."""
         return len(self._pending)

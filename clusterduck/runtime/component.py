@@ -24,6 +24,7 @@ from ..exceptions import EntryError, FatalError
 from ..protocol import MAX_PENDING, Batch, ComponentSpec
 from .anomalies import Anomalies
 from .bundler import Bundler
+from .context import _seq as _current_seq
 from .metrics import Metrics
 from .sequencer import Sequencer
 
@@ -116,6 +117,9 @@ class WorkerLogic:
             if worker.sequential
             else None
         )
+        # at-least-once: the ids called since the caller set it (runtime/guarantee.py
+        # acknowledges a held message once its id left the worker); None otherwise.
+        self.released: list[int] | None = None
 
     # -- feeding -------------------------------------------------------------------
 
@@ -164,6 +168,12 @@ class WorkerLogic:
         self.metrics.emitted += len(out)
         return out
 
+    def holds(self, seq: int) -> bool:
+        """Is a message with this id still waiting here (a bundle part, an early id)?"""
+        if self.bundler is not None and self.bundler.holds(seq):
+            return True
+        return self.sequencer is not None and self.sequencer.holds(seq)
+
     def should_pause(self, input_name: str) -> bool:
         return self.bundler is not None and self.bundler.should_pause(input_name)
 
@@ -185,8 +195,10 @@ class WorkerLogic:
         # The hot path: one call per message, no tuple packing.
         call = self.call
         append = out.append
+        current = _current_seq  # context().seq_id
         for seq, value in batch:
             try:
+                current[0] = seq
                 result = call(value)
                 if result is None:
                     continue
@@ -199,7 +211,10 @@ class WorkerLogic:
                 self._failed(seq, exc)
 
     def _invoke(self, seq: int, args: tuple[Any, ...], out: Batch) -> None:
+        if self.released is not None:
+            self.released.append(seq)
         try:
+            _current_seq[0] = seq
             result = self.call(*args)
             if result is None:
                 return

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["InstanceContext", "context", "set_context"]
+__all__ = ["InstanceContext", "context", "set_context", "set_seq"]
+
+# The seq id of the message being processed: a one-slot list the runtime writes before
+# each call (cheaper than a new context object per message).
+_seq: list[int | None] = [None]
 
 
 @dataclass(frozen=True)
@@ -14,6 +18,16 @@ class InstanceContext:
     index: int
     parallelism: int
     host: str
+    #: A spout restarted after a crash under at-least-once: every id below this one is
+    #: done (None on a first start, or when nothing was saved). A spout whose ids grow
+    #: resumes its source from here (README "Guarantees").
+    resume_from: int | None = None
+
+    @property
+    def seq_id(self) -> int | None:
+        """The seq id of the message the worker is being called with (None in a spout):
+        the key of an idempotent write."""
+        return _seq[0]
 
 
 _current: InstanceContext | None = None
@@ -22,6 +36,10 @@ _current: InstanceContext | None = None
 def set_context(ctx: InstanceContext | None) -> None:
     global _current
     _current = ctx
+
+
+def set_seq(seq: int | None) -> None:
+    _seq[0] = seq
 
 
 def context() -> InstanceContext:

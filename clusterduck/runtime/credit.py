@@ -147,8 +147,14 @@ class CreditLedger:
         return best
 
     def probe_due(self, i: int) -> bool:
-        """True when ``i`` gave no credit and it is time to ask again (then resets)."""
-        if self.unlimited or self.free(i) > 0:
+        """True when ``i`` gave no credit (or only the little a sender holds back for,
+        waiting for a grant: see ``Outbox._send``) and it is time to ask again (then
+        resets). The second case matters after a receiver restarted: the grant the
+        sender waits for died with it, and only a probe brings a new one."""
+        if self.unlimited:
+            return False
+        free = self.free(i)
+        if free > 0 and (free >= self.window(i) // 2 or not self.in_flight(i)):
             return False
         now = self._clock()
         if now - self._last_probe[i] < PROBE_INTERVAL:

@@ -34,14 +34,19 @@ from typing import Any, TypeVar
 
 from ..exceptions import ProtocolError
 from ..protocol import (
+    BAD_ANCHOR,
     BAD_COUNT,
     BAD_FRAME_COUNT,
     BAD_HEADER,
+    Acks,
+    Anchor,
     Batch,
     Frame,
     Grant,
+    RestartNotice,
     decode_json,
     parse_grant,
+    parse_reply,
     read_frame,
 )
 
@@ -58,6 +63,7 @@ __all__ = [
     "Probe",
     "Rejections",
     "check_grant",
+    "check_reply",
 ]
 
 # A data payload larger than this is dropped (and counted as "oversized"): 256 MiB. It
@@ -76,9 +82,10 @@ PEER = "peer"  # with CURVE: the authenticated identity is not the claimed sende
 OVERSIZED = "oversized"  # above MAX_FRAME_BYTES
 UNDECODABLE = "undecodable"  # the codec raised
 SHAPE = "shape"  # decoded, but not a list of (int, value) pairs
-GRANT = "grant"  # on an outbox: not a well-formed credit grant
+GRANT = "grant"  # on an outbox: not a well-formed credit grant (or, at-least-once, acks)
+ANCHOR = BAD_ANCHOR  # at-least-once: a data frame's anchor is not edge + roots
 REJECT_KINDS = (
-    FRAME_COUNT, HEADER, COUNT, SENDER, PEER, OVERSIZED, UNDECODABLE, SHAPE, GRANT
+    FRAME_COUNT, HEADER, COUNT, SENDER, PEER, OVERSIZED, UNDECODABLE, SHAPE, GRANT, ANCHOR
 )  # fmt: skip
 # Control messages (JSON) rejected by ControlGuard.
 CONTROL_FRAME_COUNT = "control_frame_count"
@@ -99,6 +106,7 @@ class DataBatch:
     sender: str
     batch: Batch
     total: int  # the sender's running count, this frame included
+    anchor: Anchor | None = None  # at-least-once: the frame's edge id and roots
 
 
 @dataclass(frozen=True)
@@ -216,7 +224,7 @@ class InboundGuard:
                 "pairs within its running count",
             )
             return Probe(sender, frame.total)
-        return DataBatch(sender, batch, frame.total)
+        return DataBatch(sender, batch, frame.total, frame.anchor)
 
     def _reject(self, kind: str, detail: str) -> None:
         self.rejections.add(kind, detail)
@@ -229,6 +237,19 @@ def check_grant(frames: Sequence[bytes], rejections: Rejections) -> Grant | None
         head = bytes(frames[0][:40]) if frames else b""
         rejections.add(GRANT, f"{len(frames)} frames, first {head!r}")
     return grant
+
+
+def check_reply(
+    frames: Sequence[bytes], rejections: Rejections, *, acks: bool
+) -> Grant | Acks | RestartNotice | None:
+    """What a receiver sent back on an outbox: a grant, or (``acks``: at-least-once)
+    acks and restart notices; None for anything else (dropped and counted)."""
+    reply = parse_reply(bytes(frames[0])) if len(frames) == 1 else None
+    if reply is None or (not acks and not isinstance(reply, Grant)):
+        head = bytes(frames[0][:40]) if frames else b""
+        rejections.add(GRANT, f"{len(frames)} frames, first {head!r}")
+        return None
+    return reply
 
 
 class ControlGuard:

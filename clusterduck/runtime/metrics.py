@@ -45,6 +45,8 @@ class Metrics:
         edges: tuple[EdgeStatus, ...] = (),
         cost_ms: float = 0.0,
         rejected_frames: Mapping[str, int] | None = None,
+        pending: int = 0,
+        replayed: int = 0,
     ) -> InstanceReport:
         """What a process tells its supervisor now (see ``protocol.InstanceReport``)."""
         self.update_rate()
@@ -66,4 +68,6 @@ class Metrics:
             cost_ms=cost_ms,
             edges=edges,
             rejected_frames=dict(rejected_frames or {}),
+            pending=pending,
+            replayed=replayed,
         )

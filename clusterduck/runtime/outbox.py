@@ -16,13 +16,16 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..protocol import Batch, EdgeStatus, pack_count
+from ..protocol import Acks, Batch, EdgeStatus, Grant, RestartNotice, pack_count
 from .codec import Codec
 from .credit import PROBE_INTERVAL, CreditLedger
-from .inbound import Rejections, check_grant
+from .inbound import Rejections, check_reply
 from .routing import OnError, Route
+
+if TYPE_CHECKING:
+    from .guarantee import Anchoring
 
 __all__ = ["MAX_BATCH", "Outbox", "Output"]
 
@@ -78,6 +81,10 @@ class Outbox:
         self._full: set[Any] = set()  # sockets whose ZeroMQ queue refused a frame
         # (output, instance) -> when we last asked it how far it got (ask_progress)
         self._asked: dict[tuple[int, int], float] = {}
+        # at-least-once (runtime/guarantee.py): anchors for every frame, and what to do
+        # with the acks and restart notices receivers send back. None: at-most-once.
+        self.anchors: Anchoring | None = None
+        self.on_reply: Callable[[Acks | RestartNotice], None] | None = None
 
     @property
     def pending(self) -> bool:
@@ -86,15 +93,20 @@ class Outbox:
     def emit(self, batch: Batch) -> None:
         if not batch or not self.outputs:
             return
+        anchors = self.anchors
         for out in self.outputs:
             parts = out.route.split(batch, self.on_error)
             if parts is None:
                 out.any.extend(batch)
                 self.queued_messages += len(batch)
+                if anchors is not None:
+                    anchors.queued(out.any, len(batch))
             else:
                 for index, part in parts.items():
                     out.waiting[index].extend(part)
                     self.queued_messages += len(part)
+                    if anchors is not None:
+                        anchors.queued(out.waiting[index], len(part))
 
     def _encode(self, part: Batch) -> tuple[bytes, int]:
         """The whole batch in one call; if that fails, find and drop the bad messages."""
@@ -132,13 +144,21 @@ class Outbox:
         else:
             part = list(map(deque.popleft, repeat(queue, n)))  # in C
         payload, good = self._encode(part)
+        anchors = self.anchors
+        anchor = None
         if good:
             total = led.sent[i] + good
-            if not sock.send((self.header, payload, pack_count(total)), block=False):
+            frame: tuple[bytes, ...] = (self.header, payload, pack_count(total))
+            if anchors is not None and out.credit:
+                anchor, data = anchors.anchor(queue, n)
+                frame = (*frame, data)
+            if not sock.send(frame, block=False):
                 queue.extendleft(reversed(part))  # ZeroMQ's own queue is full: later
                 self._full.add(sock)
                 return False
             led.take(i, good)
+        if anchors is not None:
+            anchors.framed(queue, n, anchor)
         self.queued_messages -= n
         return True
 
@@ -184,18 +204,21 @@ class Outbox:
 
     def read_grants(self) -> int:
         """Apply every grant that arrived (never blocks); returns how many. Anything
-        that is not a well-formed grant is counted and dropped."""
+        that is not a well-formed grant (or, at-least-once, acks) is counted and dropped."""
         got = 0
+        on_reply = self.on_reply
         for o, out in enumerate(self.outputs):
             if not out.credit:
                 continue
             for i, sock in enumerate(out.sockets):
                 while (frames := sock.recv(block=False)) is not None:
-                    grant = check_grant(frames, self.rejections)
-                    if grant is not None:
-                        out.ledger.grant(i, grant)
+                    reply = check_reply(frames, self.rejections, acks=on_reply is not None)
+                    if isinstance(reply, Grant):
+                        out.ledger.grant(i, reply)
                         self._asked.pop((o, i), None)
                         got += 1
+                    elif reply is not None and on_reply is not None:
+                        on_reply(reply)
         return got
 
     def grant_sockets(self) -> list[Any]:

@@ -55,6 +55,7 @@ from .component import UserCode, WorkerLogic, load_user_code, message_failed
 from .context import InstanceContext, set_context
 from .credit import PROBE_INTERVAL
 from .gate import InputGate
+from .guarantee import DEFAULT_MAX_PENDING, SpoutAcks, WorkerAcks, load_resume
 from .inbound import ControlGuard, DataBatch, EndOfStream, InboundGuard, Probe, Rejections
 from .intake import Intake
 from .metrics import Metrics
@@ -124,6 +125,9 @@ class ComponentProcess:
             senders = sum(self.topology.component(n).parallelism for n in self.component.inputs)
             self.intake = Intake(max(1, senders))
         self._owed: dict[bytes, tuple[Socket, int, int]] = {}
+        # at-least-once (runtime/guarantee.py); both None under at-most-once.
+        self.spout_acks: SpoutAcks | None = None
+        self.worker_acks: WorkerAcks | None = None
 
     # -- talking to the supervisor ------------------------------------------------
 
@@ -148,9 +152,19 @@ class ComponentProcess:
                 edges=self.outbox.edges() if self.outbox else (),
                 cost_ms=self.intake.cost_ms() if self.intake else 0.0,
                 rejected_frames=self.rejections.as_dict(),
+                **self._guarantee_counts(),
             )
         )
         self._next_report = time.monotonic() + REPORT_INTERVAL
+
+    def _guarantee_counts(self) -> dict[str, int]:
+        """at-least-once: pending and replayed for status (and the spout's resume point)."""
+        if self.spout_acks is not None:
+            self.spout_acks.save_resume()
+            return {"pending": self.spout_acks.pending, "replayed": self.spout_acks.replayed}
+        if self.worker_acks is not None:
+            return {"pending": self.worker_acks.held()}
+        return {}
 
     def maybe_report(self) -> None:
         if time.monotonic() >= self._next_report:
@@ -195,6 +209,7 @@ class ComponentProcess:
                 self.index,
                 self.component.parallelism,
                 spec.host,
+                resume_from=load_resume(spec),
             )
         )
         code = load_user_code(self.component, Path(spec.code_dir))
@@ -213,7 +228,23 @@ class ComponentProcess:
         self.wait_for(lambda: self.wiring is not None)
         assert self.wiring is not None
         self.outbox = self._connect(self.wiring)
+        if self.topology.at_least_once:
+            self._guarantee(code)
         return code
+
+    def _guarantee(self, code: UserCode) -> None:
+        """at-least-once: the spout's pending window, or the worker's ack tracker."""
+        outbox = self.outbox
+        assert outbox is not None
+        if self.is_spout:
+            spout = self.spout_acks = SpoutAcks(self.spec, code.call)
+            outbox.anchors, outbox.on_reply = spout.anchoring, spout.on_reply
+            return
+        committed = getattr(code.call, "committed", None)
+        worker = self.worker_acks = WorkerAcks(
+            self.spec, self.inbox_of, committed=committed if callable(committed) else None
+        )
+        outbox.anchors, outbox.on_reply = worker.anchoring, worker.on_reply
 
     def add_inbox(self, sock: Socket, name: str) -> None:
         """Read input ``name`` from ``sock``, through a guard that accepts its instances."""
@@ -337,10 +368,30 @@ class ComponentProcess:
         }
         open_inputs = {name for name, who in senders.items() if not who <= self.ended}
         gate = InputGate(senders)
+        acks = self.worker_acks
+        if acks is not None and logic.sequencer is not None:
+            acks.resume(logic.sequencer)
         while open_inputs:
             self.worker_step(logic, gate, senders, open_inputs)
         assert self.outbox is not None
-        self.outbox.emit(logic.finish())
+        if acks is None:
+            self.outbox.emit(logic.finish())
+            return
+        acks.step(logic, self.outbox.emit, logic.finish)
+        while self.outbox.pending and not self.outbox.flush():
+            self.wait_room()
+        self._send_acks(logic, force=True)
+
+    def _send_acks(self, logic: WorkerLogic, *, force: bool = False) -> None:
+        """at-least-once: acks go once everything emitted was framed (edges born); a
+        sequential worker's only for ids durable (saved cursor, committed())."""
+        acks = self.worker_acks
+        if acks is None or (self.outbox is not None and self.outbox.pending):
+            return
+        acks.give_up_held()
+        if logic.sequencer is not None:
+            acks.durable(logic.sequencer.cursor, force=force)
+        acks.send(force=force)
 
     def worker_step(
         self,
@@ -358,10 +409,21 @@ class ComponentProcess:
             self.wait_room()
             return
         self._pay_owed()
+        acks = self.worker_acks
         deadline = logic.next_deadline()
+        if acks is not None:
+            self._send_acks(logic)
+            due = acks.send_due()
+            if logic.sequencer is not None:
+                saving = acks.next_due(logic.sequencer.cursor)
+                due = saving if due is None else due if saving is None else min(due, saving)
+            deadline = due if deadline is None or due is None else min(due, deadline)
         now = time.monotonic()
         if deadline is not None and now >= deadline:
-            outbox.emit(logic.poll_timers())
+            if acks is None:
+                outbox.emit(logic.poll_timers())
+            else:
+                acks.step(logic, outbox.emit, logic.poll_timers)
             return
         reading = gate.plan(open_inputs, logic.should_pause)
         timeout = self._next_report - now
@@ -399,6 +461,7 @@ class ComponentProcess:
         guard = self.guards[sock]
         intake = self.intake
         assert intake is not None
+        acks = self.worker_acks
         for _ in range(READ_BURST):
             frames = sock.recv(block=False)
             if frames is None:
@@ -407,6 +470,8 @@ class ComponentProcess:
             item = guard.check(identity, frames[1:], sock.peer)
             if item is None:
                 continue
+            if acks is not None and not isinstance(item, DataBatch):
+                acks.heard_from(sock, identity)
             if isinstance(item, EndOfStream):
                 self.ended.add(item.sender)
                 if senders[name] <= self.ended:
@@ -419,6 +484,7 @@ class ComponentProcess:
             assert isinstance(item, DataBatch)
             batch, total = item.batch, item.total
             first = total - len(batch)
+            token = None if acks is None else acks.receive(sock, identity, item.anchor, len(batch))
             if not outbox.pending:  # credit before the work, if the sender runs low
                 early = intake.early_grant(identity, first, total, time.monotonic())
                 if early is not None:
@@ -426,8 +492,14 @@ class ComponentProcess:
             for start, end in intake.slices(len(batch)):
                 began = time.perf_counter()
                 part = batch if end - start == len(batch) else batch[start:end]
-                outbox.emit(logic.feed(name, part))
+                if token is None:
+                    outbox.emit(logic.feed(name, part))
+                else:
+                    assert acks is not None
+                    acks.feed(logic, outbox.emit, name, part, token)
                 outbox.flush()
+                if acks is not None:
+                    self._send_acks(logic)
                 self._grant(
                     sock,
                     identity,
@@ -491,9 +563,12 @@ class ComponentProcess:
         thread.start()
         outbox = self.outbox
         assert outbox is not None
+        acks = self.spout_acks
         while True:
             self.maybe_report()
             outbox.read_grants()
+            if acks is not None:
+                self._replay(acks)
             bridge.set_limit(self._room_for_spout())
             if outbox.pending and not outbox.flush():
                 self.wait_room()
@@ -501,19 +576,28 @@ class ComponentProcess:
             if len(bridge):
                 batch = bridge.take(MAX_BATCH)
                 self.metrics.emitted += len(batch)
+                if acks is not None:
+                    acks.open(batch)
                 outbox.emit(batch)
                 outbox.flush()
                 bridge.set_limit(self._room_for_spout())
                 continue
             if bridge.done:
-                break
+                if acks is None or not len(acks.window):
+                    break
+                # at-least-once: the stream ends once nothing it sent is pending.
+                self.wait_room()
+                continue
             if bridge.limit == 0:  # held by max_pending: make sure news will come
                 outbox.ask_progress(time.monotonic())
             if not bridge.idle():
                 continue
+            timeout = self._next_report - time.monotonic()
+            if acks is not None and (due := acks.next_deadline()) is not None:
+                timeout = min(timeout, due - time.monotonic())
             readable, _ = self.transport.poll(
                 [self.control, wake_recv, *outbox.grant_sockets()],
-                timeout=max(0.0, self._next_report - time.monotonic()),
+                timeout=max(0.0, timeout),
             )
             bridge.awake()
             if wake_recv in readable:
@@ -532,6 +616,15 @@ class ComponentProcess:
                     self.name, f"spout {self.name} raised: {exc!r} (on_error: stop)"
                 ) from exc
 
+    def _replay(self, acks: SpoutAcks) -> None:
+        """at-least-once: complete what was framed, dispatch again what must be."""
+        outbox = self.outbox
+        assert outbox is not None
+        acks.seal()
+        for batch in acks.to_replay():
+            acks.open(batch)
+            outbox.emit(batch)
+
     def _room_for_spout(self) -> int:
         """How far the spout may run ahead of the I/O loop: no more than the credit its
         outputs hold, so that a graceful down drains within about one credit window, and
@@ -539,6 +632,10 @@ class ComponentProcess:
         assert self.outbox is not None
         room = max(1, min(SPOUT_QUEUE, self.outbox.window()))
         cap = self.component.max_pending
+        if self.spout_acks is not None:
+            # at-least-once: the values are kept until done; max_pending bounds them.
+            kept = self.spout_acks.pending
+            return min(room, max(0, (cap or DEFAULT_MAX_PENDING) - kept))
         if cap is not None:
             room = min(room, max(0, cap - self.outbox.unprocessed()))
         return room

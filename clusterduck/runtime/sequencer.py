@@ -65,6 +65,10 @@ class Sequencer:
         """Items held because an earlier id is missing."""
         return len(self._waiting)
 
+    def holds(self, seq: int) -> bool:
+        """Is this id waiting for an earlier one (at-least-once acks wait for it)?"""
+        return seq in self._waiting
+
     def add(self, seq: int, item: Any) -> list[tuple[int, Any]]:
         """Accept one item; return the pairs now releasable, in id order.
 

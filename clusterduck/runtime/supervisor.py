@@ -161,6 +161,7 @@ class Supervisor:
             curve=spec.curve.for_instance(inst.name) if spec.curve else None,
             stop=self.stopping,
             ipc_dir=self.ipc_dir,
+            state_dir=str(self.run_dir / "state"),
         )
         if restart:
             ended = set(inst.report.ended if inst.report else ()) | self.finished_upstreams(inst)
@@ -369,6 +370,8 @@ class Supervisor:
                     cost_ms=rep.cost_ms,
                     edges=rep.edges,
                     rejected_frames=rep.rejected_frames,
+                    pending=rep.pending,
+                    replayed=rep.replayed,
                 )
             rows.append(
                 dataclasses.replace(
