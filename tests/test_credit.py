@@ -257,6 +257,25 @@ def test_probe_only_when_starved_and_at_most_every_interval() -> None:
     assert CreditLedger(1, unlimited=True).probe_due(0) is False
 
 
+def test_a_silent_instance_holding_messages_is_probed_despite_plenty_of_credit() -> None:
+    """A receiver killed with messages in flight never grants again: the sender must ask,
+    or a shuffle that always finds more credit elsewhere leaves the restarted one idle."""
+    clock = FakeClock()
+    ledger = CreditLedger(1, initial=100, clock=clock)
+    ledger.take(0, 10)  # 90 free of a window of 100: no reason to probe for credit
+    clock.now += PROBE_INTERVAL / 2
+    assert not ledger.probe_due(0)
+    ledger.grant(0, Grant(5, 105, 0.0))  # it speaks: silence starts again
+    clock.now += PROBE_INTERVAL * 0.9
+    assert not ledger.probe_due(0)
+    clock.now += PROBE_INTERVAL * 0.2  # silent for longer than PROBE_INTERVAL
+    assert ledger.probe_due(0)
+    assert not ledger.probe_due(0)  # and then at most once per interval
+    ledger.grant(0, Grant(10, 110, 0.0))  # all processed: nothing to ask about
+    clock.now += PROBE_INTERVAL * 3
+    assert not ledger.probe_due(0)
+
+
 def test_window_follows_the_measured_cost() -> None:
     g = CreditGrantor(2)
     assert g.window() == 2 * INITIAL_CREDIT  # unmeasured

@@ -90,6 +90,7 @@ class CreditLedger:
         self.cost = [0.0] * instances  # the instance's seconds per message, as it said
         self._clock = clock
         self._last_probe = [clock()] * instances
+        self._last_grant = [clock()] * instances  # when instance i last said anything
         self._cursor = 0  # round-robin among instances with equal free credit
 
     @property
@@ -127,6 +128,7 @@ class CreditLedger:
         self.processed[i] = min(grant.processed, self.sent[i])
         self.limit[i] = grant.limit
         self.cost[i] = grant.cost
+        self._last_grant[i] = self._clock()
 
     def choose(self, order: Sequence[int] | None = None) -> int | None:
         """For shuffle: the instance with the most free credit, or None if none has any.
@@ -147,16 +149,24 @@ class CreditLedger:
         return best
 
     def probe_due(self, i: int) -> bool:
-        """True when ``i`` gave no credit (or only the little a sender holds back for,
-        waiting for a grant: see ``Outbox._send``) and it is time to ask again (then
-        resets). The second case matters after a receiver restarted: the grant the
-        sender waits for died with it, and only a probe brings a new one."""
+        """True when it is time to ask ``i`` again (then resets): it gave no credit, or
+        holds messages of ours and either left us only the little a sender holds back
+        for (waiting for a grant: see ``Outbox._send``) or has said nothing for
+        ``PROBE_INTERVAL``.
+
+        The last two matter after a receiver restarted: the grant the sender waits for
+        died with it, and the messages it held stay counted in flight until a probe
+        brings a new grant. With plenty of credit left, a shuffle may never pick that
+        instance again (another always has more free credit), so silence alone must
+        lead to a probe, or the restarted instance would idle for good."""
         if self.unlimited:
             return False
         free = self.free(i)
-        if free > 0 and (free >= self.window(i) // 2 or not self.in_flight(i)):
+        if free > 0 and not self.in_flight(i):
             return False
         now = self._clock()
+        if free > 0 and free >= self.window(i) // 2 and now - self._last_grant[i] < PROBE_INTERVAL:
+            return False
         if now - self._last_probe[i] < PROBE_INTERVAL:
             return False
         self._last_probe[i] = now

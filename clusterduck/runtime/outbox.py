@@ -179,10 +179,12 @@ class Outbox:
         return self.queued_messages == 0
 
     def _probe(self, out: Output) -> None:
-        """Ask an instance without credit again now and then (it may have restarted)."""
+        """Ask an instance without credit, or silent with messages of ours, again now and
+        then (it may have restarted)."""
+        led = out.ledger
         for i, sock in enumerate(out.sockets):
-            if (out.waiting[i] or out.any) and out.ledger.probe_due(i):
-                sock.send((self.probe, pack_count(out.ledger.sent[i])), block=False)
+            if (out.waiting[i] or out.any or led.in_flight(i)) and led.probe_due(i):
+                sock.send((self.probe, pack_count(led.sent[i])), block=False)
 
     def ask_progress(self, now: float) -> None:
         """Probe every instance that holds messages of ours, once per grant (again after
