@@ -109,7 +109,7 @@ LOCALHOST = "localhost"
 # A batch of messages as it travels: (sequence id, value) pairs.
 Batch = list[tuple[int, Any]]
 
-# How many bundle parts or out-of-order ids one instance may hold (SPEC §1: bounded).
+# How many bundle parts or out-of-order ids one instance may hold (docs/reference.md §1: bounded).
 MAX_PENDING = 100_000
 
 # Delivery guarantees (settings.guarantee; README "Guarantees").

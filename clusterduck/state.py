@@ -144,7 +144,7 @@ def load_all() -> list[TopologyRecord]:
 
 
 def find(name: str | None) -> TopologyRecord:
-    """The topology NAME, or the only running (else the only known) one (SPEC §3)."""
+    """The topology NAME, or the only running (else the only known) one (docs/reference.md §3)."""
     records = load_all()
     if name is not None:
         for rec in records:

@@ -1,4 +1,4 @@
-"""The topology file as frozen pydantic models, mirroring SPEC §2 key for key.
+"""The topology file as frozen pydantic models, mirroring docs/reference.md §2 key for key.
 
 Only shape and local rules live here (types, ranges, name syntax). Rules that need the
 whole graph or the file's line numbers (unknown inputs, cycles, arity) live in

@@ -1,4 +1,4 @@
-"""The graph rules of a topology file (SPEC §2), each reported as a located Problem.
+"""The graph rules of a topology file (docs/reference.md §2), each reported as a located Problem.
 
 The checks run on the raw YAML data rather than on a ``Topology`` so that one run finds
 everything: a typo'd key that makes pydantic reject a worker must not hide the cycle or

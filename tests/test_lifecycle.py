@@ -1,4 +1,4 @@
-"""The lifecycle of a running topology, through the real CLI (issue 4; SPEC §3 and §5).
+"""The lifecycle of a running topology, through the real CLI (issue 4; docs/reference.md §3 and §6).
 
 Every test drives ``python -m clusterduck`` in a subprocess with its own
 ``$CLUSTERDUCK_HOME``, observes through ``status --json`` and the OS (pids, ``/proc``), and

@@ -301,6 +301,6 @@ def test_a_restarted_worker_learns_that_its_input_already_ended(tmp_path: Path) 
     assert marker.exists()
     (fragile,) = instances(result, "fragile")
     assert fragile["restarts"] == 1
-    # What the dead process held is lost (SPEC §5); nothing arrives twice.
+    # What the dead process held is lost (docs/reference.md §6); nothing arrives twice.
     values = result.values("fragile")
     assert len(values) == len(set(values)) and set(values) <= set(range(10))

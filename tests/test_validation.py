@@ -1,4 +1,4 @@
-"""Graph and entry rules of SPEC §2: every rejection located, all of them in one run."""
+"""Graph and entry rules (docs/reference.md §2): every rejection located, all of them in one run."""
 
 from __future__ import annotations
 

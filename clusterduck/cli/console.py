@@ -92,7 +92,7 @@ def _cost(row: InstanceStatus) -> str:
 
 
 def status_table(status: TopologyStatus) -> Group:
-    """One row per instance, as SPEC §3 lists the columns."""
+    """One row per instance, as docs/reference.md §3 lists the columns."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col, justify in [
         ("component", "left"),

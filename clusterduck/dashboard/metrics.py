@@ -21,7 +21,7 @@ __all__ = ["CONTENT_TYPE", "INSTANCE_STATES", "TOPOLOGY_STATES", "exposition"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LABELS = ["topology", "component", "instance", "host"]
-# SPEC §3 instance states, and the topology-level ones `status` adds.
+# docs/reference.md §3 instance states, and the topology-level ones `status` adds.
 INSTANCE_STATES = (
     "starting",
     "running",
@@ -59,7 +59,7 @@ class _StatusCollector(Collector):
         }
         anomalies = CounterMetricFamily(
             "clusterduck_anomalies",
-            "Data anomalies counted by kind (SPEC §1).",
+            "Data anomalies counted by kind (docs/reference.md §1).",
             labels=[*LABELS, "kind"],
         )
         # Frames dropped unread (issue 10): per instance on its inboxes and control

@@ -142,7 +142,7 @@ def log_tail(name: str, component: str, index: int, lines: int) -> str:
 
 @dataclass(frozen=True)
 class LogEvent:
-    """One error or anomaly line of a process log (SPEC §1 logs each with its seq id)."""
+    """One error or anomaly line of a process log (docs/reference.md §1)."""
 
     time: str
     level: str

@@ -1,6 +1,6 @@
 """Counters for the data anomalies the runtime tolerates but never hides.
 
-SPEC §1: every anomaly is counted (shown by ``status``), logged with its seq id, and
+docs/reference.md §1: every anomaly is counted (shown by ``status``), logged with its seq id, and
 bounded in memory. Logging is bounded too: a flood of duplicates must not fill the disk,
 so each kind logs its first :data:`LOG_FIRST` occurrences and then one line every
 :data:`LOG_EVERY`-th occurrence.

@@ -1,6 +1,6 @@
 """Bundles the parts of one sequence id from every input of a bundled worker.
 
-SPEC §1: a bundled worker is called for id n once every input has delivered id n, with the
+Reference §1: a bundled worker is called for id n once every input has delivered id n, with the
 values in ``inputs`` order. Arrival order is arbitrary, so parts wait here. Memory is
 bounded by ``max_pending`` incomplete bundles, and flow control (:meth:`Bundler.should_pause`)
 lets the caller stop reading an input that runs far ahead so that lagging inputs catch up

@@ -4,7 +4,7 @@ A batch is a list of ``(seq_id, value)`` pairs and is encoded in one call, which
 makes batching pay off on the hot path. What comes back from :meth:`Codec.loads`:
 
 * ``pickle`` (protocol 5): exactly what was sent (tuples stay tuples), any picklable value.
-  Only ever read from authenticated peers (SPEC §5).
+  Only ever read from authenticated peers (docs/reference.md §6).
 * ``msgpack``: pairs come back as 2-item *lists*, and so does every tuple inside a value;
   ``bytes`` stay ``bytes``; dict keys may be any msgpack type (a tuple key comes back as a
   tuple). Ints must fit in 64 bits.

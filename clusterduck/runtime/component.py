@@ -36,7 +36,7 @@ log = logging.getLogger("clusterduck.runtime")
 def message_failed(
     component: str, seq: int, exc: Exception, metrics: Metrics, *, stop: bool, where: str = ""
 ) -> None:
-    """SPEC §1 for one message: traceback logged with its seq id, counted, dropped —
+    """docs/reference.md §1 for one message: traceback logged with its seq id, counted, dropped —
     or, under ``on_error: stop``, the end of the topology."""
     metrics.errors += 1
     metrics.last_error = f"seq {seq}: {where}{type(exc).__name__}: {exc}"

@@ -1,6 +1,6 @@
 """Everything one process sends downstream: routing, framing, credit, EOS.
 
-A batch handed to ``emit`` is split per route (SPEC §1) and waits, per downstream
+A batch handed to ``emit`` is split per route (docs/reference.md §1) and waits, per downstream
 instance (or, for ``shuffle``, for any instance), until that instance has credit
 (runtime/credit.py). ``flush`` frames and sends as much as the credit allows, never
 blocking: a frame holds at most ``min(free credit, MAX_BATCH)`` messages, so a trickle

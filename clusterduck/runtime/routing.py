@@ -1,4 +1,4 @@
-"""Which instance of a downstream component gets each message (SPEC §1).
+"""Which instance of a downstream component gets each message (docs/reference.md §1).
 
 Between components output is broadcast; inside a component of parallelism k a message
 goes to one instance: any ready one for ``shuffle`` (chosen by the sender by what can
@@ -57,7 +57,7 @@ class Route:
 
     @classmethod
     def for_worker(cls, worker: ComponentSpec, code_dir: Path) -> Route:
-        """How messages reach ``worker``'s instances (SPEC §1)."""
+        """How messages reach ``worker``'s instances (docs/reference.md §1)."""
         if worker.bundle:
             return cls(worker.name, worker.parallelism, "seq")
         key = None

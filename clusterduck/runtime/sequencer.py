@@ -1,6 +1,6 @@
 """Releases items strictly in sequence-id order, for sequential workers.
 
-SPEC §1: a sequential worker runs ``sequence_start``, then +1, +2 … whatever the arrival
+Reference §1: a sequential worker runs ``sequence_start``, then +1, +2 … whatever the arrival
 order. Items that arrive early wait here. A missing id (a gap) blocks everything behind it
 until one of:
 
