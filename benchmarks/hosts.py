@@ -40,19 +40,8 @@ from cpu import CpuGroup, machine_cpu_seconds  # noqa: E402
 
 from tests.netns import Cluster, make_ssh_home, skip_reason  # noqa: E402
 
-PARTS = """import itertools, time
-
-def numbers(dispatch):
-    for i in itertools.count():
-        dispatch(i, i)
-        time.sleep(0.01)
-
-def same(x):
-    return x
-
-def sink(x):
-    return None
-"""
+# The components, one file shared with the other start-up benchmark.
+PARTS = HERE / "startup_parts" / "parts.py"
 
 
 def topology(cluster: Cluster, n: int, name: str, python: str) -> str:
@@ -172,7 +161,7 @@ def main() -> None:
             root = Path(tmp)
             home = make_ssh_home(cluster, root / "home")
             (root / "code").mkdir()
-            (root / "code" / "parts.py").write_text(PARTS)
+            (root / "code" / "parts.py").write_text(PARTS.read_text())
             base = {**os.environ, "HOME": str(home.home), "CLUSTERDUCK_HOME": str(root / "state")}
             base.pop("SSH_AUTH_SOCK", None)
             variants = {"this checkout": variant_env(base, None, root)}

@@ -72,19 +72,8 @@ workers:
     inputs: [b]
 """
 
-PARTS = """import itertools, time
-
-def numbers(dispatch):
-    for i in itertools.count():
-        dispatch(i, i)
-        time.sleep(0.01)
-
-def same(x):
-    return x
-
-def sink(x):
-    return None
-"""
+# The components, one file shared with the other start-up benchmark.
+PARTS = HERE / "startup_parts" / "parts.py"
 
 
 def import_wall(module: str, env: dict[str, str]) -> float:
@@ -187,7 +176,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="cd-bench-startup-") as tmp:
             root = Path(tmp)
             (root / "code").mkdir()
-            (root / "code" / "parts.py").write_text(PARTS)
+            (root / "code" / "parts.py").write_text(PARTS.read_text())
             (root / "bench10.yaml").write_text(TOPOLOGY)
             # Commands run from here: in this checkout, `-c`/`-m` would import its
             # clusterduck/ before the one on PYTHONPATH (--compare).
