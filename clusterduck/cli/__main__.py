@@ -2,4 +2,4 @@
 
 from .app import main
 
-main()
+main(prog_name="clusterduck")

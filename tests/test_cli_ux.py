@@ -1,0 +1,79 @@
+"""What a new user trips on at the command line: exit codes, messages, the commands'
+arguments. Every test drives the real CLI in a subprocess (``lifecycle_fixtures``)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lifecycle_fixtures import TOPOLOGIES, Clusterduck
+
+
+@pytest.fixture
+def hangup_port() -> Iterator[int]:
+    """A TCP port on loopback that accepts and hangs up at once: what a host whose
+    port 22 is not sshd (or a proxy that drops the connection) looks like to SSH."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(server.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
+
+
+def test_a_failed_ssh_handshake_prints_one_error_and_no_traceback(
+    duck: Clusterduck, tmp_path: Path, hangup_port: int
+) -> None:
+    name = duck.name("hangup")
+    path = tmp_path / "hangup.yaml"
+    path.write_text(
+        f"name: {name}\n"
+        f"code: {TOPOLOGIES}\n"
+        "hosts:\n"
+        f"  edge1: {{address: 127.0.0.1, port: {hangup_port}}}\n"
+        "spouts:\n"
+        "  - {name: numbers, entry: 'lc_parts:count_up'}\n"
+        "workers:\n"
+        "  - {name: double, entry: 'lc_parts:double', inputs: [numbers], host: edge1}\n"
+    )
+    result = duck.run("up", str(path), "--accept-new-host-keys")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "host 'edge1'" in result.stderr and str(hangup_port) in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "Exception (client)" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("nosuchcommand",),
+        ("status", "--bogus"),
+        ("up",),
+        ("up", "."),  # a folder, not a file
+        ("logs", "-n", "many"),
+    ],
+)
+def test_usage_errors_exit_1_like_every_user_error(
+    duck: Clusterduck, args: tuple[str, ...]
+) -> None:
+    """Exit 2 means a host or process failed; click's own default for usage is 2."""
+    result = duck.run(*args)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Usage: clusterduck" in result.stderr and "Error:" in result.stderr
