@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lifecycle_fixtures import TOPOLOGIES, Clusterduck
+from lifecycle_fixtures import TOPOLOGIES, Clusterduck, processes_matching, wait_until
 
 
 @pytest.fixture
@@ -77,3 +77,30 @@ def test_usage_errors_exit_1_like_every_user_error(
     result = duck.run(*args)
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "Usage: clusterduck" in result.stderr and "Error:" in result.stderr
+
+
+def test_a_finished_topology_does_not_make_status_ambiguous(
+    duck: Clusterduck, tmp_path: Path
+) -> None:
+    """A topology that finished while nobody looked is still marked running in its
+    record; `status`, `down` and `logs` without NAME mean the one really running."""
+    running, done = duck.name("still"), duck.name("done")
+    assert duck.up("endless", running).returncode == 0
+    path = tmp_path / "short.yaml"  # lasts a moment longer than `up` takes to return
+    path.write_text(
+        f"name: {done}\n"
+        f"code: {TOPOLOGIES}\n"
+        "spouts:\n"
+        "  - {name: numbers, entry: 'lc_parts:count_up', args: {count: 1000}}\n"
+        "workers:\n"
+        "  - {name: nap, entry: 'lc_parts:sleepy', args: {ms: 1}, inputs: [numbers]}\n"
+    )
+    started = duck.run("up", str(path))  # --detach: nobody sees it finish
+    assert started.returncode == 0, started.stderr
+    wait_until(lambda: not processes_matching(done), what=f"{done} to finish by itself")
+    assert duck.record(done)["status"] == "running"  # what the record still says
+
+    shown = duck.run("status")
+    assert shown.returncode == 0, shown.stderr
+    assert f"topology {running}" in shown.stdout, shown.stdout
+    assert duck.record(done)["status"] == "finished"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..exceptions import ClusterduckError, RuntimeFault
+from ..exceptions import ClusterduckError, RuntimeFault, StateError
 from ..protocol import RunLayout, State, TopologyStatus
 from .errors import handle_errors
 
@@ -28,6 +28,24 @@ if TYPE_CHECKING:
 __all__ = ["down", "list_topologies", "logs", "status", "up"]
 
 DOWN_TIMEOUT = 30.0
+
+
+def _find(name: str | None) -> TopologyRecord:
+    """``state.find``, except that when NAME is left out and several topologies are
+    marked running, they are asked first: one that finished since anyone last looked
+    no longer makes the choice ambiguous."""
+    from ..deploy import topology_status
+    from ..state import find, load_all
+
+    try:
+        return find(name)
+    except StateError:
+        stale = [r for r in load_all() if r.active] if name is None else []
+        if len(stale) < 2:
+            raise
+    for rec in stale:
+        topology_status(rec)  # records the end of one that has ended
+    return find(None)
 
 
 def _sink_output(record: TopologyRecord, lines: int = 15) -> list[tuple[str, str]]:
@@ -179,7 +197,7 @@ def status(name: str | None, as_json: bool, watch: bool) -> None:
     from ..deploy import topology_status
     from ..state import find
 
-    record = find(name)
+    record = _find(name)
     if as_json:
         click.echo(topology_status(record).to_json())
         return
@@ -215,10 +233,9 @@ def down(name: str | None, timeout: float, force: bool) -> None:
     import contextlib
 
     from ..deploy import stop_topology
-    from ..state import find
     from .console import make_console
 
-    record = find(name)
+    record = _find(name)
     err = make_console(err=True)
     busy = err.status(f"stopping {record.name} …") if err.is_terminal else contextlib.nullcontext()
     with busy:
@@ -273,11 +290,9 @@ def logs(
 ) -> None:
     """Logs of every process (or of COMPONENT) of the latest run, fetched from their hosts."""
     from ..deploy import Cluster
-    from ..state import find
 
-    record = find(name)
-    spec = record.spec
-    names = [c.name for c in spec.components]
+    record = _find(name)
+    names = [c.name for c in record.spec.components]
     if component is not None and component not in names + ["supervisor"]:
         raise ClusterduckError(
             f"topology {record.name} has no component {component!r} "
