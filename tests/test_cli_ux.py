@@ -79,6 +79,20 @@ def test_usage_errors_exit_1_like_every_user_error(
     assert "Usage: clusterduck" in result.stderr and "Error:" in result.stderr
 
 
+def test_down_of_a_stopped_topology_says_so_and_keeps_its_end(duck: Clusterduck) -> None:
+    name = duck.name("twice")
+    assert duck.up("endless", name).returncode == 0
+    first = duck.down(name)
+    assert first.returncode == 0, first.stderr
+    stopped = duck.status(name)
+    assert stopped["state"] == "stopped"
+
+    again = duck.down(name)
+    assert again.returncode == 0, again.stderr
+    assert f"{name} is not running" in again.stderr, again.stderr
+    assert duck.status(name) == stopped  # not turned into `failed`, counters kept
+
+
 def test_a_finished_topology_does_not_make_status_ambiguous(
     duck: Clusterduck, tmp_path: Path
 ) -> None:
@@ -104,3 +118,10 @@ def test_a_finished_topology_does_not_make_status_ambiguous(
     assert shown.returncode == 0, shown.stderr
     assert f"topology {running}" in shown.stdout, shown.stdout
     assert duck.record(done)["status"] == "finished"
+
+
+@pytest.mark.parametrize("args", [("down", "--timeout", "-1")])
+def test_negative_counts_and_timeouts_are_refused(duck: Clusterduck, args: tuple[str, ...]) -> None:
+    result = duck.run(*args)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Invalid value" in result.stderr

@@ -221,7 +221,7 @@ def status(name: str | None, as_json: bool, watch: bool) -> None:
 @click.argument("name", required=False)
 @click.option(
     "--timeout",
-    type=float,
+    type=click.FloatRange(min=0),
     default=DOWN_TIMEOUT,
     show_default=True,
     help="Seconds to drain before killing.",
@@ -232,11 +232,24 @@ def down(name: str | None, timeout: float, force: bool) -> None:
     """Stop a topology: spouts stop, in-flight messages drain, processes exit."""
     import contextlib
 
-    from ..deploy import stop_topology
+    from ..deploy import Cluster, stop_topology
     from .console import make_console
 
     record = _find(name)
     err = make_console(err=True)
+    if not record.active:
+        # Nothing runs: sweep anyway (a crash may have left something), but keep the
+        # recorded end (a second `down` must not turn `stopped` into `failed`).
+        cluster = Cluster(record)
+        try:
+            cluster.stop(0, force=True)
+        finally:
+            cluster.close()
+        err.print(
+            f"{record.name} is not running (it {record.status}); nothing to stop. "
+            f"Its last status: `clusterduck status {record.name}`"
+        )
+        return
     busy = err.status(f"stopping {record.name} …") if err.is_terminal else contextlib.nullcontext()
     with busy:
         final = stop_topology(record, 0 if force else timeout, force=force)
