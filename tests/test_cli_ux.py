@@ -120,7 +120,21 @@ def test_a_finished_topology_does_not_make_status_ambiguous(
     assert duck.record(done)["status"] == "finished"
 
 
-@pytest.mark.parametrize("args", [("down", "--timeout", "-1")])
+def test_logs_of_a_component_without_naming_the_topology(duck: Clusterduck) -> None:
+    name = duck.name("logsc")
+    assert duck.up("finite", name, "--wait").returncode == 0
+
+    shown = duck.run("logs", "printer", "-n", "5")
+    assert shown.returncode == 0, shown.stderr
+    assert "==> printer/0 " in shown.stdout and "printer done" in shown.stdout, shown.stdout
+    assert "==> double/0 " not in shown.stdout
+
+    typo = duck.run("logs", "printr")
+    assert typo.returncode == 1
+    assert "no topology named 'printr'" in typo.stderr and "printer" in typo.stderr
+
+
+@pytest.mark.parametrize("args", [("logs", "-n", "-1"), ("down", "--timeout", "-1")])
 def test_negative_counts_and_timeouts_are_refused(duck: Clusterduck, args: tuple[str, ...]) -> None:
     result = duck.run(*args)
     assert result.returncode == 1, (result.stdout, result.stderr)

@@ -283,7 +283,14 @@ def list_topologies() -> None:
 @click.argument("name", required=False)
 @click.argument("component", required=False)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
-@click.option("-n", "lines", type=int, default=20, show_default=True, help="Lines per process.")
+@click.option(
+    "-n",
+    "lines",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Lines per process.",
+)
 @click.option(
     "--run",
     "run",
@@ -301,10 +308,12 @@ def logs(
     run: int | None,
     all_runs: bool,
 ) -> None:
-    """Logs of every process (or of COMPONENT) of the latest run, fetched from their hosts."""
+    """Logs of every process (or of COMPONENT) of the latest run, fetched from their hosts.
+
+    With one topology running (or known), NAME may be left out: `logs COMPONENT`."""
     from ..deploy import Cluster
 
-    record = _find(name)
+    record, component = _logs_target(name, component)
     names = [c.name for c in record.spec.components]
     if component is not None and component not in names + ["supervisor"]:
         raise ClusterduckError(
@@ -335,6 +344,30 @@ def logs(
                     click.echo(_tail(cluster, host, path, lines).rstrip("\n") or "(empty)")
     finally:
         cluster.close()
+
+
+def _logs_target(name: str | None, component: str | None) -> tuple[TopologyRecord, str | None]:
+    """The topology and component ``logs NAME [COMPONENT]`` means; a lone word that names
+    no topology but a component of the only running (or known) one is that component."""
+    from ..state import load_all
+
+    try:
+        return _find(name), component
+    except StateError as exc:
+        if name is None or component is not None:
+            raise
+        try:
+            record = _find(None)
+        except StateError:
+            raise exc from None
+        names = [c.name for c in record.spec.components]
+        if name in [*names, "supervisor"]:
+            return record, name
+        known = ", ".join(r.name for r in load_all())
+        raise StateError(
+            f"no topology named {name!r} is known (known: {known}), and {record.name} "
+            f"has no component {name!r} (components: {', '.join(names)}, or 'supervisor')"
+        ) from None
 
 
 def _log_files(
