@@ -9,8 +9,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -91,55 +92,147 @@ def _cost(row: InstanceStatus) -> str:
     return f"{row.cost_ms:.3f}" if row.cost_ms else "-"
 
 
+# Status columns (title, justify), in the order docs/reference.md §3 lists them.
+_STATUS_COLUMNS = [
+    ("component", "left"),
+    ("#", "right"),
+    ("host", "left"),
+    ("pid", "right"),
+    ("state", "left"),
+    ("received", "right"),
+    ("emitted", "right"),
+    ("errors", "right"),
+    ("anomalies", "left"),
+    ("backlog", "right"),
+    ("in flight", "right"),
+    ("queue ms", "right"),
+    ("ms/msg", "right"),
+    ("rate/s", "right"),
+    ("restarts", "right"),
+    ("uptime", "right"),
+    ("last error", "left"),
+]
+# What goes first when a terminal is too narrow for every column: empty columns lose
+# nothing, then the flow-control detail, then what `status --json` keeps anyway.
+_DROP_ORDER = [
+    "in flight",
+    "queue ms",
+    "ms/msg",
+    "uptime",
+    "anomalies",
+    "pending",
+    "replayed",
+    "restarts",
+    "pid",
+    "#",
+    "backlog",
+]
+_EMPTY = {"", "-", "0"}
+_LAST_ERROR_ROOM = 24  # "last error" wraps into what is left; it needs at least this
+
+
+class _FittedTable:
+    """The status table, fitted to the width it is drawn in: rather than squeezing every
+    cell of a 17-column table into an 80-column terminal (``lo…``, ``fi…``), it leaves
+    out the least useful columns and says which (``status --json`` has them all)."""
+
+    def __init__(self, columns: list[tuple[str, str]], rows: list[list[Any]]) -> None:
+        self.columns = columns
+        self.rows = rows
+
+    def _table(self, keep: list[int], *, measuring: bool = False) -> Table:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for i in keep:
+            title, justify = self.columns[i]
+            wraps = title == "last error"
+            table.add_column(title, justify=justify, no_wrap=not wraps)  # type: ignore[arg-type]
+        for row in self.rows:
+            cells = [row[i] for i in keep]
+            if measuring:  # a long last error wraps: count only the room it needs
+                cells = [
+                    str(c)[:_LAST_ERROR_ROOM] if self.columns[i][0] == "last error" else c
+                    for i, c in zip(keep, cells, strict=True)
+                ]
+            table.add_row(*cells)
+        return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        titles = [title for title, _ in self.columns]
+        keep = list(range(len(titles)))
+        width = options.max_width
+        hidden: list[str] = []
+
+        unbounded = options.update_width(10_000)  # a table measures no wider than allowed
+
+        def fits() -> bool:
+            table = self._table(keep, measuring=True)
+            return Measurement.get(console, unbounded, table).maximum <= width
+
+        empty = [
+            i
+            for i, title in enumerate(titles)
+            if title in (*_DROP_ORDER, "last error")
+            and all(str(row[i]) in _EMPTY for row in self.rows)
+        ]
+        order = empty + [titles.index(t) for t in _DROP_ORDER if t in titles]
+        for i in order:
+            if fits():
+                break
+            if i in keep:
+                keep.remove(i)
+                if i not in empty:
+                    hidden.append(titles[i])
+        error = titles.index("last error")
+        below = error in keep and not fits()  # still too wide: errors go under the table
+        if below:
+            keep.remove(error)
+        yield self._table(keep)
+        if below:
+            for row in self.rows:
+                if str(row[error]) not in _EMPTY:
+                    yield Text(f"{row[0]}/{row[1]} last error: {row[error]}", style="red")
+        if hidden:
+            yield Text(
+                f"(not shown at this width: {', '.join(hidden)}; "
+                "widen the terminal, or use `status --json`)",
+                style="dim",
+            )
+
+
 def status_table(status: TopologyStatus) -> Group:
     """One row per instance, as docs/reference.md §3 lists the columns."""
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col, justify in [
-        ("component", "left"),
-        ("#", "right"),
-        ("host", "left"),
-        ("pid", "right"),
-        ("state", "left"),
-        ("received", "right"),
-        ("emitted", "right"),
-        ("errors", "right"),
-        ("anomalies", "left"),
-        ("backlog", "right"),
-        ("in flight", "right"),
-        ("queue ms", "right"),
-        ("ms/msg", "right"),
-        ("rate/s", "right"),
-        ("restarts", "right"),
-        ("uptime", "right"),
-        ("last error", "left"),
-    ]:
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    columns = list(_STATUS_COLUMNS)
     alo = status.guarantee == AT_LEAST_ONCE
     if alo:  # at-least-once: what is kept until done, and what was dispatched again
-        table.add_column("pending", justify="right")
-        table.add_column("replayed", justify="right")
+        columns += [("pending", "right"), ("replayed", "right")]
+    rows: list[list[Any]] = []
     for comp in status.components:
         for row in comp.instances:
-            table.add_row(
-                comp.name,
-                str(row.index),
-                row.host,
-                str(row.pid or "-"),
-                _state(row.state),
-                f"{row.received:,}",
-                f"{row.emitted:,}",
-                str(row.errors),
-                _anomalies({**row.anomalies, "rejected_frames": sum(row.rejected_frames.values())}),
-                f"{row.backlog:,}",
-                f"{row.in_flight:,}",
-                _queue_ms(row),
-                _cost(row),
-                f"{row.rate:,.0f}",
-                str(row.restarts),
-                _duration(row.uptime),
-                (row.last_error or "")[:60],
-                *((f"{row.pending:,}", f"{row.replayed:,}") if alo else ()),
+            rows.append(
+                [
+                    comp.name,
+                    str(row.index),
+                    row.host,
+                    str(row.pid or "-"),
+                    _state(row.state),
+                    f"{row.received:,}",
+                    f"{row.emitted:,}",
+                    str(row.errors),
+                    _anomalies(
+                        {**row.anomalies, "rejected_frames": sum(row.rejected_frames.values())}
+                    ),
+                    f"{row.backlog:,}",
+                    f"{row.in_flight:,}",
+                    _queue_ms(row),
+                    _cost(row),
+                    f"{row.rate:,.0f}",
+                    str(row.restarts),
+                    _duration(row.uptime),
+                    (row.last_error or "")[:60],
+                    *((f"{row.pending:,}", f"{row.replayed:,}") if alo else ()),
+                ]
             )
+    table = _FittedTable(columns, rows)
     head = Text.assemble(
         ("topology ", ""),
         (status.name, "bold"),

@@ -1,0 +1,71 @@
+"""The status table in a terminal too narrow for its 17 columns: it leaves out the
+least useful ones and says so, instead of cutting every cell down to ``lo…``."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from clusterduck.cli.console import status_table
+from clusterduck.protocol import ComponentStatus, InstanceStatus, State, TopologyStatus
+
+
+def a_status(last_error: str | None = None) -> TopologyStatus:
+    def row(component: str, index: int, **kw: object) -> InstanceStatus:
+        return InstanceStatus(
+            component,
+            index,
+            "localhost",
+            State.RUNNING,
+            pid=123456 + index,
+            received=1_234_567,
+            emitted=1_234_567,
+            rate=12_345.0,
+            uptime=3725.0,
+            cost_ms=0.512,
+            in_flight=256,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    return TopologyStatus(
+        "wordcount",
+        State.RUNNING,
+        components=(
+            ComponentStatus("split", "worker", (row("split", 0), row("split", 1))),
+            ComponentStatus("count", "worker", (row("count", 0, last_error=last_error),)),
+        ),
+    )
+
+
+def rendered(status: TopologyStatus, width: int) -> str:
+    console = Console(width=width, record=True)
+    console.print(status_table(status))
+    return console.export_text()
+
+
+def test_an_80_column_terminal_gets_whole_cells_and_a_note() -> None:
+    text = rendered(a_status(), 80)
+    assert "…" not in text, text
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    lines = text.splitlines()
+    header = lines[1].split()
+    for must in ("component", "host", "state", "received", "emitted", "errors", "rate/s"):
+        assert must in header, text
+    rows = [line.split() for line in lines[2:5]]
+    assert [r[0] for r in rows] == ["split", "split", "count"], text
+    assert all("localhost" in r and "running" in r and "1,234,567" in r for r in rows), text
+    assert "not shown at this width: in flight" in text and "status --json" in text, text
+
+
+def test_a_long_last_error_goes_under_a_narrow_table() -> None:
+    error = "ValueError: could not convert string to float: 'n/a' (row 17)"
+    text = rendered(a_status(error), 80)
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80, text
+    assert f"count/0 last error: {error[:60]}" in text, text  # the table cuts at 60
+
+
+def test_a_wide_terminal_shows_every_column() -> None:
+    text = rendered(a_status("boom"), 300)
+    header = text.splitlines()[1]
+    for title in ("pid", "anomalies", "in flight", "queue ms", "ms/msg", "restarts", "uptime"):
+        assert title in header, text
+    assert "last error" in header and "not shown" not in text, text
