@@ -139,3 +139,27 @@ def test_negative_counts_and_timeouts_are_refused(duck: Clusterduck, args: tuple
     result = duck.run(*args)
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "Invalid value" in result.stderr
+
+
+def test_up_wait_names_the_component_whose_errors_were_counted(
+    duck: Clusterduck, tmp_path: Path
+) -> None:
+    """Exit 0 (counted errors are not a failure), but the user is told where to look."""
+    name = duck.name("errs")
+    path = tmp_path / "errs.yaml"
+    path.write_text(
+        f"name: {name}\n"
+        f"code: {TOPOLOGIES}\n"
+        "spouts:\n"
+        "  - {name: numbers, entry: 'lc_parts:count_up', args: {count: 20}}\n"
+        "workers:\n"
+        "  - {name: picky, entry: 'lc_parts:fail_at', args: {bad: 7}, inputs: [numbers]}\n"
+        "  - {name: printer, entry: 'lc_parts:Printer', inputs: [picky]}\n"
+    )
+    done = duck.run("up", str(path), "--wait")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "printer done: count=19" in done.stdout, done.stdout
+    assert f"picky: 1 error; see `clusterduck logs {name} picky`" in done.stderr, done.stderr
+    assert "printer:" not in done.stderr and "numbers:" not in done.stderr, done.stderr
+    shown = duck.run("logs", name, "picky")
+    assert "fail_at: refusing 7" in shown.stdout, shown.stdout

@@ -149,12 +149,33 @@ def up(
     for name, text in _sink_output(record):
         out.print(f"[bold]── {name} printed ──[/]")
         out.print(text, markup=False, highlight=False)
+    for line in _trouble(final):
+        err.print(line, style="yellow", markup=False, highlight=False)
     if final.state is not State.FINISHED:
         raise RuntimeFault(
             f"topology {topo.name} ended {final.state.value}: "
             + "; ".join(final.problems)
             + f" (see `clusterduck logs {topo.name}`)"
         )
+
+
+def _trouble(status: TopologyStatus) -> list[str]:
+    """What went wrong in a run that still exits 0 (counted errors, anomalies, messages
+    lost to a crash), per component, each with the command that shows why."""
+    lines = []
+    for comp in status.components:
+        rows = comp.instances
+        counts = [
+            (sum(r.errors for r in rows), "error", "errors"),
+            (sum(sum(r.anomalies.values()) for r in rows), "anomaly", "anomalies"),
+            (sum(r.lost for r in rows), "message lost", "messages lost"),
+        ]
+        said = [f"{n:,} {one if n == 1 else many}" for n, one, many in counts if n]
+        if said:
+            lines.append(
+                f"{comp.name}: {', '.join(said)}; see `clusterduck logs {status.name} {comp.name}`"
+            )
+    return lines
 
 
 def _follow(record: TopologyRecord, out: Console) -> TopologyStatus:
