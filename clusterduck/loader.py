@@ -245,11 +245,7 @@ class _YamlReader:
             what = str(exc.problem or exc.context)
             if exc.problem and exc.context:
                 what += f" ({exc.context})"
-            hint = (
-                "indent with spaces, not tabs"
-                if "\\t" in what
-                else "fix the YAML at this position (indentation, quotes, colons)"
-            )
+            what, hint = _explain_syntax(what)
             at = (mark.line + 1, mark.column + 1) if mark else None
             self.report.add((), f"YAML syntax error: {what}", hint, at=at)
         except yaml.YAMLError as exc:
@@ -340,6 +336,40 @@ class _YamlReader:
             return value or ""
 
         return _VAR.sub(substitute, text)
+
+
+# PyYAML names tokens as its grammar does; a person reads "a key", not '?'.
+_TOKENS = {
+    "'?'": "a key",
+    "'<block mapping start>'": "a new mapping",
+    "'<block sequence start>'": "a new list",
+    "'<block end>'": "the end of a block",
+    "<block end>": "the end of the block",
+    "'<scalar>'": "a value",
+    "'-'": "a list item ('-')",
+}
+_INDENT = (
+    "this line is indented differently from the lines above it: the keys of one item "
+    "start in one column, each list item's '-' too (compare with the line above)"
+)
+
+
+def _explain_syntax(what: str) -> tuple[str, str]:
+    """PyYAML's message in a person's words, and the hint for the mistake behind it
+    (nearly always indentation, a tab, or a ': ' inside an unquoted value)."""
+    for token, words in _TOKENS.items():
+        what = what.replace(f"found {token}", f"found {words}")
+        what = what.replace(f"expected {token}", f"expected {words}")
+    if "\\t" in what:
+        return what, "indent with spaces, not tabs"
+    if "mapping values are not allowed here" in what:
+        return what, (
+            "a key here is indented deeper than the key above it, or an unquoted value "
+            "holds ': ' (quote it); the keys of one item start in one column"
+        )
+    if "expected the end of" in what or "found a key" in what or "found a new" in what:
+        return what, _INDENT
+    return what, "fix the YAML at this position (indentation, quotes, colons)"
 
 
 def _position(node: yaml.Node) -> tuple[int, int]:

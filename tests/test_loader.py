@@ -282,3 +282,29 @@ def test_non_string_key_is_located(write_topology: WriteTopology) -> None:
     )
     problem = only(problems_of(path))
     assert (problem.line, problem.column, problem.message) == (3, 1, "key 3 is not a string")
+
+
+def test_a_key_indented_less_is_explained_in_words(write_topology: WriteTopology) -> None:
+    path = write_topology("""
+        name: x
+        spouts:
+          - name: a
+          entry: m:s
+        """)
+    problem = only(problems_of(path))
+    assert (problem.line, problem.column) == (4, 3)
+    assert "'?'" not in problem.message and "found a key" in problem.message, problem
+    assert "indented differently from the lines above" in problem.hint
+
+
+def test_a_key_indented_deeper_is_explained(write_topology: WriteTopology) -> None:
+    path = write_topology("""
+        name: x
+        spouts:
+          - name: a
+            entry: m:s
+             args: {}
+        """)
+    problem = only(problems_of(path))
+    assert problem.line == 5
+    assert "indented deeper than the key above" in problem.hint and "quote it" in problem.hint
