@@ -69,3 +69,20 @@ def test_a_wide_terminal_shows_every_column() -> None:
     for title in ("pid", "anomalies", "in flight", "queue ms", "ms/msg", "restarts", "uptime"):
         assert title in header, text
     assert "last error" in header and "not shown" not in text, text
+
+
+def test_messages_lost_to_a_crash_get_a_column_once_there_are_any() -> None:
+    assert "lost" not in rendered(a_status(), 300).splitlines()[1]
+    crashed = InstanceStatus(
+        "count", 0, "localhost", State.RUNNING, pid=7, restarts=1, lost=3, last_error="SIGKILL"
+    )
+    status = TopologyStatus(
+        "wordcount",
+        State.RUNNING,
+        components=(ComponentStatus("count", "worker", (crashed,)),),
+    )
+    for width in (300, 80):
+        lines = rendered(status, width).splitlines()
+        at = lines[1].find(" lost")  # right-aligned: the count ends under the title's end
+        assert at > 0, lines
+        assert lines[2][at : at + 5].strip() == "3", lines

@@ -205,6 +205,10 @@ def status_table(status: TopologyStatus) -> Group:
     alo = status.guarantee == AT_LEAST_ONCE
     if alo:  # at-least-once: what is kept until done, and what was dispatched again
         columns += [("pending", "right"), ("replayed", "right")]
+    # Messages a crashed process held: in the JSON always, in the table once there are any.
+    lost = any(row.lost for row in status.instances())
+    if lost:
+        columns.insert(columns.index(("restarts", "right")) + 1, ("lost", "right"))
     rows: list[list[Any]] = []
     for comp in status.components:
         for row in comp.instances:
@@ -227,6 +231,7 @@ def status_table(status: TopologyStatus) -> Group:
                     _cost(row),
                     f"{row.rate:,.0f}",
                     str(row.restarts),
+                    *((f"{row.lost:,}",) if lost else ()),
                     _duration(row.uptime),
                     (row.last_error or "")[:60],
                     *((f"{row.pending:,}", f"{row.replayed:,}") if alo else ()),
