@@ -454,8 +454,35 @@ def _report_pydantic(
             else ("a topology needs at least one spout")
         )
         report.add(path, what, _MISSING_HINTS[field])
+    elif kind == "list_type":
+        shown = value if isinstance(value, str | int | float) else "..."
+        report.add(
+            path,
+            f"{field} must be a list, not {value!r}",
+            f"write {field}: [{shown}] (a YAML list: [a, b])",
+        )
+    elif kind in ("int_parsing", "int_type", "int_from_float"):
+        report.add(
+            path,
+            f"{field} must be a whole number, not {value!r}",
+            f"write it as digits, e.g. {field}: {_INT_EXAMPLES.get(field, 1)}",
+        )
+    elif kind in ("bool_parsing", "bool_type"):
+        report.add(path, f"{field} must be true or false, not {value!r}", f"write {field}: true")
+    elif kind == "literal_error":
+        expected = str(error.get("ctx", {}).get("expected", ""))
+        allowed = re.findall(r"'([^']*)'", expected)
+        close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(allowed)}"
+        if isinstance(value, bool):  # off, no, on, yes: YAML 1.1 booleans
+            hint = f"YAML reads an unquoted off/on/no/yes as {str(value).lower()}; {hint}"
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)
+        report.add(path, f"{field} {shown} is not one of {', '.join(allowed)}", hint)
     else:
         report.add(path, f"{field}: {msg}", f"fix the value of {field} (see docs/reference.md)")
+
+
+_INT_EXAMPLES = {"parallelism": 4, "port": 22, "sequence_start": 0, "max_pending": 10000}
 
 
 _MISSING_HINTS = {

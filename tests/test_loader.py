@@ -308,3 +308,34 @@ def test_a_key_indented_deeper_is_explained(write_topology: WriteTopology) -> No
     problem = only(problems_of(path))
     assert problem.line == 5
     assert "indented deeper than the key above" in problem.hint and "quote it" in problem.hint
+
+
+def test_wrong_types_say_what_to_write(write_topology: WriteTopology) -> None:
+    path = write_topology(
+        """
+        name: x
+        spouts:
+          - name: a
+            entry: mod:source
+        workers:
+          - name: w
+            entry: mod:fn
+            inputs: a
+            parallelism: four
+            sequential: maybe
+            grouping: keys
+        settings:
+          security: off
+        """,
+        MODULE,
+    )
+    found = {p.line: p for p in problems_of(path)}
+    assert {found[n].component for n in (8, 9, 10, 11)} == {"w"}
+    assert found[8].message == "inputs must be a list, not 'a'", found[8]
+    assert "inputs: [a]" in found[8].hint
+    assert found[9].message == "parallelism must be a whole number, not 'four'"
+    assert found[10].message == "sequential must be true or false, not 'maybe'"
+    assert "'keys' is not one of shuffle, key, all" in found[11].message
+    assert found[11].hint == "did you mean 'key'?"
+    assert "security false is not one of auto, curve, none" in found[13].message
+    assert "unquoted off/on/no/yes" in found[13].hint
