@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from clusterduck.cli.console import status_table
+from clusterduck.cli.console import HostProgress, status_table
 from clusterduck.protocol import ComponentStatus, InstanceStatus, State, TopologyStatus
 
 
@@ -86,3 +86,26 @@ def test_messages_lost_to_a_crash_get_a_column_once_there_are_any() -> None:
         at = lines[1].find(" lost")  # right-aligned: the count ends under the title's end
         assert at > 0, lines
         assert lines[2][at : at + 5].strip() == "3", lines
+
+
+def progress_lines(width: int) -> list[str]:
+    console = Console(width=width, record=True)
+    progress = HostProgress(console, ["localhost", "edge-node-17"])
+    progress("localhost", "spawn")
+    progress("edge-node-17", "ready")
+    console.print(progress._render())
+    return console.export_text().splitlines()
+
+
+def test_start_up_progress_keeps_each_host_on_one_line_in_80_columns() -> None:
+    lines = progress_lines(80)
+    assert len(lines) == 2 and all(len(line) <= 80 for line in lines), lines
+    local, edge = lines
+    assert local.startswith("localhost") and "✓✓✓✓✓…" in local and "spawn" in local, lines
+    assert edge.startswith("edge-node-17") and "✓" * 8 + " ready" in edge, lines
+
+
+def test_start_up_progress_names_every_step_where_it_fits() -> None:
+    local, edge = progress_lines(200)
+    assert "✓ connect" in local and "… spawn" in local and "· ready" in local
+    assert "✓ wire  ✓ ready" in edge

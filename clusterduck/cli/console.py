@@ -343,21 +343,49 @@ class HostProgress:
                 # show, one line each, since waiting there can take long.
                 self.console.print(f"{host}: slurm {detail}", markup=False, highlight=False)
 
-    def _render(self) -> Table:
+    def _render(self) -> _HostSteps:
+        return _HostSteps([(h, *self.steps.get(h, ("waiting", ""))) for h in self.hosts])
+
+
+class _HostSteps:
+    """The per-host progress rows: every step by name where the terminal is wide
+    enough, else ticks and the current step's name, so a host stays on one line."""
+
+    def __init__(self, rows: list[tuple[str, str, str]]) -> None:
+        self.rows = rows
+
+    def _table(self, compact: bool) -> Table:
         table = Table(box=None, pad_edge=False, show_header=False)
-        table.add_column("host", style="bold")
-        table.add_column("steps")
+        table.add_column("host", style="bold", no_wrap=True)
+        table.add_column("steps", no_wrap=True)
         table.add_column("detail", style="dim")
-        for host in self.hosts:
-            step, detail = self.steps.get(host, ("waiting", ""))
-            done = STEPS.index(step) if step in STEPS else -1
-            marks = []
-            for i, name in enumerate(STEPS):
-                if i < done or step == "ready":
-                    marks.append(f"[green]✓ {name}[/]")
-                elif i == done:
-                    marks.append(f"[yellow]… {name}[/]")
+        for host, step, detail in self.rows:
+            done = len(STEPS) if step == "ready" else STEPS.index(step) if step in STEPS else 0
+            if compact:
+                rest = len(STEPS) - done - 1
+                marks = f"[green]{'✓' * done}[/]"
+                if step == "ready":
+                    marks += " [green]ready[/]"
+                elif step in STEPS:
+                    marks += f"[yellow]…[/][dim]{'·' * rest}[/] [yellow]{step}[/]"
                 else:
-                    marks.append(f"[dim]· {name}[/]")
-            table.add_row(host, "  ".join(marks), detail[:50])
+                    marks += f"[dim]{'·' * len(STEPS)} {step}[/]"
+                table.add_row(host, marks, detail[:50])
+                continue
+            parts = []
+            for i, name in enumerate(STEPS):
+                if i < done:
+                    parts.append(f"[green]✓ {name}[/]")
+                elif i == done and step in STEPS:
+                    parts.append(f"[yellow]… {name}[/]")
+                else:
+                    parts.append(f"[dim]· {name}[/]")
+            table.add_row(host, "  ".join(parts), detail[:50])
         return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        # Measured without the details: they wrap, the steps must not.
+        steps_only = _HostSteps([(host, step, "") for host, step, _ in self.rows])
+        unbounded = options.update_width(10_000)
+        width = Measurement.get(console, unbounded, steps_only._table(compact=False)).maximum
+        yield self._table(compact=width + 12 > options.max_width)  # 12: room for a detail
