@@ -163,3 +163,31 @@ def test_up_wait_names_the_component_whose_errors_were_counted(
     assert "printer:" not in done.stderr and "numbers:" not in done.stderr, done.stderr
     shown = duck.run("logs", name, "picky")
     assert "fail_at: refusing 7" in shown.stdout, shown.stdout
+
+
+def test_up_wait_says_a_worker_crashed_and_what_that_cost(
+    duck: Clusterduck, tmp_path: Path
+) -> None:
+    """A worker that dies mid-stream is restarted and the run finishes (exit 0); under
+    at-most-once what it held is gone, and the user is told so instead of a bare 0."""
+    name = duck.name("crashy")
+    (tmp_path / "crashy.py").write_text(
+        "import os\n\n\ndef die_at_7(value):\n    if value == 7:\n        os._exit(1)\n"
+        "    return value\n"
+    )
+    (tmp_path / "lc_parts.py").write_text((TOPOLOGIES / "lc_parts.py").read_text())
+    path = tmp_path / "crashy.yaml"
+    path.write_text(
+        f"name: {name}\n"
+        "code: .\n"
+        "spouts:\n"
+        "  - {name: numbers, entry: 'lc_parts:count_up', args: {count: 20}}\n"
+        "workers:\n"
+        "  - {name: fragile, entry: 'crashy:die_at_7', inputs: [numbers]}\n"
+        "  - {name: printer, entry: 'lc_parts:Printer', inputs: [fragile]}\n"
+    )
+    done = duck.run("up", str(path), "--wait")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    line = next((x for x in done.stderr.splitlines() if x.startswith("fragile: ")), "")
+    assert "1 restart (exited with exit code 1)" in line, done.stderr
+    assert "guarantee: at-most-once" in line and f"clusterduck logs {name} fragile" in line

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..exceptions import ClusterduckError, RuntimeFault, StateError
-from ..protocol import RunLayout, State, TopologyStatus
+from ..protocol import AT_LEAST_ONCE, RunLayout, State, TopologyStatus
 from .errors import handle_errors
 
 if TYPE_CHECKING:
@@ -160,17 +160,27 @@ def up(
 
 
 def _trouble(status: TopologyStatus) -> list[str]:
-    """What went wrong in a run that still exits 0 (counted errors, anomalies, messages
-    lost to a crash), per component, each with the command that shows why."""
+    """What went wrong in a run that still exits 0 (counted errors, anomalies, processes
+    restarted after a crash, messages lost), per component, each with the command that
+    shows why."""
     lines = []
     for comp in status.components:
         rows = comp.instances
+        crashes = sorted({r.last_error for r in rows if r.restarts and r.last_error})
         counts = [
-            (sum(r.errors for r in rows), "error", "errors"),
-            (sum(sum(r.anomalies.values()) for r in rows), "anomaly", "anomalies"),
-            (sum(r.lost for r in rows), "message lost", "messages lost"),
+            (sum(r.errors for r in rows), "error", "errors", ""),
+            (sum(sum(r.anomalies.values()) for r in rows), "anomaly", "anomalies", ""),
+            (
+                sum(r.restarts for r in rows),
+                "restart",
+                "restarts",
+                f" ({'; '.join(crashes)})" if crashes else "",
+            ),
+            (sum(r.lost for r in rows), "message lost", "messages lost", ""),
         ]
-        said = [f"{n:,} {one if n == 1 else many}" for n, one, many in counts if n]
+        said = [f"{n:,} {one if n == 1 else many}{why}" for n, one, many, why in counts if n]
+        if any(r.restarts for r in rows) and status.guarantee != AT_LEAST_ONCE:
+            said.append("what a crashed process held is gone (guarantee: at-most-once)")
         if said:
             lines.append(
                 f"{comp.name}: {', '.join(said)}; see `clusterduck logs {status.name} {comp.name}`"
