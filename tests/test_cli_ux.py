@@ -191,3 +191,34 @@ def test_up_wait_says_a_worker_crashed_and_what_that_cost(
     line = next((x for x in done.stderr.splitlines() if x.startswith("fragile: ")), "")
     assert "1 restart (exited with exit code 1)" in line, done.stderr
     assert "guarantee: at-most-once" in line and f"clusterduck logs {name} fragile" in line
+
+
+def test_status_through_a_pipe_keeps_one_line_per_instance(
+    duck: Clusterduck, tmp_path: Path
+) -> None:
+    """`status | grep` and `status > file` get whole rows, a long last error included."""
+    name = duck.name("piped")
+    (tmp_path / "wordy.py").write_text(
+        "def refuse(value):\n"
+        "    if value == 3:\n"
+        "        raise ValueError('this message is long enough to need wrapping in a table: '\n"
+        "                         + 'x' * 40)\n"
+        "    return value\n"
+    )
+    (tmp_path / "lc_parts.py").write_text((TOPOLOGIES / "lc_parts.py").read_text())
+    path = tmp_path / "piped.yaml"
+    path.write_text(
+        f"name: {name}\n"
+        "code: .\n"
+        "spouts:\n"
+        "  - {name: numbers, entry: 'lc_parts:count_up', args: {count: 20}}\n"
+        "workers:\n"
+        "  - {name: wordy, entry: 'wordy:refuse', inputs: [numbers], parallelism: 2}\n"
+        "  - {name: printer, entry: 'lc_parts:Printer', inputs: [wordy]}\n"
+    )
+    assert duck.run("up", str(path), "--wait").returncode == 0
+    shown = duck.run("status", name)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 2 + 4, shown.stdout  # title, header, one row per instance
+    assert sum("ValueError: this message is long" in line for line in lines) == 1, lines

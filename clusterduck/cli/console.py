@@ -41,11 +41,16 @@ _STATE_STYLE = {
 }
 
 
+# A pipe or a file has no width: wide enough that no row of a table ever wraps (each
+# instance stays one line for grep and awk), and nothing else is padded to it.
+PIPE_WIDTH = 4096
+
+
 def make_console(err: bool = False) -> Console:
     """A console on stdout (or stderr); a pipe or a file never truncates the table."""
     console = Console(stderr=err, highlight=False, soft_wrap=False)
     if not console.is_terminal:
-        console = Console(stderr=err, highlight=False, soft_wrap=False, width=200)
+        console = Console(stderr=err, highlight=False, soft_wrap=False, width=PIPE_WIDTH)
     return console
 
 
