@@ -222,3 +222,17 @@ def test_status_through_a_pipe_keeps_one_line_per_instance(
     lines = shown.stdout.splitlines()
     assert len(lines) == 2 + 4, shown.stdout  # title, header, one row per instance
     assert sum("ValueError: this message is long" in line for line in lines) == 1, lines
+
+
+def test_logs_of_every_process_lists_the_silent_ones_on_one_line(duck: Clusterduck) -> None:
+    name = duck.name("quiet")
+    assert duck.up("finite", name, "--wait").returncode == 0
+
+    shown = duck.run("logs", name, "-n", "3")
+    assert shown.returncode == 0, shown.stderr
+    assert "==> printer/0 " in shown.stdout and "printer done" in shown.stdout
+    assert "==> double/0 " not in shown.stdout and "(empty)" not in shown.stdout, shown.stdout
+    assert shown.stdout.splitlines()[-1] == "(nothing logged by numbers/0, double/0)"
+
+    asked = duck.run("logs", name, "double")  # asked for by name: said, where it is
+    assert "==> double/0 " in asked.stdout and "(empty)" in asked.stdout, asked.stdout

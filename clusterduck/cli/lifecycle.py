@@ -367,12 +367,19 @@ def logs(
                 return
             if len(runs) > 1:
                 click.echo(f"### run {number}" + (" (latest)" if number == record.run else ""))
+            quiet = []  # all of them asked for: empty logs are one line, not a block each
             for host, entries in files.items():
                 if host not in record.hosts:
                     continue  # a host the latest run no longer uses: no way to reach it
                 for label, path in entries:
+                    text = _tail(cluster, host, path, lines).rstrip("\n")
+                    if not text and component is None and lines:
+                        quiet.append(label)
+                        continue
                     click.echo(f"==> {label} ({host}:{path}) <==")
-                    click.echo(_tail(cluster, host, path, lines).rstrip("\n") or "(empty)")
+                    click.echo(text or "(empty)")
+            if quiet:
+                click.echo(f"(nothing logged by {', '.join(quiet)})")
     finally:
         cluster.close()
 
