@@ -161,4 +161,9 @@ def find(name: str | None) -> TopologyRecord:
     if not pool:
         raise StateError("no topology is known here; start one with `clusterduck up FILE`")
     names = ", ".join(r.name for r in pool)
-    raise StateError(f"several topologies match ({names}); name one of them")
+    if running:
+        raise StateError(f"several topologies are running ({names}); name one of them")
+    raise StateError(
+        f"no topology is running, and several are known ({names}); name one of them "
+        "(`clusterduck list` shows when each ran and how it ended)"
+    )

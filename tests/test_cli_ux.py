@@ -236,3 +236,13 @@ def test_logs_of_every_process_lists_the_silent_ones_on_one_line(duck: Clusterdu
 
     asked = duck.run("logs", name, "double")  # asked for by name: said, where it is
     assert "==> double/0 " in asked.stdout and "(empty)" in asked.stdout, asked.stdout
+
+
+def test_status_without_name_says_whether_the_candidates_run(duck: Clusterduck) -> None:
+    first, second = duck.name("known-a"), duck.name("known-b")
+    for name in (first, second):
+        assert duck.up("finite", name, "--wait").returncode == 0
+    ended = duck.run("status")
+    assert ended.returncode == 1
+    assert "no topology is running, and several are known" in ended.stderr, ended.stderr
+    assert first in ended.stderr and second in ended.stderr and "clusterduck list" in ended.stderr
