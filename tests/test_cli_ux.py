@@ -165,14 +165,18 @@ def test_up_wait_names_the_component_whose_errors_were_counted(
     assert "fail_at: refusing 7" in shown.stdout, shown.stdout
 
 
+@pytest.mark.parametrize("code", [1, 3])
 def test_up_wait_says_a_worker_crashed_and_what_that_cost(
-    duck: Clusterduck, tmp_path: Path
+    duck: Clusterduck, tmp_path: Path, code: int
 ) -> None:
     """A worker that dies mid-stream is restarted and the run finishes (exit 0); under
-    at-most-once what it held is gone, and the user is told so instead of a bare 0."""
+    at-most-once what it held is gone, and the user is told so instead of a bare 0.
+    Exit code 3 is also the runtime's own "failed to load": user code exiting with it
+    is still a crash, restarted like any other."""
     name = duck.name("crashy")
     (tmp_path / "crashy.py").write_text(
-        "import os\n\n\ndef die_at_7(value):\n    if value == 7:\n        os._exit(1)\n"
+        "import os\n\n\ndef die_at_7(value):\n    if value == 7:\n"
+        f"        os._exit({code})\n"
         "    return value\n"
     )
     (tmp_path / "lc_parts.py").write_text((TOPOLOGIES / "lc_parts.py").read_text())
@@ -189,7 +193,7 @@ def test_up_wait_says_a_worker_crashed_and_what_that_cost(
     done = duck.run("up", str(path), "--wait")
     assert done.returncode == 0, (done.stdout, done.stderr)
     line = next((x for x in done.stderr.splitlines() if x.startswith("fragile: ")), "")
-    assert "1 restart (exited with exit code 1)" in line, done.stderr
+    assert f"1 restart (exited with exit code {code})" in line, done.stderr
     assert "guarantee: at-most-once" in line and f"clusterduck logs {name} fragile" in line
 
 

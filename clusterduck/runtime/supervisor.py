@@ -258,7 +258,9 @@ class Supervisor:
             if inst.state is State.FINISHED or (code == 0 and inst.state is not State.STARTING):
                 inst.state = State.FINISHED
                 continue
-            if code == EXIT_USER_FAILURE or inst.state is State.FAILED:
+            if inst.state is State.FAILED:
+                # It said so (failed to load, or on_error: stop): no restart. An exit
+                # code 3 without that word is user code calling sys.exit(3): a crash.
                 inst.state = State.FAILED
                 self._gave_up(inst)
                 continue
@@ -496,7 +498,7 @@ class Supervisor:
             return
 
         def said() -> bool:
-            return inst.state is State.FINISHED if code == 0 else inst.error is not None
+            return inst.state is (State.FINISHED if code == 0 else State.FAILED)
 
         deadline = time.monotonic() + within
         while not said() and (left := deadline - time.monotonic()) > 0:
