@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -134,6 +135,8 @@ def main() -> None:
     reason = skip_reason()
     if reason:
         raise SystemExit(reason)
+    if shutil.which("accton") is None or shutil.which("dump-acct") is None:
+        raise SystemExit("needs BSD process accounting: apt-get install acct")
     n = args.hosts
     group = CpuGroup("cd-bench-breakdown")
     cluster = Cluster(count=n, own_homes=args.own_homes).start()
