@@ -139,6 +139,13 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, nargs="+", default=[1, 5, 20])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--own-homes",
+        action="store_true",
+        help="give each host's SSH sessions an empty home of its own (as a fresh account): "
+        "the remote shell then reads none of this machine's rc files (here root's "
+        "~/.bashrc runs `pyenv init` for every SSH command)",
+    )
+    parser.add_argument(
         "--compare",
         type=Path,
         default=None,
@@ -152,7 +159,7 @@ def main() -> None:
 
     global GROUP
     GROUP = CpuGroup("cd-bench-hosts")
-    cluster = Cluster(count=max(args.hosts)).start()
+    cluster = Cluster(count=max(args.hosts), own_homes=args.own_homes).start()
     for host in cluster.hosts:
         assert host.sshd is not None
         GROUP.add(host.sshd.pid)  # the sessions, supervisors and workers follow

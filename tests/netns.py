@@ -219,6 +219,12 @@ class Cluster:
     count: int = 3
     subnet: str = SUBNET
     label: str = ""
+    # Each host's SSH sessions get HOME=<its own empty dir> (sshd's SetEnv) instead of the
+    # remote user's real home: a fresh account's home, whose shell reads no rc file. On
+    # this machine root's ~/.bashrc runs `pyenv init` (~100 processes, 0.15-0.25 CPU-s
+    # and a lock that serialises concurrent sessions) for every SSH command, which a
+    # benchmark of clusterduck's own per-host cost must not count (benchmarks/hosts.py).
+    own_homes: bool = False
     hosts: list[NetnsHost] = field(default_factory=list)
     root: Path = field(
         default_factory=lambda: Path(tempfile.mkdtemp(prefix=f"cdt-hosts-{os.getpid()}-"))
@@ -301,7 +307,13 @@ class Cluster:
             "PrintMotd no\n"
             "LogLevel ERROR\n"
             "Subsystem sftp internal-sftp\n"
+            + (f"SetEnv HOME={self._own_home(host)}\n" if self.own_homes else "")
         )
+
+    def _own_home(self, host: NetnsHost) -> Path:
+        home = host.config_dir.parent / "home"
+        home.mkdir(mode=0o700, exist_ok=True)
+        return home
 
     def known_hosts_text(self) -> str:
         return "".join(h.host_key_line + "\n" for h in self.hosts)

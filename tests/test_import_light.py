@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +78,24 @@ def test_the_public_models_are_still_reachable_from_the_package() -> None:
     assert clusterduck.Topology is Topology
     with pytest.raises(AttributeError):
         clusterduck.NoSuchThing  # noqa: B018
+
+
+def test_ssh_launcher_imports_paramiko_without_invoke() -> None:
+    """paramiko imports ``invoke`` (when installed) for ``Match exec`` lines only."""
+    pytest.importorskip("invoke")
+    assert "invoke" not in loaded_after("import clusterduck.launch.ssh")
+
+
+def test_match_exec_in_ssh_config_still_runs_its_command(tmp_path: Path) -> None:
+    pytest.importorskip("invoke")
+    marker = tmp_path / "ran"
+    code = (
+        "import clusterduck.launch.ssh\nimport paramiko\n"
+        f"text = 'Match exec \"touch {marker}\"\\n  User matched\\n'\n"
+        "print(paramiko.SSHConfig.from_text(text).lookup('h1'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "matched" in result.stdout
+    assert marker.exists()

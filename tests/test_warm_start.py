@@ -185,6 +185,20 @@ def test_a_dead_fork_server_falls_back_to_fresh_interpreters(duck: Clusterduck) 
     assert instance(duck.status(name), "relay", 0)["state"] == "running"
 
 
+def test_the_fork_server_of_a_curve_topology_has_the_zap_handler_imported(
+    duck: Clusterduck,
+) -> None:
+    """Every process of a CURVE topology needs the ZAP handler (asyncio, ssl): imported
+    once before the fork server starts, each forked process inherits it."""
+    name = duck.name("curvefork")
+    started = duck.up("endless", name, env={"LC_SECURITY": "curve"})
+    assert started.returncode == 0, started.stderr
+    servers = [p for p in processes_matching(name) if comm(p) == "cd-forkserver"]
+    assert len(servers) == 1, servers
+    maps = Path(f"/proc/{servers[0]}/maps").read_text()
+    assert "_asyncio" in maps and "_ssl" in maps
+
+
 @pytest.mark.parametrize(
     ("host_env", "outside", "mode"),
     [

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import getpass
+import importlib.util
 import os
 import posixpath
 import re
@@ -20,12 +21,12 @@ import select
 import shlex
 import socket
 import stat
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import paramiko
+from typing import Any
 
 from clusterduck.exceptions import (
     AuthenticationFailed,
@@ -37,7 +38,43 @@ from clusterduck.launch.base import CommandResult, ShipReport
 from clusterduck.launch.local import LineStream, is_excluded, local_tree
 from clusterduck.topology import Host
 
+
+def _import_paramiko_without_invoke() -> bool:
+    """``paramiko.config`` imports ``invoke`` when it is installed (about 0.1 CPU-s, on
+    every ``up``/``down``/``status`` over SSH), for ``Match exec`` in ~/.ssh/config only.
+    Import paramiko with ``invoke`` hidden; ``_LazyInvoke`` imports it when a ``Match
+    exec`` line is met. Returns whether that was done."""
+    if "paramiko" in sys.modules or "invoke" in sys.modules:
+        return False
+    if importlib.util.find_spec("invoke") is None:
+        return False  # paramiko finds none either and says so at a `Match exec`
+    sys.modules["invoke"] = None  # type: ignore[assignment]  # makes `import invoke` fail
+    try:
+        import paramiko  # noqa: F401
+    finally:
+        del sys.modules["invoke"]
+    return True
+
+
+_DEFER_INVOKE = _import_paramiko_without_invoke()
+
+import paramiko  # noqa: E402
+
 __all__ = ["SSHHost"]
+
+
+class _LazyInvoke:
+    """Stands for the ``invoke`` module in ``paramiko.config`` until it is used."""
+
+    def __getattr__(self, name: str) -> Any:
+        import invoke
+
+        paramiko.config.invoke = invoke  # type: ignore[attr-defined]
+        return getattr(invoke, name)
+
+
+if _DEFER_INVOKE:
+    paramiko.config.invoke = _LazyInvoke()  # type: ignore[attr-defined]
 
 _CHUNK = 65536
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -119,6 +119,10 @@ class Supervisor:
         self.run_dir = Path(spec.run_dir)
         Path(self.layout.logs).mkdir(parents=True, exist_ok=True)
         self.curve = spec.curve
+        if self.curve is not None:
+            # Every process of a CURVE topology imports the ZAP handler (asyncio, ssl:
+            # about 30 ms); imported here, before the fork server, each fork inherits it.
+            from . import zap  # noqa: F401
         # Before the ZeroMQ context: the fork server must not inherit one (forkserver.py).
         self.starter = Starter(spec.env)
         self.transport = Transport(self.curve, ipc_dir=ipc_dir)
