@@ -732,7 +732,11 @@ def _check_python(host: str, conn: HostConnection, python: str) -> None:
 
 
 def _local_address_towards(record: TopologyRecord, conns: dict[str, HostConnection]) -> str:
-    """The address of this machine on the route to the first remote host."""
+    """The address of this machine on the route to the first remote host.
+
+    It runs beside the remote hosts' own start, so a remote address that does not
+    resolve is named here too: otherwise this error would hide the real one."""
+    failures = []
     for name, rec in record.hosts.items():
         if rec.remote:
             target = getattr(conns[name], "resolved_address", None) or name
@@ -741,12 +745,15 @@ def _local_address_towards(record: TopologyRecord, conns: dict[str, HostConnecti
                     s.connect((target, 9))
                     address: str = s.getsockname()[0]
                     return address
-            except OSError:
+            except OSError as exc:
+                failures.append(f"host {name!r} ({target}): {exc.strerror or exc}")
                 continue
+    why = f" ({'; '.join(failures)})" if failures else ""
     raise LaunchError(
         LOCALHOST,
-        "cannot tell which address remote hosts should use to reach this machine",
-        "set hosts.localhost.address in the topology file",
+        f"cannot tell which address remote hosts should use to reach this machine{why}",
+        "check the remote hosts' addresses, or set hosts.localhost.address in the "
+        "topology file",
     )
 
 

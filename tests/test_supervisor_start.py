@@ -106,3 +106,19 @@ def test_matching_version_starts_and_its_ready_line_says_the_version(tmp_path: P
     finally:
         if pid_alive(ready.pid):
             os.kill(ready.pid, signal.SIGKILL)
+
+
+def test_the_local_address_error_names_the_remote_host_that_does_not_resolve() -> None:
+    """``up`` works out this machine's address beside the remote hosts' own start; when
+    no remote address resolves, its error must name them, not hide them (found by ux).
+    ``::1`` cannot be reached from an IPv4 socket: a failure without any traffic."""
+    from types import SimpleNamespace
+
+    from clusterduck.deploy import _local_address_towards
+    from clusterduck.exceptions import LaunchError
+
+    record = SimpleNamespace(hosts={"edge1": SimpleNamespace(remote=True)})
+    conns = {"edge1": SimpleNamespace(resolved_address="::1")}
+    with pytest.raises(LaunchError) as caught:
+        _local_address_towards(record, conns)  # type: ignore[arg-type]
+    assert "host 'edge1' (::1)" in str(caught.value), caught.value
