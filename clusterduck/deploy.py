@@ -752,8 +752,7 @@ def _local_address_towards(record: TopologyRecord, conns: dict[str, HostConnecti
     raise LaunchError(
         LOCALHOST,
         f"cannot tell which address remote hosts should use to reach this machine{why}",
-        "check the remote hosts' addresses, or set hosts.localhost.address in the "
-        "topology file",
+        "check the remote hosts' addresses, or set hosts.localhost.address in the topology file",
     )
 
 
