@@ -3,6 +3,7 @@ arguments. Every test drives the real CLI in a subprocess (``lifecycle_fixtures`
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -195,6 +196,13 @@ def test_up_wait_says_a_worker_crashed_and_what_that_cost(
     line = next((x for x in done.stderr.splitlines() if x.startswith("fragile: ")), "")
     assert f"1 restart (exited with exit code {code})" in line, done.stderr
     assert "guarantee: at-most-once" in line and f"clusterduck logs {name} fragile" in line
+    # Every one of the 20 ids reached the printer or is counted lost: the crash cost
+    # what fragile/0 held and what the spout had in flight towards it.
+    printed = re.search(r"printer done: count=(\d+)", done.stdout)
+    assert printed, done.stdout
+    lost = re.search(r"([\d,]+) messages? lost", line)
+    assert lost, done.stderr
+    assert int(printed[1]) + int(lost[1].replace(",", "")) >= 20, (done.stdout, line)
 
 
 def test_status_through_a_pipe_keeps_one_line_per_instance(

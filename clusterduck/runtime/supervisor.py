@@ -97,6 +97,8 @@ class Instance:
     ready: bool = False
     restarts: int = 0
     lost: int = 0
+    # The senders' reports whose in-flight count went into ``lost`` (Supervisor._lost_with).
+    counted: dict[str, InstanceReport] = field(default_factory=dict)
     restart_at: float | None = None
     error: str | None = None
 
@@ -252,6 +254,9 @@ class Supervisor:
         now = time.monotonic()
         for inst in self.instances.values():
             if inst.restart_at is not None and now >= inst.restart_at and not self.killed:
+                # Counted now, not at the crash: by now (the back-off is at least one
+                # report interval) the senders' reports show what it never processed.
+                inst.lost += self._lost_with(inst)
                 self.spawn(inst, restart=True)
                 continue
             if inst.popen is None or inst.popen.poll() is None:
@@ -275,7 +280,6 @@ class Supervisor:
                 # A crash while starting fails `up` instead of looping on restarts.
                 inst.state = State.FAILED if not self.started else State.CRASHED
             elif inst.restarts < MAX_RESTARTS:
-                inst.lost += inst.report.backlog if inst.report else 0
                 inst.restarts += 1
                 inst.state = State.STARTING
                 inst.restart_at = now + min(BACKOFF_MAX, BACKOFF_START * 2 ** (inst.restarts - 1))
@@ -283,6 +287,25 @@ class Supervisor:
                 inst.state = State.CRASHED
                 inst.error = f"{why}; gave up after {MAX_RESTARTS} restarts"
                 self._gave_up(inst)
+
+    def _lost_with(self, inst: Instance) -> int:
+        """What a crash of ``inst`` cost under at-most-once: what it held (its backlog)
+        and what this host's senders had in flight towards it, from their last reports
+        (each report counted once, so a second crash does not count it again). Senders
+        on other hosts are not seen here. Under at-least-once nothing is lost: replayed.
+        """
+        if self.topology.at_least_once:
+            return 0
+        lost = inst.report.backlog if inst.report else 0
+        for sender in self.instances.values():
+            report = sender.report
+            if report is None or sender is inst or inst.counted.get(sender.name) is report:
+                continue
+            flying = sum(e.in_flight for e in report.edges if e.to == inst.name)
+            if flying:
+                inst.counted[sender.name] = report
+                lost += flying
+        return lost
 
     def _gave_up(self, inst: Instance) -> None:
         """An instance gone for good after the start: its downstream would wait forever
