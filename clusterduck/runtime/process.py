@@ -131,6 +131,8 @@ class ComponentProcess:
         # at-least-once (runtime/guarantee.py); both None under at-most-once.
         self.spout_acks: SpoutAcks | None = None
         self.worker_acks: WorkerAcks | None = None
+        # on_error: stop raised while the spout's thread sent (_pump_spout)
+        self._pump_fatal: FatalError | None = None
 
     # -- talking to the supervisor ------------------------------------------------
 
@@ -587,6 +589,8 @@ class ComponentProcess:
         thread.start()
         while True:
             with bridge.lock:
+                if self._pump_fatal is not None:
+                    raise self._pump_fatal
                 turn = self._spout_turn(bridge, acks)
             if turn is _TURN_DONE:
                 break
@@ -661,17 +665,24 @@ class ComponentProcess:
         ``bridge.lock``; see runtime/spout.py); read the grant sockets empty after."""
         outbox, bridge = self.outbox, self.bridge
         assert outbox is not None and bridge is not None
-        outbox.read_grants()
-        bridge.set_limit(self._room_for_spout())
-        if not outbox.pending or outbox.flush():
-            batch = bridge.take(MAX_BATCH)
-            self.metrics.emitted += len(batch)
-            outbox.emit(batch)
-            outbox.flush()
-        while outbox.read_grants():
-            if outbox.pending:
+        try:
+            outbox.read_grants()
+            bridge.set_limit(self._room_for_spout())
+            if not outbox.pending or outbox.flush():
+                batch = bridge.take(MAX_BATCH)
+                self.metrics.emitted += len(batch)
+                outbox.emit(batch)
                 outbox.flush()
-        bridge.set_limit(self._room_for_spout())
+            while outbox.read_grants():
+                if outbox.pending:
+                    outbox.flush()
+            bridge.set_limit(self._room_for_spout())
+        except FatalError as exc:
+            # on_error: stop, for a message that could not be routed or encoded: the
+            # I/O loop ends the process with it, as if it had sent the message itself
+            # (raised here, the user's spout could catch it).
+            self._pump_fatal = exc
+            bridge.set_pump(None)
 
     def _replay(self, acks: SpoutAcks) -> None:
         """at-least-once: complete what was framed, dispatch again what must be."""
