@@ -492,7 +492,7 @@ class ComponentProcess:
             batch, total = item.batch, item.total
             first = total - len(batch)
             token = None if acks is None else acks.receive(sock, identity, item.anchor, len(batch))
-            if not outbox.pending:  # credit before the work, if the sender runs low
+            if held or not outbox.pending:  # credit before the work, if the sender runs low
                 early = intake.early_grant(identity, first, total, time.monotonic())
                 if early is not None:
                     sock.send((identity, early), block=False)
@@ -505,8 +505,14 @@ class ComponentProcess:
                     assert acks is not None
                     acks.feed(logic, outbox.emit, name, part, token)
                 # With the next frame already waiting (we are behind), its results may
-                # leave with these in one frame, unless these waited SLICE_SECONDS already.
-                held = end == len(batch) and began - flushed < SLICE_SECONDS and sock.has_input()
+                # leave with these in one frame, unless these fill a frame already or
+                # waited SLICE_SECONDS. Held is not blocked: credit still goes back.
+                held = (
+                    end == len(batch)
+                    and outbox.queued_messages < MAX_BATCH
+                    and began - flushed < SLICE_SECONDS
+                    and sock.has_input()
+                )
                 if not held:
                     outbox.flush()
                     flushed = began
@@ -519,6 +525,7 @@ class ComponentProcess:
                     total,
                     end - start,
                     time.perf_counter() - began,
+                    held=held,
                 )
                 self.maybe_report()
             if outbox.pending and not held:
@@ -534,13 +541,15 @@ class ComponentProcess:
         total: int,
         messages: int,
         seconds: float,
+        held: bool = False,
     ) -> None:
         """Tell a sender how far we got; new credit only while our own output flows
-        (otherwise it is owed, paid by _pay_owed), so a blocked worker stops its inputs."""
+        (otherwise it is owed, paid by _pay_owed), so a blocked worker stops its inputs.
+        ``held``: our output waits for the next frame's company, not for credit."""
         intake = self.intake
         assert intake is not None
         intake.grantor.record(messages, seconds)
-        if self.outbox is not None and self.outbox.pending:
+        if not held and self.outbox is not None and self.outbox.pending:
             self._owed[identity] = (sock, processed, total)
             return
         self._owed.pop(identity, None)
