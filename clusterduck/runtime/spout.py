@@ -9,14 +9,14 @@ holds ``dispatch``), so a graceful ``down`` drains within about one credit windo
 graceful ``down`` makes the next ``dispatch`` raise :class:`SpoutStopped`, which ends the
 spout's stream.
 
-A message that comes alone (the last ``dispatch`` returned at least ``INLINE_GAP`` ago, and
-at least ``INLINE_FACTOR`` times the CPU time sending took the last time) is sent by the
-spout's own thread, inside ``dispatch`` (:meth:`SpoutBridge.set_pump`): the I/O loop's
-state and sockets are
-guarded by :attr:`SpoutBridge.lock`, which ``dispatch`` only tries to take. That saves the
-hand-off to the other thread (two thread wake-ups, and the GIL passed back and forth), most
-of a trickle's latency in the spout. Messages that come faster go to the I/O loop, which
-frames what has queued meanwhile: a flood still leaves in large frames.
+A message that comes alone is sent by the spout's own thread, inside ``dispatch``
+(:meth:`SpoutBridge.set_pump`): the I/O loop's state and sockets are guarded by
+:attr:`SpoutBridge.lock`, which ``dispatch`` only tries to take. That saves the hand-off
+to the other thread (two thread wake-ups, and the GIL passed back and forth), most of a
+trickle's latency in the spout. "Alone": the last ``dispatch`` returned at least
+``INLINE_GAP`` ago, and at least ``INLINE_FACTOR`` times the CPU time sending one message
+took on average, or ``INLINE_MAX_GAP`` ago in any case. Messages that come faster go to the
+I/O loop, which frames what has queued meanwhile: a flood still leaves in large frames.
 
 Otherwise the I/O loop sleeps in a poll when there is nothing to send; ``dispatch`` wakes it
 through an inproc socket pair, but only when the loop said it is about to sleep
@@ -41,6 +41,7 @@ __all__ = [
     "HANDOFF_WAIT",
     "INLINE_FACTOR",
     "INLINE_GAP",
+    "INLINE_MAX_GAP",
     "SWITCH_INTERVAL",
     "SpoutBridge",
     "SpoutStopped",
@@ -61,6 +62,9 @@ INLINE_GAP = 0.00005
 #: own work between two dispatches is shorter would spend most of its time sending
 #: one-message frames (it then spends at most 1 / (1 + INLINE_FACTOR) of it on sending).
 INLINE_FACTOR = 1.5
+#: ... but a message this long after the previous one is always sent at once: one slow
+#: send (a cold cache, a page fault) must not leave a trickle on the hand-off.
+INLINE_MAX_GAP = 0.0005
 
 
 class SpoutStopped(BaseException):
@@ -78,7 +82,14 @@ class Waker(Protocol):
 class SpoutBridge:
     """A bounded queue of ``(seq, value)`` from the spout thread to the I/O loop."""
 
-    def __init__(self, limit: int, wake: Waker, *, gap: float = INLINE_GAP) -> None:
+    def __init__(
+        self,
+        limit: int,
+        wake: Waker,
+        *,
+        gap: float = INLINE_GAP,
+        max_gap: float = INLINE_MAX_GAP,
+    ) -> None:
         self.limit = limit
         self._wake = wake
         self._queue: deque[tuple[int, Any]] = deque()
@@ -92,8 +103,9 @@ class SpoutBridge:
         self.lock = threading.Lock()
         self._pump: Callable[[], None] | None = None
         self._last = -math.inf  # when dispatch last returned (about)
-        self._min_gap = gap
+        self._min_gap, self._max_gap = gap, max(gap, max_gap)
         self._gap = gap  # the least gap before a message after which it is pumped
+        self._cost = 0.0  # CPU seconds sending one message took (moving average)
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -121,9 +133,10 @@ class SpoutBridge:
                     self._pump()
                 finally:
                     self.lock.release()
-                if alone:  # what one message costs to send
+                if alone:  # what one message costs to send (a moving average)
                     cost = time.thread_time() - began
-                    self._gap = max(self._min_gap, INLINE_FACTOR * cost)
+                    self._cost += 0.25 * (cost - self._cost)
+                    self._gap = min(self._max_gap, max(self._min_gap, INLINE_FACTOR * self._cost))
                 self._last = time.monotonic()
                 if not queue:
                     return
