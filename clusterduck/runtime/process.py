@@ -675,8 +675,8 @@ class ComponentProcess:
         outbox, bridge = self.outbox, self.bridge
         assert outbox is not None and bridge is not None
         try:
-            outbox.read_grants()
-            bridge.set_limit(self._room_for_spout())
+            # Grants are read after sending (below), not before: each read of a socket is
+            # two system calls in libzmq, and what we know of the credit is recent.
             if not outbox.pending or outbox.flush():
                 batch = bridge.take(MAX_BATCH)
                 self.metrics.emitted += len(batch)
