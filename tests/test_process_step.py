@@ -16,6 +16,7 @@ from clusterduck.protocol import (
     data_header,
     eos_header,
     pack_count,
+    parse_grant,
 )
 from clusterduck.runtime.codec import get_codec
 from clusterduck.runtime.component import WorkerLogic
@@ -41,6 +42,9 @@ class FakeSocket:
 
     def recv(self, *, block: bool = True) -> list[bytes] | None:
         return self.inbox.popleft() if self.inbox else None
+
+    def has_input(self) -> bool:
+        return bool(self.inbox)
 
     def send_json(self, obj: Any, *, prefix: Sequence[bytes] = ()) -> None:
         self.sent.append([*prefix, json.dumps(obj).encode()])
@@ -92,6 +96,26 @@ def test_one_step_reads_calls_and_sends() -> None:
     assert frames[0] == data_header("double", 0)
     assert [tuple(p) for p in CODEC.loads(frames[1])] == [(0, 2), (1, 4)]
     assert proc.metrics.received == 2
+
+
+def test_frames_already_waiting_leave_together_and_their_credit_goes_back() -> None:
+    """A worker that is behind (the next frame waits already) frames the results of both
+    in one frame downstream; holding them is not being blocked, so its sender still
+    hears from it at once (a blocked worker would owe the grant instead)."""
+    proc, inbox, downstream = make_process()
+    logic = WorkerLogic(proc.component, lambda v: 2 * v, metrics=proc.metrics)
+    senders = {"src": {"src/0"}}
+    open_inputs = {"src"}
+    for seq in range(2):
+        inbox.inbox.append(
+            [b"src/0", data_header("src", 0), CODEC.dumps([(seq, seq)]), pack_count(seq + 1)]
+        )
+    proc.worker_step(logic, InputGate(senders), senders, open_inputs)
+    (frames,) = downstream.sent
+    assert [tuple(p) for p in CODEC.loads(frames[1])] == [(0, 0), (1, 2)]
+    grants = [parse_grant(f[1]) for f in inbox.sent if f[0] == b"src/0"]
+    assert grants and grants[0] is not None and grants[0].processed >= 1
+    assert not proc._owed
 
 
 def test_end_of_stream_closes_the_input_and_bad_frames_are_counted() -> None:

@@ -261,6 +261,17 @@ def test_a_raising_key_function_drops_only_its_messages() -> None:
     assert "KeyError" in (pairs["last_error"] or "")
 
 
+def test_a_raising_key_function_at_a_spout_under_on_error_stop_fails_the_topology() -> None:
+    """Whichever of the spout's threads routes the message, the process ends (and the
+    user's spout never sees the error)."""
+    result = run_processes(topology("badkey_stop"), timeout=TIMEOUT)
+    assert result.status.to_dict()["state"] == "failed"
+    (pairs,) = instances(result, "pairs")
+    assert pairs["errors"] == 1
+    assert "k7 has no home" in (pairs["last_error"] or "")
+    assert all(v[1] < 7 for v in result.values("by_key"))
+
+
 def test_an_unencodable_result_drops_only_that_message() -> None:
     result = run("unencodable")
 

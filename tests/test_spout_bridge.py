@@ -57,3 +57,52 @@ def test_a_graceful_down_ends_a_dispatch_that_waits_for_room() -> None:
     bridge.stop()
     thread.join(timeout=10)
     assert raised and len(bridge) == 0
+
+
+class Pump:
+    """Takes everything queued, as the process's pump does; checks it holds the lock."""
+
+    def __init__(self, bridge: SpoutBridge) -> None:
+        self.bridge = bridge
+        self.batches: list[list[tuple[int, object]]] = []
+        self.locked: list[bool] = []
+
+    def __call__(self) -> None:
+        self.locked.append(self.bridge.lock.locked())
+        self.batches.append(self.bridge.take(100))
+
+
+def test_a_message_that_comes_alone_is_sent_by_the_spout_thread_itself() -> None:
+    waker = Waker()
+    bridge = SpoutBridge(100, waker, gap=1000.0)
+    pump = Pump(bridge)
+    bridge.set_pump(pump)
+    bridge.idle()  # the I/O loop sleeps: a hand-off would wake it
+    bridge.dispatch(0, "a")  # the first message comes alone
+    assert pump.batches == [[(0, "a")]] and pump.locked == [True]
+    assert len(bridge) == 0 and waker.sent == 0  # sent in place: nothing to wake for
+    assert not bridge.lock.locked()
+
+
+def test_messages_that_come_fast_are_left_to_the_io_loop_to_frame_together() -> None:
+    waker = Waker()
+    bridge = SpoutBridge(100, waker, gap=1000.0)
+    pump = Pump(bridge)
+    bridge.set_pump(pump)
+    bridge.dispatch(0, "a")
+    bridge.idle()
+    for i in range(1, 6):  # within `gap` of the one before
+        bridge.dispatch(i, "x")
+    assert len(pump.batches) == 1  # only the first was sent in place
+    assert bridge.take(100) == [(i, "x") for i in range(1, 6)]  # one frame's worth
+    assert waker.sent == 1  # the sleeping loop was woken once
+
+
+def test_dispatch_never_waits_for_the_io_loop_holding_the_lock() -> None:
+    waker = Waker()
+    bridge = SpoutBridge(100, waker, gap=0.0)
+    pump = Pump(bridge)
+    bridge.set_pump(pump)
+    with bridge.lock:  # the I/O loop is in the middle of a turn
+        bridge.dispatch(0, "a")
+    assert pump.batches == [] and len(bridge) == 1  # queued for the loop's next turn

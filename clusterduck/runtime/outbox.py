@@ -12,6 +12,7 @@ to one batch's output. The frames themselves are laid out in :mod:`clusterduck.p
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class Outbox:
         self.on_error = on_error
         self.queued_messages = 0
         self._full: set[Any] = set()  # sockets whose ZeroMQ queue refused a frame
+        self._probe_at = 0.0  # when flush looks for instances to probe next
         # (output, instance) -> when we last asked it how far it got (ask_progress)
         self._asked: dict[tuple[int, int], float] = {}
         # at-least-once (runtime/guarantee.py): anchors for every frame, and what to do
@@ -174,8 +176,15 @@ class Outbox:
                 if chosen is None or not self._send(out, chosen, out.any):
                     break
                 out.route.took(chosen)
-            if out.credit:
-                self._probe(out)
+        # Probes are due PROBE_INTERVAL apart at the earliest: looking a few times per
+        # interval is enough, and looking on every flush cost a trickle a few microseconds
+        # per message.
+        now = time.monotonic()
+        if now >= self._probe_at:
+            self._probe_at = now + PROBE_INTERVAL / 8
+            for out in self.outputs:
+                if out.credit:
+                    self._probe(out)
         return self.queued_messages == 0
 
     def _probe(self, out: Output) -> None:

@@ -57,7 +57,7 @@ from .credit import PROBE_INTERVAL
 from .gate import InputGate
 from .guarantee import DEFAULT_MAX_PENDING, SpoutAcks, WorkerAcks, load_resume
 from .inbound import ControlGuard, DataBatch, EndOfStream, InboundGuard, Probe, Rejections
-from .intake import Intake
+from .intake import SLICE_SECONDS, Intake
 from .metrics import Metrics
 from .outbox import MAX_BATCH, Outbox, Output
 from .routing import Route
@@ -82,6 +82,9 @@ READ_BURST = 16
 # each collection also stops walking every object the runtime and the user's code
 # imported. Cyclic garbage is still collected, just in fewer, larger rounds.
 GC_YOUNG_THRESHOLD = 20_000
+
+# What a turn of the spout's I/O loop leaves to do (ComponentProcess._spout_turn).
+_TURN_BUSY, _TURN_IDLE, _TURN_DONE = object(), object(), object()
 
 EXIT_FINISHED = 0
 EXIT_USER_FAILURE = 3  # user code failed to load, or on_error: stop fired: no restart
@@ -128,6 +131,8 @@ class ComponentProcess:
         # at-least-once (runtime/guarantee.py); both None under at-most-once.
         self.spout_acks: SpoutAcks | None = None
         self.worker_acks: WorkerAcks | None = None
+        # on_error: stop raised while the spout's thread sent (_pump_spout)
+        self._pump_fatal: FatalError | None = None
 
     # -- talking to the supervisor ------------------------------------------------
 
@@ -451,7 +456,8 @@ class ComponentProcess:
         senders: dict[str, set[str]],
         open_inputs: set[str],
     ) -> None:
-        """Up to READ_BURST frames from one inbox, stopping when output backs up.
+        """Up to READ_BURST frames from one inbox, stopping when output backs up. When
+        more frames wait, their results are framed together (fewer, larger frames).
 
         A frame is worked through in slices (runtime/intake.py): what each slice produced
         goes to the outbox at once, and its sender learns how far we got (credit). Every
@@ -462,10 +468,11 @@ class ComponentProcess:
         intake = self.intake
         assert intake is not None
         acks = self.worker_acks
+        flushed, held = time.perf_counter(), False
         for _ in range(READ_BURST):
             frames = sock.recv(block=False)
             if frames is None:
-                return
+                break
             identity = bytes(frames[0])  # the ROUTER's: who to grant
             item = guard.check(identity, frames[1:], sock.peer)
             if item is None:
@@ -485,7 +492,7 @@ class ComponentProcess:
             batch, total = item.batch, item.total
             first = total - len(batch)
             token = None if acks is None else acks.receive(sock, identity, item.anchor, len(batch))
-            if not outbox.pending:  # credit before the work, if the sender runs low
+            if held or not outbox.pending:  # credit before the work, if the sender runs low
                 early = intake.early_grant(identity, first, total, time.monotonic())
                 if early is not None:
                     sock.send((identity, early), block=False)
@@ -497,7 +504,18 @@ class ComponentProcess:
                 else:
                     assert acks is not None
                     acks.feed(logic, outbox.emit, name, part, token)
-                outbox.flush()
+                # With the next frame already waiting (we are behind), its results may
+                # leave with these in one frame, unless these fill a frame already or
+                # waited SLICE_SECONDS. Held is not blocked: credit still goes back.
+                held = (
+                    end == len(batch)
+                    and outbox.queued_messages < MAX_BATCH
+                    and began - flushed < SLICE_SECONDS
+                    and sock.has_input()
+                )
+                if not held:
+                    outbox.flush()
+                    flushed = began
                 if acks is not None:
                     self._send_acks(logic)
                 self._grant(
@@ -507,10 +525,13 @@ class ComponentProcess:
                     total,
                     end - start,
                     time.perf_counter() - began,
+                    held=held,
                 )
                 self.maybe_report()
-            if outbox.pending:
+            if outbox.pending and not held:
                 return
+        if held:
+            outbox.flush()
 
     def _grant(
         self,
@@ -520,13 +541,15 @@ class ComponentProcess:
         total: int,
         messages: int,
         seconds: float,
+        held: bool = False,
     ) -> None:
         """Tell a sender how far we got; new credit only while our own output flows
-        (otherwise it is owed, paid by _pay_owed), so a blocked worker stops its inputs."""
+        (otherwise it is owed, paid by _pay_owed), so a blocked worker stops its inputs.
+        ``held``: our output waits for the next frame's company, not for credit."""
         intake = self.intake
         assert intake is not None
         intake.grantor.record(messages, seconds)
-        if self.outbox is not None and self.outbox.pending:
+        if not held and self.outbox is not None and self.outbox.pending:
             self._owed[identity] = (sock, processed, total)
             return
         self._owed.pop(identity, None)
@@ -560,51 +583,46 @@ class ComponentProcess:
             target=bridge.run, args=(code.call, code.is_async), name=f"spout-{self.name}"
         )
         thread.daemon = True
-        thread.start()
         outbox = self.outbox
         assert outbox is not None
         acks = self.spout_acks
+        # A message that comes alone is sent by the spout's thread itself (SpoutBridge's
+        # pump), so this loop then watches the data sockets through their FDs only
+        # (transport.poll_signals): never touching them while that thread may.
+        inline = acks is None and all(out.credit for out in outbox.outputs)
+        signalling = outbox.grant_sockets()
+        for sock in signalling:
+            sock.signal_fd()  # read here, before the spout thread may use the socket
+        if inline:
+            bridge.set_pump(self._pump_spout)
+        thread.start()
         while True:
-            self.maybe_report()
-            outbox.read_grants()
-            if acks is not None:
-                self._replay(acks)
-            bridge.set_limit(self._room_for_spout())
-            if outbox.pending and not outbox.flush():
-                self.wait_room()
-                continue
-            if len(bridge):
-                batch = bridge.take(MAX_BATCH)
-                self.metrics.emitted += len(batch)
-                if acks is not None:
-                    acks.open(batch)
-                outbox.emit(batch)
-                outbox.flush()
-                bridge.set_limit(self._room_for_spout())
-                continue
-            if bridge.done:
-                if acks is None or not len(acks.window):
-                    break
-                # at-least-once: the stream ends once nothing it sent is pending.
-                self.wait_room()
-                continue
-            if bridge.limit == 0:  # held by max_pending: make sure news will come
-                outbox.ask_progress(time.monotonic())
-            if not bridge.idle():
+            with bridge.lock:
+                if self._pump_fatal is not None:
+                    raise self._pump_fatal
+                turn = self._spout_turn(bridge, acks)
+            if turn is _TURN_DONE:
+                break
+            if turn is _TURN_BUSY or not bridge.idle():
                 continue
             timeout = self._next_report - time.monotonic()
             if acks is not None and (due := acks.next_deadline()) is not None:
                 timeout = min(timeout, due - time.monotonic())
-            readable, _ = self.transport.poll(
-                [self.control, wake_recv, *outbox.grant_sockets()],
-                timeout=max(0.0, timeout),
-            )
+            if inline:
+                readable = self.transport.poll_signals(
+                    [self.control, wake_recv], signalling, timeout=max(0.0, timeout)
+                )
+            else:
+                readable, _ = self.transport.poll(
+                    [self.control, wake_recv, *signalling], timeout=max(0.0, timeout)
+                )
             bridge.awake()
             if wake_recv in readable:
                 while wake_recv.recv(block=False) is not None:
                     pass
             if self.control in readable:
-                self.handle_control()
+                with bridge.lock:
+                    self.handle_control()
         thread.join()
         if bridge.error is not None:
             exc = bridge.error
@@ -615,6 +633,65 @@ class ComponentProcess:
                 raise FatalError(
                     self.name, f"spout {self.name} raised: {exc!r} (on_error: stop)"
                 ) from exc
+
+    def _spout_turn(self, bridge: SpoutBridge, acks: SpoutAcks | None) -> object:
+        """One turn of the spout's I/O loop (holding ``bridge.lock``): send what waits,
+        frame what the spout queued. _TURN_BUSY: go again; _TURN_IDLE: nothing to do
+        until something arrives; _TURN_DONE: the spout's stream is over."""
+        outbox = self.outbox
+        assert outbox is not None
+        self.maybe_report()
+        outbox.read_grants()
+        if acks is not None:
+            self._replay(acks)
+        bridge.set_limit(self._room_for_spout())
+        if outbox.pending and not outbox.flush():
+            self.wait_room()
+            return _TURN_BUSY
+        if len(bridge):
+            batch = bridge.take(MAX_BATCH)
+            self.metrics.emitted += len(batch)
+            if acks is not None:
+                acks.open(batch)
+            outbox.emit(batch)
+            outbox.flush()
+            bridge.set_limit(self._room_for_spout())
+            return _TURN_BUSY
+        if bridge.done:
+            if acks is None or not len(acks.window):
+                return _TURN_DONE
+            # at-least-once: the stream ends once nothing it sent is pending.
+            self.wait_room()
+            return _TURN_BUSY
+        if bridge.limit == 0:  # held by max_pending: make sure news will come
+            outbox.ask_progress(time.monotonic())
+        # Read the grant sockets empty before sleeping: their FDs are edges (sending may
+        # have consumed the one a grant raised).
+        return _TURN_BUSY if outbox.read_grants() else _TURN_IDLE
+
+    def _pump_spout(self) -> None:
+        """Frame and send what the spout queued, from the spout's own thread (holding
+        ``bridge.lock``; see runtime/spout.py); read the grant sockets empty after."""
+        outbox, bridge = self.outbox, self.bridge
+        assert outbox is not None and bridge is not None
+        try:
+            # Grants are read after sending (below), not before: each read of a socket is
+            # two system calls in libzmq, and what we know of the credit is recent.
+            if not outbox.pending or outbox.flush():
+                batch = bridge.take(MAX_BATCH)
+                self.metrics.emitted += len(batch)
+                outbox.emit(batch)
+                outbox.flush()
+            while outbox.read_grants():
+                if outbox.pending:
+                    outbox.flush()
+            bridge.set_limit(self._room_for_spout())
+        except FatalError as exc:
+            # on_error: stop, for a message that could not be routed or encoded: the
+            # I/O loop ends the process with it, as if it had sent the message itself
+            # (raised here, the user's spout could catch it).
+            self._pump_fatal = exc
+            bridge.set_pump(None)
 
     def _replay(self, acks: SpoutAcks) -> None:
         """at-least-once: complete what was framed, dispatch again what must be."""

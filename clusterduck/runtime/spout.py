@@ -9,7 +9,16 @@ holds ``dispatch``), so a graceful ``down`` drains within about one credit windo
 graceful ``down`` makes the next ``dispatch`` raise :class:`SpoutStopped`, which ends the
 spout's stream.
 
-The I/O loop sleeps in a poll when there is nothing to send; ``dispatch`` wakes it
+A message that comes alone is sent by the spout's own thread, inside ``dispatch``
+(:meth:`SpoutBridge.set_pump`): the I/O loop's state and sockets are guarded by
+:attr:`SpoutBridge.lock`, which ``dispatch`` only tries to take. That saves the hand-off
+to the other thread (two thread wake-ups, and the GIL passed back and forth), most of a
+trickle's latency in the spout. "Alone": the last ``dispatch`` returned at least
+``INLINE_GAP`` ago, and at least ``INLINE_FACTOR`` times the CPU time sending one message
+took on average, or ``INLINE_MAX_GAP`` ago in any case. Messages that come faster go to the
+I/O loop, which frames what has queued meanwhile: a flood still leaves in large frames.
+
+Otherwise the I/O loop sleeps in a poll when there is nothing to send; ``dispatch`` wakes it
 through an inproc socket pair, but only when the loop said it is about to sleep
 (:meth:`SpoutBridge.idle`), so a busy spout pays for no wake-up messages; it then waits up
 to ``HANDOFF_WAIT`` for the loop to take the message, handing it the GIL at once instead
@@ -18,7 +27,9 @@ of after the interpreter's switch interval (5 ms of latency otherwise).
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from itertools import repeat
@@ -26,7 +37,15 @@ from typing import Any, Protocol
 
 from ..protocol import Batch
 
-__all__ = ["HANDOFF_WAIT", "SWITCH_INTERVAL", "SpoutBridge", "SpoutStopped"]
+__all__ = [
+    "HANDOFF_WAIT",
+    "INLINE_FACTOR",
+    "INLINE_GAP",
+    "INLINE_MAX_GAP",
+    "SWITCH_INTERVAL",
+    "SpoutBridge",
+    "SpoutStopped",
+]
 
 #: The longest ``dispatch`` waits for the idle I/O loop to take a message over.
 HANDOFF_WAIT = 0.001
@@ -35,6 +54,17 @@ HANDOFF_WAIT = 0.001
 #: keeps computing (or spinning to pace itself) then holds it until the interval ends,
 #: and every message it dispatches meanwhile waits that long to go out.
 SWITCH_INTERVAL = 0.0002
+#: A message dispatched at least this long after the previous dispatch returned is sent by
+#: the spout's own thread (see the module's docstring); faster ones are framed together by
+#: the I/O loop.
+INLINE_GAP = 0.00005
+#: ... and at least this many times the CPU time the last such send took: a spout whose
+#: own work between two dispatches is shorter would spend most of its time sending
+#: one-message frames (it then spends at most 1 / (1 + INLINE_FACTOR) of it on sending).
+INLINE_FACTOR = 1.5
+#: ... but a message this long after the previous one is always sent at once: one slow
+#: send (a cold cache, a page fault) must not leave a trickle on the hand-off.
+INLINE_MAX_GAP = 0.0005
 
 
 class SpoutStopped(BaseException):
@@ -52,7 +82,14 @@ class Waker(Protocol):
 class SpoutBridge:
     """A bounded queue of ``(seq, value)`` from the spout thread to the I/O loop."""
 
-    def __init__(self, limit: int, wake: Waker) -> None:
+    def __init__(
+        self,
+        limit: int,
+        wake: Waker,
+        *,
+        gap: float = INLINE_GAP,
+        max_gap: float = INLINE_MAX_GAP,
+    ) -> None:
         self.limit = limit
         self._wake = wake
         self._queue: deque[tuple[int, Any]] = deque()
@@ -62,6 +99,13 @@ class SpoutBridge:
         self._io_idle = False
         self.stopping = False  # set by the I/O loop on a graceful down
         self.error: BaseException | None = None  # what the spout raised, if anything
+        #: Held by whoever uses the I/O loop's state and sockets (the loop, or a pump).
+        self.lock = threading.Lock()
+        self._pump: Callable[[], None] | None = None
+        self._last = -math.inf  # when dispatch last returned (about)
+        self._min_gap, self._max_gap = gap, max(gap, max_gap)
+        self._gap = gap  # the least gap before a message after which it is pumped
+        self._cost = 0.0  # CPU seconds sending one message took (moving average)
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -81,6 +125,23 @@ class SpoutBridge:
             if self.stopping:
                 raise SpoutStopped()
         queue.append((seq, value))
+        if self._pump is not None:
+            now = time.monotonic()
+            if now - self._last >= self._gap and self.lock.acquire(blocking=False):
+                alone, began = len(queue) == 1, time.thread_time()
+                try:
+                    self._pump()
+                finally:
+                    self.lock.release()
+                if alone:  # what one message costs to send (a moving average)
+                    cost = time.thread_time() - began
+                    self._cost += 0.25 * (cost - self._cost)
+                    self._gap = min(self._max_gap, max(self._min_gap, INLINE_FACTOR * self._cost))
+                self._last = time.monotonic()
+                if not queue:
+                    return
+            else:
+                self._last = now
         if self._io_idle:
             self._io_idle = False
             self._taken.clear()
@@ -141,6 +202,11 @@ class SpoutBridge:
         batch = list(map(deque.popleft, repeat(queue, n)))
         self._taken.set()
         return batch
+
+    def set_pump(self, pump: Callable[[], None] | None) -> None:
+        """What ``dispatch`` calls, holding :attr:`lock`, to send a message that comes
+        alone from the spout's own thread (None: always hand over to the I/O loop)."""
+        self._pump = pump
 
     def set_limit(self, limit: int) -> None:
         """The room the loop gives the spout now (credit, ``max_pending``)."""

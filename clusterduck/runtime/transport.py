@@ -66,6 +66,7 @@ __all__ = [
     "generate_curve_keys",
     "ipc_path",
     "poll",
+    "poll_signals",
     "private_dir",
     "request",
 ]
@@ -127,6 +128,7 @@ class Socket:
         self._peers: dict[bytes, str | None] = {}
         # Handshake monitor, attached before connect() so no event can be missed.
         self.monitor: zmq.Socket[bytes] | None = None
+        self._fd: int | None = None
 
     def send(self, frames: Sequence[bytes], *, block: bool = True) -> bool:
         """Send a multipart message; False when ``block`` is off and the peer is full."""
@@ -161,6 +163,16 @@ class Socket:
             return raw.recv_multipart(flags=0 if block else _NOBLOCK)
         except zmq.Again:
             return None
+
+    def has_input(self) -> bool:
+        """A message is waiting (never blocks)."""
+        return bool(int(self.raw.getsockopt(_EVENTS)) & _POLLIN)
+
+    def signal_fd(self) -> int:
+        """The socket's ZMQ_FD (see :func:`poll_signals`); read once, then remembered."""
+        if self._fd is None:
+            self._fd = int(self.raw.getsockopt(zmq.FD))
+        return self._fd
 
     def send_json(self, obj: Any, *, prefix: Sequence[bytes] = ()) -> None:
         self.raw.send_multipart([*prefix, json.dumps(obj).encode()])
@@ -364,6 +376,13 @@ class Transport:
         """:func:`poll`, reachable through the transport a loop was given."""
         return poll(readers, writers, timeout)
 
+    @staticmethod
+    def poll_signals(
+        readers: Iterable[Socket], signalling: Iterable[Socket], timeout: float | None = None
+    ) -> set[Socket]:
+        """:func:`poll_signals`, reachable through the transport a loop was given."""
+        return poll_signals(readers, signalling, timeout)
+
     # -- connection checks -------------------------------------------------------------
 
     def wait_connected(self, sockets: Iterable[Socket], timeout: float) -> list[Socket]:
@@ -424,6 +443,26 @@ def poll(
         if ev & _POLLOUT:
             writable.add(by_raw[raw])
     return readable, writable
+
+
+def poll_signals(
+    readers: Iterable[Socket], signalling: Iterable[Socket], timeout: float | None = None
+) -> set[Socket]:
+    """Wait until a reader has input or a ``signalling`` socket's state may have changed.
+
+    ``signalling`` sockets are watched through their ZMQ_FD, not polled: ``zmq_poll`` on
+    a socket reads its state, which must not happen while another thread uses it (a
+    spout thread sending under the I/O loop's lock), while its FD may be watched from
+    any thread. The FD is an edge: whoever uses such a socket must read it until empty
+    before anyone waits on it again, or a later arrival may wake no one."""
+    ms = -1 if timeout is None else max(0, int(timeout * 1000))
+    items: list[tuple[Any, int]] = [(sock.raw, _POLLIN) for sock in readers]
+    by_key: dict[Any, Socket] = {sock.raw: sock for sock in readers}
+    for sock in signalling:
+        fd = sock.signal_fd()
+        items.append((fd, _POLLIN))
+        by_key[fd] = sock
+    return {by_key[key] for key, ev in zmq.zmq_poll(items, ms) if ev & _POLLIN}
 
 
 def request(

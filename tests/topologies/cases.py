@@ -49,6 +49,14 @@ def keyed(dispatch: Dispatch, count: int = 3000, keys: int = 40) -> None:
         dispatch(i, (f"k{i % keys}", i))
 
 
+def keyed_slowly(dispatch: Dispatch, count: int = 40, keys: int = 40) -> None:
+    """``keyed``, a message every millisecond: each one comes alone, so the spout's own
+    thread sends it (runtime/spout.py)."""
+    for i in range(count):
+        time.sleep(0.001)
+        dispatch(i, (f"k{i % keys}", i))
+
+
 def records(dispatch: Dispatch, count: int = 50) -> None:
     """Nested values every serializer can carry: dicts, lists, strings, floats, None."""
     for i in range(count):
