@@ -13,7 +13,7 @@ import functools
 import inspect
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import GeneratorType
@@ -24,6 +24,7 @@ from ..exceptions import EntryError, FatalError
 from ..protocol import MAX_PENDING, Batch, ComponentSpec
 from .anomalies import Anomalies
 from .bundler import Bundler
+from .context import _running
 from .context import _seq as _current_seq
 from .metrics import Metrics
 from .sequencer import Sequencer
@@ -85,6 +86,15 @@ def load_user_code(component: ComponentSpec, code_dir: Path) -> UserCode:
     return UserCode(call, None, is_async)
 
 
+class _Failed:
+    """The result recorded for a call that raised (``WorkerLogic._map_plain``)."""
+
+
+_FAILED = _Failed()
+_NONE = frozenset({type(None)})
+_SPECIAL = frozenset({type(None), GeneratorType, _Failed})
+
+
 class WorkerLogic:
     """Bundling, sequencing and calling for one worker instance."""
 
@@ -141,6 +151,15 @@ class WorkerLogic:
                 values = bundler.add(input_name, seq, value)
                 if values is not None:
                     self._release(seq, values, out)
+        self.metrics.emitted += len(out)
+        return out
+
+    def feed_columns(self, input_name: str, seqs: Sequence[int], values: list[Any]) -> Batch:
+        """``feed`` for a batch as its two columns (a decoded frame, runtime/codec.py)."""
+        if self.bundler is not None or self.sequencer is not None:
+            return self.feed(input_name, list(zip(seqs, values, strict=True)))
+        self.metrics.received += len(values)
+        out = self._map_plain(seqs, values)
         self.metrics.emitted += len(out)
         return out
 
@@ -209,6 +228,55 @@ class WorkerLogic:
                     append((seq, result))
             except Exception as exc:  # noqa: BLE001 - user code may raise anything
                 self._failed(seq, exc)
+
+    def _map_plain(self, seqs: Sequence[int], values: list[Any]) -> Batch:
+        """The hot path: the user's function over a whole slice with ``map``, so the loop
+        runs in C and only the calls themselves run Python. ``context().seq_id`` reads
+        the id being called from how many results there are so far (runtime/context.py).
+
+        A call that raises is recorded as ``_FAILED`` in its place and the map goes on
+        after it; a StopIteration ends ``map`` like the end of its input, so a result
+        list shorter than the slice means the call after its end raised one. A returned
+        generator is consumed once every call of the slice was made."""
+        results: list[Any] = []
+        extend, n = results.extend, len(values)
+        call = self.call
+        rest = iter(values)
+        _running[0] = (seqs, results)
+        try:
+            while True:
+                try:
+                    extend(map(call, rest))
+                except Exception as exc:  # noqa: BLE001 - user code may raise anything
+                    self._failed(seqs[len(results)], exc)
+                    results.append(_FAILED)
+                    continue
+                if len(results) == n:
+                    break
+                self._failed(seqs[len(results)], RuntimeError("the function raised StopIteration"))
+                results.append(_FAILED)
+        finally:
+            _running[0] = None
+        kinds = set(map(type, results))
+        if kinds.isdisjoint(_SPECIAL):
+            return list(zip(seqs, results, strict=True))  # one result per call: in C
+        if kinds == _NONE:
+            return []  # a sink
+        out: Batch = []
+        append = out.append
+        for seq, result in zip(seqs, results, strict=True):
+            if result is None or result is _FAILED:
+                continue
+            if type(result) is GeneratorType:
+                _current_seq[0] = seq
+                try:
+                    for item in result:
+                        append((seq, item))
+                except Exception as exc:  # noqa: BLE001
+                    self._failed(seq, exc)
+            else:
+                append((seq, result))
+        return out
 
     def _invoke(self, seq: int, args: tuple[Any, ...], out: Batch) -> None:
         if self.released is not None:
