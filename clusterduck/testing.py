@@ -123,7 +123,8 @@ def run_inprocess(path: str | Path | TopologyFile) -> TopologyResult:
                     set_context(contexts[worker.name][i])  # who am I, for this call
                     # as a process feeds a decoded frame: its two columns
                     ids, values = [seq for seq, _ in part], [value for _, value in part]
-                    deliver(worker.name, logics[worker.name][i].feed_columns(origin, ids, values))
+                    out = logics[worker.name][i].feed_columns(origin, ids, values)
+                    deliver(worker.name, list(zip(*out, strict=True)))
 
         for spout in topo.spouts:
             for i in range(spout.parallelism):

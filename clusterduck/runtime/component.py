@@ -21,7 +21,7 @@ from typing import Any
 
 from ..entries import resolve_entry
 from ..exceptions import EntryError, FatalError
-from ..protocol import MAX_PENDING, Batch, ComponentSpec
+from ..protocol import MAX_PENDING, Batch, Columns, ComponentSpec
 from .anomalies import Anomalies
 from .bundler import Bundler
 from .context import _running
@@ -154,14 +154,16 @@ class WorkerLogic:
         self.metrics.emitted += len(out)
         return out
 
-    def feed_columns(self, input_name: str, seqs: Sequence[int], values: list[Any]) -> Batch:
-        """``feed`` for a batch as its two columns (a decoded frame, runtime/codec.py)."""
+    def feed_columns(self, input_name: str, seqs: Sequence[int], values: list[Any]) -> Columns:
+        """``feed`` for a batch as its two columns (a decoded frame, runtime/codec.py);
+        what to forward comes back as columns too (for ``Outbox.emit_columns``)."""
         if self.bundler is not None or self.sequencer is not None:
-            return self.feed(input_name, list(zip(seqs, values, strict=True)))
+            out = self.feed(input_name, list(zip(seqs, values, strict=True)))
+            return [seq for seq, _ in out], [value for _, value in out]
         self.metrics.received += len(values)
-        out = self._map_plain(seqs, values)
-        self.metrics.emitted += len(out)
-        return out
+        ids, results = self._map_plain(seqs, values)
+        self.metrics.emitted += len(results)
+        return ids, results
 
     def poll_timers(self) -> Batch:
         """Release what an expired ``gap_timeout`` allows."""
@@ -229,7 +231,7 @@ class WorkerLogic:
             except Exception as exc:  # noqa: BLE001 - user code may raise anything
                 self._failed(seq, exc)
 
-    def _map_plain(self, seqs: Sequence[int], values: list[Any]) -> Batch:
+    def _map_plain(self, seqs: Sequence[int], values: list[Any]) -> Columns:
         """The hot path: the user's function over a whole slice with ``map``, so the loop
         runs in C and only the calls themselves run Python. ``context().seq_id`` reads
         the id being called from how many results there are so far (runtime/context.py).
@@ -259,11 +261,11 @@ class WorkerLogic:
             _running[0] = None
         kinds = set(map(type, results))
         if kinds.isdisjoint(_SPECIAL):
-            return list(zip(seqs, results, strict=True))  # one result per call: in C
+            return seqs, results  # one result per call, under the ids of the input
         if kinds == _NONE:
-            return []  # a sink
-        out: Batch = []
-        append = out.append
+            return [], []  # a sink
+        ids: list[int] = []
+        out: list[Any] = []
         for seq, result in zip(seqs, results, strict=True):
             if result is None or result is _FAILED:
                 continue
@@ -271,12 +273,14 @@ class WorkerLogic:
                 _current_seq[0] = seq
                 try:
                     for item in result:
-                        append((seq, item))
+                        ids.append(seq)
+                        out.append(item)
                 except Exception as exc:  # noqa: BLE001
                     self._failed(seq, exc)
             else:
-                append((seq, result))
-        return out
+                ids.append(seq)
+                out.append(result)
+        return ids, out
 
     def _invoke(self, seq: int, args: tuple[Any, ...], out: Batch) -> None:
         if self.released is not None:

@@ -497,7 +497,7 @@ class ComponentProcess:
                 else:
                     ids, part = seqs[start:end], values[start:end]
                 if token is None:
-                    outbox.emit(logic.feed_columns(name, ids, part))
+                    outbox.emit_columns(*logic.feed_columns(name, ids, part))
                 else:
                     assert acks is not None
                     pairs = list(zip(ids, part, strict=True))
