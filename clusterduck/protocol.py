@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
 from .exceptions import ProtocolError
 
@@ -222,9 +222,9 @@ def _unpack_count(data: bytes) -> int | None:
     return total if total >= 0 else None
 
 
-@dataclass(frozen=True)
-class Header:
-    """A parsed frame header: data, probe or end of stream, and who sent it."""
+class Header(NamedTuple):
+    """A parsed frame header: data, probe or end of stream, and who sent it (a named
+    tuple, like Frame: one of each is made for every frame received)."""
 
     eos: bool
     sender: str  # "component/index"
@@ -347,8 +347,7 @@ def parse_reply(data: bytes) -> Grant | Acks | RestartNotice | None:
     return None
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     """A whole received message from a sender: its header, payload (data) and the
     sender's running ``total`` (data and probe; 0 for end of stream); the ``anchor`` of
     an at-least-once data frame."""

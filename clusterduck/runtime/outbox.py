@@ -84,6 +84,11 @@ class Outbox:
         # with the acks and restart notices receivers send back. None: at-most-once.
         self.anchors: Anchoring | None = None
         self.on_reply: Callable[[Acks | RestartNotice], None] | None = None
+        # Where emit_columns queues a batch whole, per output; None: some output cuts
+        # batches by message (seq, key), which needs pairs.
+        self._whole: list[list[ChunkQueue]] | None = None
+        if not any(out.route.splits for out in outputs):
+            self._whole = [[out.any] if out.route.shuffles else out.waiting for out in outputs]
 
     @property
     def pending(self) -> bool:
@@ -110,15 +115,15 @@ class Outbox:
     def emit_columns(self, seqs: Sequence[int], values: list[Any]) -> None:
         """``emit`` for a batch given as its two columns (a worker's results): queued as
         they are, without a pair or a queue entry per message (runtime/chunks.py)."""
-        if not values or not self.outputs:
-            return
-        if any(out.route.splits for out in self.outputs):
+        whole = self._whole
+        if whole is None:
             self.emit(list(zip(seqs, values, strict=True)))
             return
-        anchors = self.anchors
         n = len(values)
-        for out in self.outputs:
-            queues = [out.any] if out.route.shuffles else out.waiting
+        if not n:
+            return
+        anchors = self.anchors
+        for queues in whole:
             for queue in queues:
                 queue.extend_columns(seqs, values)
                 self.queued_messages += n
