@@ -58,7 +58,11 @@ def _tagged_pids(tag: str) -> list[int]:
         if not entry.isdigit():
             continue
         try:
-            if b"clusterduck.runtime.process" not in Path(f"/proc/{entry}/cmdline").read_bytes():
+            # A process started by `python -m`, or forked by a host's fork server (its
+            # command line is the supervisor's; its name is ``cd <component>/<index>``).
+            comm = Path(f"/proc/{entry}/comm").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            if b"clusterduck.runtime.process" not in cmdline and not comm.startswith("cd "):
                 continue
             if tag.encode() in Path(f"/proc/{entry}/environ").read_bytes():
                 pids.append(int(entry))

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
 from .exceptions import ProtocolError
 
@@ -47,6 +47,7 @@ __all__ = [
     "MAX_KEPT_RUNS",
     "PROTOCOL_VERSION",
     "Batch",
+    "Columns",
     "AT_LEAST_ONCE",
     "AT_MOST_ONCE",
     "Acks",
@@ -81,6 +82,7 @@ __all__ = [
     "BAD_FRAME_COUNT",
     "BAD_HEADER",
     "acks_frame",
+    "batch_columns",
     "data_header",
     "decode_json",
     "decode_ready",
@@ -101,13 +103,16 @@ __all__ = [
     "topology_marker",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: data frames carry columns [ids, values]
 
 # The host that is this machine; every other host name is reached over SSH.
 LOCALHOST = "localhost"
 
 # A batch of messages as it travels: (sequence id, value) pairs.
 Batch = list[tuple[int, Any]]
+# A decoded data frame's batch (batch_columns): its seq ids (a ``range`` when
+# consecutive) and its values.
+Columns = tuple[Sequence[int], list[Any]]
 
 # How many bundle parts or out-of-order ids one instance may hold (docs/reference.md §1: bounded).
 MAX_PENDING = 100_000
@@ -164,7 +169,9 @@ _ENDED = frozenset({State.FINISHED, State.FAILED, State.CRASHED, State.STOPPED})
 #   probe          [P<component/index>, total]
 #   end of stream  [E<component/index>]
 # where ``total`` (``pack_count``) is the sender's running count of messages sent to this
-# receiver (runtime/credit.py says why the count is absolute).
+# receiver (runtime/credit.py says why the count is absolute), and ``payload`` is the
+# serializer's encoding of ``[ids, values]`` (``batch_columns``; runtime/codec.py): ids
+# the first seq id when they are consecutive, else the list of them.
 # Receiver -> sender, on the same connection:
 #   grant          [G<processed><limit><cost>]  (two int64 and a float64, little endian)
 # Under at-least-once (runtime/guarantee.py), a data frame has a fourth part, its anchor
@@ -215,9 +222,9 @@ def _unpack_count(data: bytes) -> int | None:
     return total if total >= 0 else None
 
 
-@dataclass(frozen=True)
-class Header:
-    """A parsed frame header: data, probe or end of stream, and who sent it."""
+class Header(NamedTuple):
+    """A parsed frame header: data, probe or end of stream, and who sent it (a named
+    tuple, like Frame: one of each is made for every frame received)."""
 
     eos: bool
     sender: str  # "component/index"
@@ -248,6 +255,22 @@ def _parse_header(frame: bytes, kinds: tuple[bytes, ...]) -> Header | None:
     if not slash or not component or not index.isdigit() or not index.isascii():
         return None
     return Header(eos=frame[:1] == _EOS, sender=sender, probe=frame[:1] == _PROBE)
+
+
+def batch_columns(decoded: Any) -> Columns | None:
+    """The batch a decoded data payload holds, or None when it is not ``[ids, values]``:
+    ``values`` a list, ``ids`` the first of consecutive int seq ids or a list of as many
+    int ids as values. Never raises (the payload comes from a peer)."""
+    if type(decoded) is not list or len(decoded) != 2:
+        return None
+    ids, values = decoded
+    if type(values) is not list:
+        return None
+    if type(ids) is int:
+        return range(ids, ids + len(values)), values
+    if type(ids) is list and len(ids) == len(values) and set(map(type, ids)) <= {int}:
+        return ids, values
+    return None
 
 
 @dataclass(frozen=True)
@@ -324,8 +347,7 @@ def parse_reply(data: bytes) -> Grant | Acks | RestartNotice | None:
     return None
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     """A whole received message from a sender: its header, payload (data) and the
     sender's running ``total`` (data and probe; 0 for end of stream); the ``anchor`` of
     an at-least-once data frame."""

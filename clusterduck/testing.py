@@ -121,7 +121,10 @@ def run_inprocess(path: str | Path | TopologyFile) -> TopologyResult:
                     parts = {i: batch}
                 for i, part in parts.items():
                     set_context(contexts[worker.name][i])  # who am I, for this call
-                    deliver(worker.name, logics[worker.name][i].feed(origin, part))
+                    # as a process feeds a decoded frame: its two columns
+                    ids, values = [seq for seq, _ in part], [value for _, value in part]
+                    out = logics[worker.name][i].feed_columns(origin, ids, values)
+                    deliver(worker.name, list(zip(*out, strict=True)))
 
         for spout in topo.spouts:
             for i in range(spout.parallelism):

@@ -14,6 +14,11 @@ from clusterduck.exceptions import ClusterduckError
 from clusterduck.runtime.codec import CODECS, Codec, CodecError, get_codec
 
 
+def pairs_of(batch: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """What msgpack/json give back for a batch: (seq, value) tuples, values as_lists."""
+    return [(seq, as_lists(value)) for seq, value in batch]
+
+
 def as_lists(value: Any) -> Any:
     """What msgpack/json give back for a value: tuples become lists."""
     if isinstance(value, (list, tuple)):
@@ -67,14 +72,14 @@ def test_pickle_round_trip_is_exact(batch: list[tuple[int, Any]]) -> None:
 @given(batches)
 def test_msgpack_round_trip(batch: list[tuple[int, Any]]) -> None:
     codec = get_codec("msgpack")
-    assert codec.loads(codec.dumps(batch)) == as_lists(batch)
+    assert codec.loads(codec.dumps(batch)) == pairs_of(batch)
 
 
 @settings(max_examples=100, deadline=None)
 @given(batches)
 def test_json_round_trip(batch: list[tuple[int, Any]]) -> None:
     codec = get_codec("json")
-    assert codec.loads(codec.dumps(batch)) == as_lists(batch)
+    assert codec.loads(codec.dumps(batch)) == pairs_of(batch)
 
 
 def test_pickle_uses_the_highest_protocol_and_keeps_types() -> None:
@@ -88,15 +93,15 @@ def test_msgpack_specifics() -> None:
     codec = get_codec("msgpack")
     batch = [(3, {1: b"raw", "k": bytearray(b"ab")}), (4, {(1, (2, 3)): "tuple key"})]
     assert codec.loads(codec.dumps(batch)) == [
-        [3, {1: b"raw", "k": b"ab"}],
-        [4, {(1, (2, 3)): "tuple key"}],
+        (3, {1: b"raw", "k": b"ab"}),
+        (4, {(1, (2, 3)): "tuple key"}),
     ]
 
 
 def test_json_is_compact_and_keys_become_str() -> None:
     codec = get_codec("json")
-    assert codec.dumps([(1, {"a": [1, 2]})]) == b'[[1,{"a":[1,2]}]]'
-    assert codec.loads(codec.dumps([(1, {2: "x"})])) == [[1, {"2": "x"}]]
+    assert codec.dumps([(1, {"a": [1, 2]})]) == b'[1,[{"a":[1,2]}]]'
+    assert codec.loads(codec.dumps([(1, {2: "x"})])) == [(1, {"2": "x"})]
 
 
 @pytest.mark.parametrize(
@@ -146,5 +151,25 @@ def test_garbage_does_not_decode(name: str) -> None:
 def test_non_list_payload_is_refused(name: str) -> None:
     codec = get_codec(name)
     data = {"pickle": pickle.dumps(7), "msgpack": b"\x07", "json": b"7"}[name]
-    with pytest.raises(CodecError, match="expected a list of pairs"):
+    with pytest.raises(CodecError, match="expected seq ids and values"):
         codec.loads(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(-(2**62), 2**62), max_size=20), st.sampled_from(CODECS))
+def test_ids_travel_as_a_first_id_when_consecutive_else_as_a_list(
+    ids: list[int], name: str
+) -> None:
+    """Columns on the wire (docs/reference.md, Frames): the ids come back exactly, as a
+    range exactly when they are consecutive; the values as one list."""
+    codec = get_codec(name)
+    values = [str(i) for i in range(len(ids))]
+    data = codec.dumps(list(zip(ids, values, strict=True)))
+    seqs, got = codec.loads_columns(data)
+    assert list(seqs) == ids and got == values
+    consecutive = bool(ids) and ids == list(range(ids[0], ids[0] + len(ids)))
+    assert isinstance(seqs, range) == consecutive
+    assert codec.decode(data)[0] == (ids[0] if consecutive else ids)
+    assert codec.dumps_columns(range(5, 5 + len(ids)), values) == codec.dumps(
+        list(zip(range(5, 5 + len(ids)), values, strict=True))
+    )

@@ -1,15 +1,24 @@
 """Serializers for batches of messages: ``pickle``, ``msgpack`` and ``json``.
 
 A batch is a list of ``(seq_id, value)`` pairs and is encoded in one call, which is what
-makes batching pay off on the hot path. What comes back from :meth:`Codec.loads`:
+makes batching pay off on the hot path. On the wire it travels as two *columns*,
+``[ids, values]`` (docs/reference.md, "Frames"): ``ids`` is the first seq id (an int)
+when the ids are consecutive — what a spout's stream and every worker that passes each
+message on send — else the list of ids; ``values`` is the plain list of values. So the
+serializer sees one list of values, as a hand-batched pipeline's would, and checking a
+decoded frame's shape is a type and length comparison, not a look at every pair.
+
+:meth:`Codec.loads_columns` gives the columns back (ids as a ``range`` or a list of
+ints); :meth:`Codec.loads` zips them into ``(seq_id, value)`` tuples. What comes back
+for a *value*:
 
 * ``pickle`` (protocol 5): exactly what was sent (tuples stay tuples), any picklable value.
   Only ever read from authenticated peers (docs/reference.md §6).
-* ``msgpack``: pairs come back as 2-item *lists*, and so does every tuple inside a value;
-  ``bytes`` stay ``bytes``; dict keys may be any msgpack type (a tuple key comes back as a
-  tuple). Ints must fit in 64 bits.
-* ``json`` (stdlib, compact): pairs and tuples come back as lists; dict keys come back as
-  ``str`` (JSON only has string keys); no ``bytes``.
+* ``msgpack``: every tuple inside a value comes back as a list; ``bytes`` stay ``bytes``;
+  dict keys may be any msgpack type (a tuple key comes back as a tuple). Ints (seq ids
+  too) must fit in 64 bits.
+* ``json`` (stdlib, compact): tuples come back as lists; dict keys come back as ``str``
+  (JSON only has string keys); no ``bytes``.
 
 Values msgpack/json cannot encode raise :class:`CodecError` naming the seq id, where in
 the value the offending object sits, its type, and suggesting ``serializer: pickle``.
@@ -18,16 +27,21 @@ the value the offending object sits, its type, and suggesting ``serializer: pick
 from __future__ import annotations
 
 import json
+import operator
 import pickle
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgpack
 
 from clusterduck.exceptions import CodecError
-from clusterduck.protocol import Batch
+from clusterduck.protocol import Batch, Columns, batch_columns
 
-__all__ = ["CODECS", "Codec", "CodecError", "get_codec"]
+__all__ = ["CODECS", "Codec", "CodecError", "Columns", "get_codec"]
+
+_first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
 
 
 class Codec(ABC):
@@ -35,16 +49,58 @@ class Codec(ABC):
 
     name: str
 
-    @abstractmethod
     def dumps(self, batch: Batch) -> bytes:
-        """Encode a whole batch in one call."""
+        """Encode a whole batch of pairs in one call."""
+        return self.dumps_columns(list(map(_first, batch)), list(map(_second, batch)))
+
+    def dumps_columns(self, seqs: Sequence[int], values: list[Any]) -> bytes:
+        """Encode a batch given as its ids and its values (``len(seqs) == len(values)``)."""
+        return self._encode([_ids(seqs), values], seqs, values)
 
     @abstractmethod
+    def _encode(self, wire: list[Any], seqs: Sequence[int], values: list[Any]) -> bytes:
+        """``wire`` in one call; errors name the seq id of the value that failed."""
+
+    @abstractmethod
+    def decode(self, data: bytes) -> Any:
+        """The decoded object, whatever its shape; CodecError when it does not decode."""
+
+    def loads_columns(self, data: bytes) -> Columns:
+        """A batch as its two columns; CodecError when it does not decode or is no batch."""
+        decoded = self.decode(data)
+        cols = batch_columns(decoded)
+        if cols is None:
+            raise CodecError(
+                self.name, f"decoded a {type(decoded).__name__}, expected seq ids and values"
+            )
+        return cols
+
     def loads(self, data: bytes) -> list[Any]:
-        """Decode a batch; pairs may come back as 2-item lists (see the module docstring)."""
+        """A batch as ``(seq_id, value)`` tuples."""
+        seqs, values = self.loads_columns(data)
+        return list(zip(seqs, values, strict=True))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+def _ids(seqs: Sequence[int]) -> int | list[int]:
+    """The first id when the ids are consecutive (checked in C), else the list of ids."""
+    n = len(seqs)
+    if type(seqs) is range:
+        if seqs.step == 1 and n:
+            return seqs.start
+        return list(seqs)
+    if n:
+        first, last = seqs[0], seqs[-1]
+        if (
+            type(first) is int
+            and type(last) is int
+            and last - first == n - 1
+            and (n < 3 or seqs == list(range(first, last + 1)))
+        ):
+            return first
+    return seqs if type(seqs) is list else list(seqs)
 
 
 class PickleCodec(Codec):
@@ -52,11 +108,11 @@ class PickleCodec(Codec):
 
     name = "pickle"
 
-    def dumps(self, batch: Batch) -> bytes:
+    def _encode(self, wire: list[Any], seqs: Sequence[int], values: list[Any]) -> bytes:
         try:
-            return pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+            return pickle.dumps(wire, protocol=pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
-            seq = _first_failing_seq(batch)
+            seq = _first_failing_seq(seqs, values)
             raise CodecError(
                 self.name,
                 f"cannot pickle a value: {exc}",
@@ -65,9 +121,9 @@ class PickleCodec(Codec):
                 "(no lambdas, local classes, locks, sockets or open files)",
             ) from exc
 
-    def loads(self, data: bytes) -> list[Any]:
+    def decode(self, data: bytes) -> Any:
         try:
-            batch = pickle.loads(data)
+            return pickle.loads(data)
         except Exception as exc:  # unpickling can raise almost anything
             raise CodecError(
                 self.name,
@@ -75,7 +131,6 @@ class PickleCodec(Codec):
                 hint="every class in a message must be importable in the receiving process "
                 "(ship it in the topology's `code` folder)",
             ) from exc
-        return _check_batch(self.name, batch)
 
 
 class MsgpackCodec(Codec):
@@ -83,27 +138,28 @@ class MsgpackCodec(Codec):
 
     name = "msgpack"
 
-    def dumps(self, batch: Batch) -> bytes:
+    def _encode(self, wire: list[Any], seqs: Sequence[int], values: list[Any]) -> bytes:
         try:
-            data: bytes = msgpack.packb(batch, use_bin_type=True)
+            data: bytes = msgpack.packb(wire, use_bin_type=True)
             return data
         except (TypeError, ValueError, OverflowError) as exc:
-            raise _unsupported(self.name, batch, exc, _msgpack_scalar, _msgpack_key) from exc
+            raise _unsupported(
+                self.name, zip(seqs, values, strict=False), exc, _msgpack_scalar, _msgpack_key
+            ) from exc
 
-    def loads(self, data: bytes) -> list[Any]:
+    def decode(self, data: bytes) -> Any:
         try:
             try:
-                batch = msgpack.unpackb(data, raw=False, strict_map_key=False)
+                return msgpack.unpackb(data, raw=False, strict_map_key=False)
             except TypeError:
                 # A tuple dict key decodes as an (unhashable) list; the slower hook fixes it.
-                batch = msgpack.unpackb(
+                return msgpack.unpackb(
                     data, raw=False, strict_map_key=False, object_pairs_hook=_dict_with_keys
                 )
         except Exception as exc:  # msgpack raises several unrelated types on bad input
             raise CodecError(
                 self.name, f"cannot decode a batch of {len(data)} bytes: {exc}"
             ) from exc
-        return _check_batch(self.name, batch)
 
 
 class JsonCodec(Codec):
@@ -111,20 +167,21 @@ class JsonCodec(Codec):
 
     name = "json"
 
-    def dumps(self, batch: Batch) -> bytes:
+    def _encode(self, wire: list[Any], seqs: Sequence[int], values: list[Any]) -> bytes:
         try:
-            return json.dumps(batch, separators=(",", ":")).encode()
+            return json.dumps(wire, separators=(",", ":")).encode()
         except (TypeError, ValueError, RecursionError) as exc:
-            raise _unsupported(self.name, batch, exc, _json_scalar, _json_key) from exc
+            raise _unsupported(
+                self.name, zip(seqs, values, strict=False), exc, _json_scalar, _json_key
+            ) from exc
 
-    def loads(self, data: bytes) -> list[Any]:
+    def decode(self, data: bytes) -> Any:
         try:
-            batch = json.loads(data)
+            return json.loads(data)
         except (ValueError, RecursionError) as exc:
             raise CodecError(
                 self.name, f"cannot decode a batch of {len(data)} bytes: {exc}"
             ) from exc
-        return _check_batch(self.name, batch)
 
 
 _CODECS: dict[str, Codec] = {c.name: c for c in (PickleCodec(), MsgpackCodec(), JsonCodec())}
@@ -147,12 +204,6 @@ def get_codec(name: str) -> Codec:
 # ---------------------------------------------------------------------- helpers
 
 
-def _check_batch(codec: str, batch: Any) -> list[Any]:
-    if not isinstance(batch, list):
-        raise CodecError(codec, f"decoded a {type(batch).__name__}, expected a list of pairs")
-    return batch
-
-
 def _freeze(key: Any) -> Any:
     return tuple(_freeze(k) for k in key) if isinstance(key, list) else key
 
@@ -161,15 +212,15 @@ def _dict_with_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     return {_freeze(k): v for k, v in pairs}
 
 
-def _first_failing_seq(batch: Batch) -> int | None:
-    """On the error path only: which pair of the batch does not pickle."""
-    for pair in batch:
+def _first_failing_seq(seqs: Sequence[int], values: list[Any]) -> int | None:
+    """On the error path only: the id of the first value that does not pickle."""
+    for seq, value in zip(seqs, values, strict=False):
         try:
-            pickle.dumps(pair, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # only looking for the culprit
             try:
-                return int(pair[0])
-            except (TypeError, ValueError, IndexError):
+                return int(seq)
+            except (TypeError, ValueError):
                 return None
     return None
 
@@ -245,7 +296,7 @@ def _find(
 
 
 def _unsupported(
-    codec: str, batch: Batch, exc: BaseException, scalar: Any, key_check: Any
+    codec: str, batch: Iterable[Any], exc: BaseException, scalar: Any, key_check: Any
 ) -> CodecError:
     """Build the error for a value msgpack/json cannot encode, naming seq, place and type."""
     hint = (

@@ -13,7 +13,7 @@ import functools
 import inspect
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import GeneratorType
@@ -21,9 +21,10 @@ from typing import Any
 
 from ..entries import resolve_entry
 from ..exceptions import EntryError, FatalError
-from ..protocol import MAX_PENDING, Batch, ComponentSpec
+from ..protocol import MAX_PENDING, Batch, Columns, ComponentSpec
 from .anomalies import Anomalies
 from .bundler import Bundler
+from .context import _running
 from .context import _seq as _current_seq
 from .metrics import Metrics
 from .sequencer import Sequencer
@@ -85,6 +86,15 @@ def load_user_code(component: ComponentSpec, code_dir: Path) -> UserCode:
     return UserCode(call, None, is_async)
 
 
+class _Failed:
+    """The result recorded for a call that raised (``WorkerLogic._map_plain``)."""
+
+
+_FAILED = _Failed()
+_NONE = frozenset({type(None)})
+_SPECIAL = frozenset({type(None), GeneratorType, _Failed})
+
+
 class WorkerLogic:
     """Bundling, sequencing and calling for one worker instance."""
 
@@ -143,6 +153,17 @@ class WorkerLogic:
                     self._release(seq, values, out)
         self.metrics.emitted += len(out)
         return out
+
+    def feed_columns(self, input_name: str, seqs: Sequence[int], values: list[Any]) -> Columns:
+        """``feed`` for a batch as its two columns (a decoded frame, runtime/codec.py);
+        what to forward comes back as columns too (for ``Outbox.emit_columns``)."""
+        if self.bundler is not None or self.sequencer is not None:
+            out = self.feed(input_name, list(zip(seqs, values, strict=True)))
+            return [seq for seq, _ in out], [value for _, value in out]
+        self.metrics.received += len(values)
+        ids, results = self._map_plain(seqs, values)
+        self.metrics.emitted += len(results)
+        return ids, results
 
     def poll_timers(self) -> Batch:
         """Release what an expired ``gap_timeout`` allows."""
@@ -209,6 +230,57 @@ class WorkerLogic:
                     append((seq, result))
             except Exception as exc:  # noqa: BLE001 - user code may raise anything
                 self._failed(seq, exc)
+
+    def _map_plain(self, seqs: Sequence[int], values: list[Any]) -> Columns:
+        """The hot path: the user's function over a whole slice with ``map``, so the loop
+        runs in C and only the calls themselves run Python. ``context().seq_id`` reads
+        the id being called from how many results there are so far (runtime/context.py).
+
+        A call that raises is recorded as ``_FAILED`` in its place and the map goes on
+        after it; a StopIteration ends ``map`` like the end of its input, so a result
+        list shorter than the slice means the call after its end raised one. A returned
+        generator is consumed once every call of the slice was made."""
+        results: list[Any] = []
+        extend, n = results.extend, len(values)
+        call = self.call
+        rest = iter(values)
+        _running[0] = (seqs, results)
+        try:
+            while True:
+                try:
+                    extend(map(call, rest))
+                except Exception as exc:  # noqa: BLE001 - user code may raise anything
+                    self._failed(seqs[len(results)], exc)
+                    results.append(_FAILED)
+                    continue
+                if len(results) == n:
+                    break
+                self._failed(seqs[len(results)], RuntimeError("the function raised StopIteration"))
+                results.append(_FAILED)
+        finally:
+            _running[0] = None
+        kinds = set(map(type, results))
+        if kinds.isdisjoint(_SPECIAL):
+            return seqs, results  # one result per call, under the ids of the input
+        if kinds == _NONE:
+            return [], []  # a sink
+        ids: list[int] = []
+        out: list[Any] = []
+        for seq, result in zip(seqs, results, strict=True):
+            if result is None or result is _FAILED:
+                continue
+            if type(result) is GeneratorType:
+                _current_seq[0] = seq
+                try:
+                    for item in result:
+                        ids.append(seq)
+                        out.append(item)
+                except Exception as exc:  # noqa: BLE001
+                    self._failed(seq, exc)
+            else:
+                ids.append(seq)
+                out.append(result)
+        return ids, out
 
     def _invoke(self, seq: int, args: tuple[Any, ...], out: Batch) -> None:
         if self.released is not None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["InstanceContext", "context", "set_context", "set_seq"]
 
 # The seq id of the message being processed: a one-slot list the runtime writes before
 # each call (cheaper than a new context object per message).
 _seq: list[int | None] = [None]
+# While a worker calls its function over a slice with map() (runtime/component.py): the
+# slice's ids and the results so far, so the id being called is ``ids[len(results)]``.
+_running: list[tuple[Sequence[int], list[Any]] | None] = [None]
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,10 @@ class InstanceContext:
     def seq_id(self) -> int | None:
         """The seq id of the message the worker is being called with (None in a spout):
         the key of an idempotent write."""
+        running = _running[0]
+        if running is not None:
+            ids, results = running
+            return ids[len(results)]
         return _seq[0]
 
 

@@ -13,13 +13,12 @@ to one batch's output. The frames themselves are laid out in :mod:`clusterduck.p
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import Acks, Batch, EdgeStatus, Grant, RestartNotice, pack_count
+from .chunks import ChunkQueue
 from .codec import Codec
 from .credit import PROBE_INTERVAL, CreditLedger
 from .inbound import Rejections, check_reply
@@ -45,13 +44,13 @@ class Output:
     credit: bool = True
     ledger: CreditLedger = field(init=False)
     # Messages waiting for credit: per instance, and (shuffle) for any instance.
-    waiting: list[deque[tuple[int, Any]]] = field(init=False)
-    any: deque[tuple[int, Any]] = field(init=False)
+    waiting: list[ChunkQueue] = field(init=False)
+    any: ChunkQueue = field(init=False)
 
     def __post_init__(self) -> None:
         self.ledger = CreditLedger(len(self.sockets), unlimited=not self.credit)
-        self.waiting = [deque() for _ in self.sockets]
-        self.any = deque()
+        self.waiting = [ChunkQueue() for _ in self.sockets]
+        self.any = ChunkQueue()
 
     def backlog(self) -> int:
         return len(self.any) + sum(map(len, self.waiting))
@@ -87,6 +86,11 @@ class Outbox:
         # with the acks and restart notices receivers send back. None: at-most-once.
         self.anchors: Anchoring | None = None
         self.on_reply: Callable[[Acks | RestartNotice], None] | None = None
+        # Where emit_columns queues a batch whole, per output; None: some output cuts
+        # batches by message (seq, key), which needs pairs.
+        self._whole: list[list[ChunkQueue]] | None = None
+        if not any(out.route.splits for out in outputs):
+            self._whole = [[out.any] if out.route.shuffles else out.waiting for out in outputs]
 
     @property
     def pending(self) -> bool:
@@ -110,22 +114,42 @@ class Outbox:
                     if anchors is not None:
                         anchors.queued(out.waiting[index], len(part))
 
-    def _encode(self, part: Batch) -> tuple[bytes, int]:
-        """The whole batch in one call; if that fails, find and drop the bad messages."""
-        try:
-            return self.codec.dumps(part), len(part)
-        except Exception:  # noqa: BLE001 - isolate below, message by message
-            good = []
-            for item in part:
-                try:
-                    self.codec.dumps([item])
-                except Exception as exc:  # noqa: BLE001
-                    self.on_error(item[0], exc)
-                else:
-                    good.append(item)
-            return (self.codec.dumps(good) if good else b""), len(good)
+    def emit_columns(self, seqs: Sequence[int], values: list[Any]) -> None:
+        """``emit`` for a batch given as its two columns (a worker's results): queued as
+        they are, without a pair or a queue entry per message (runtime/chunks.py)."""
+        whole = self._whole
+        if whole is None:
+            self.emit(list(zip(seqs, values, strict=True)))
+            return
+        n = len(values)
+        if not n:
+            return
+        anchors = self.anchors
+        for queues in whole:
+            for queue in queues:
+                queue.extend_columns(seqs, values)
+                self.queued_messages += n
+                if anchors is not None:
+                    anchors.queued(queue, n)
 
-    def _send(self, out: Output, i: int, queue: deque[tuple[int, Any]]) -> bool:
+    def _encode(self, seqs: Sequence[int], values: list[Any]) -> tuple[bytes, int]:
+        """The whole batch in one call; if that fails, find and drop the bad messages."""
+        dumps = self.codec.dumps_columns
+        try:
+            return dumps(seqs, values), len(values)
+        except Exception:  # noqa: BLE001 - isolate below, message by message
+            good_ids, good = [], []
+            for seq, value in zip(seqs, values, strict=True):
+                try:
+                    dumps([seq], [value])
+                except Exception as exc:  # noqa: BLE001
+                    self.on_error(seq, exc)
+                else:
+                    good_ids.append(seq)
+                    good.append(value)
+            return (dumps(good_ids, good) if good else b""), len(good)
+
+    def _send(self, out: Output, i: int, queue: ChunkQueue) -> bool:
         """One frame from ``queue`` to instance ``i``, as large as its credit allows."""
         sock = out.sockets[i]
         if sock in self._full:
@@ -140,12 +164,8 @@ class Outbox:
         n = min(len(queue), free, MAX_BATCH)
         if n <= 0:
             return False
-        if n == len(queue):
-            part = list(queue)
-            queue.clear()
-        else:
-            part = list(map(deque.popleft, repeat(queue, n)))  # in C
-        payload, good = self._encode(part)
+        seqs, values = queue.take(n)
+        payload, good = self._encode(seqs, values)
         anchors = self.anchors
         anchor = None
         if good:
@@ -155,7 +175,7 @@ class Outbox:
                 anchor, data = anchors.anchor(queue, n)
                 frame = (*frame, data)
             if not sock.send(frame, block=False):
-                queue.extendleft(reversed(part))  # ZeroMQ's own queue is full: later
+                queue.put_back(seqs, values)  # ZeroMQ's own queue is full: later
                 self._full.add(sock)
                 return False
             led.take(i, good)

@@ -258,7 +258,7 @@ class ComponentProcess:
         self.guards[sock] = InboundGuard(
             f"{self.name} <- {name}",
             self.topology.component(name).instance_names(),
-            self.codec.loads,
+            self.codec.decode,
             self.rejections,
         )
 
@@ -489,26 +489,31 @@ class ComponentProcess:
                 self._grant(sock, identity, item.total, item.total, 0, 0.0)
                 continue
             assert isinstance(item, DataBatch)
-            batch, total = item.batch, item.total
-            first = total - len(batch)
-            token = None if acks is None else acks.receive(sock, identity, item.anchor, len(batch))
+            seqs, values, total = item.seqs, item.values, item.total
+            n = len(values)
+            first = total - n
+            token = None if acks is None else acks.receive(sock, identity, item.anchor, n)
             if held or not outbox.pending:  # credit before the work, if the sender runs low
                 early = intake.early_grant(identity, first, total, time.monotonic())
                 if early is not None:
                     sock.send((identity, early), block=False)
-            for start, end in intake.slices(len(batch)):
+            for start, end in intake.slices(n):
                 began = time.perf_counter()
-                part = batch if end - start == len(batch) else batch[start:end]
+                if end - start == n:
+                    ids, part = seqs, values
+                else:
+                    ids, part = seqs[start:end], values[start:end]
                 if token is None:
-                    outbox.emit(logic.feed(name, part))
+                    outbox.emit_columns(*logic.feed_columns(name, ids, part))
                 else:
                     assert acks is not None
-                    acks.feed(logic, outbox.emit, name, part, token)
+                    pairs = list(zip(ids, part, strict=True))
+                    acks.feed(logic, outbox.emit, name, pairs, token)
                 # With the next frame already waiting (we are behind), its results may
                 # leave with these in one frame, unless these fill a frame already or
                 # waited SLICE_SECONDS. Held is not blocked: credit still goes back.
                 held = (
-                    end == len(batch)
+                    end == n
                     and outbox.queued_messages < MAX_BATCH
                     and began - flushed < SLICE_SECONDS
                     and sock.has_input()

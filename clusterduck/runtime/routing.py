@@ -65,6 +65,16 @@ class Route:
             key = _callable(resolve_entry(worker.key, code_dir))
         return cls(worker.name, worker.parallelism, worker.grouping, key)
 
+    @property
+    def shuffles(self) -> bool:
+        """A batch goes whole to any one instance (``split`` gives None)."""
+        return self.mode == "shuffle" and self.parallelism > 1
+
+    @property
+    def splits(self) -> bool:
+        """A batch is cut by message (``seq``, ``key``): ``split`` must see the values."""
+        return self.mode in ("seq", "key") and self.parallelism > 1
+
     def shuffle_order(self) -> list[int]:
         """Shuffle: the instances to offer the next batch to, in turn; the first one with
         room takes it (least-loaded) and is reported with :meth:`took`."""
