@@ -13,6 +13,26 @@ import pytest
 from lifecycle_fixtures import TOPOLOGIES, Clusterduck, processes_matching, wait_until
 
 
+def numbers_through(tmp_path: Path, name: str, worker: str, module: str = "") -> Path:
+    """A topology file: 20 numbers -> ``worker`` (a YAML flow mapping, fed by numbers) ->
+    a printer; ``module`` is the source of a ``user.py`` next to lifecycle's parts."""
+    if module:
+        (tmp_path / "user.py").write_text(module)
+        (tmp_path / "lc_parts.py").write_text((TOPOLOGIES / "lc_parts.py").read_text())
+    worker_name = worker.split(",")[0].split(":")[1].strip()
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\n"
+        f"code: {'.' if module else TOPOLOGIES}\n"
+        "spouts:\n"
+        "  - {name: numbers, entry: 'lc_parts:count_up', args: {count: 20}}\n"
+        "workers:\n"
+        f"  - {worker}\n"
+        f"  - {{name: printer, entry: 'lc_parts:Printer', inputs: [{worker_name}]}}\n"
+    )
+    return path
+
+
 @pytest.fixture
 def hangup_port() -> Iterator[int]:
     """A TCP port on loopback that accepts and hangs up at once: what a host whose
@@ -147,15 +167,10 @@ def test_up_wait_names_the_component_whose_errors_were_counted(
 ) -> None:
     """Exit 0 (counted errors are not a failure), but the user is told where to look."""
     name = duck.name("errs")
-    path = tmp_path / "errs.yaml"
-    path.write_text(
-        f"name: {name}\n"
-        f"code: {TOPOLOGIES}\n"
-        "spouts:\n"
-        "  - {name: numbers, entry: 'lc_parts:count_up', args: {count: 20}}\n"
-        "workers:\n"
-        "  - {name: picky, entry: 'lc_parts:fail_at', args: {bad: 7}, inputs: [numbers]}\n"
-        "  - {name: printer, entry: 'lc_parts:Printer', inputs: [picky]}\n"
+    path = numbers_through(
+        tmp_path,
+        name,
+        "{name: picky, entry: 'lc_parts:fail_at', args: {bad: 7}, inputs: [numbers]}",
     )
     done = duck.run("up", str(path), "--wait")
     assert done.returncode == 0, (done.stdout, done.stderr)
@@ -175,21 +190,13 @@ def test_up_wait_says_a_worker_crashed_and_what_that_cost(
     Exit code 3 is also the runtime's own "failed to load": user code exiting with it
     is still a crash, restarted like any other."""
     name = duck.name("crashy")
-    (tmp_path / "crashy.py").write_text(
+    path = numbers_through(
+        tmp_path,
+        name,
+        "{name: fragile, entry: 'user:die_at_7', inputs: [numbers]}",
         "import os\n\n\ndef die_at_7(value):\n    if value == 7:\n"
         f"        os._exit({code})\n"
-        "    return value\n"
-    )
-    (tmp_path / "lc_parts.py").write_text((TOPOLOGIES / "lc_parts.py").read_text())
-    path = tmp_path / "crashy.yaml"
-    path.write_text(
-        f"name: {name}\n"
-        "code: .\n"
-        "spouts:\n"
-        "  - {name: numbers, entry: 'lc_parts:count_up', args: {count: 20}}\n"
-        "workers:\n"
-        "  - {name: fragile, entry: 'crashy:die_at_7', inputs: [numbers]}\n"
-        "  - {name: printer, entry: 'lc_parts:Printer', inputs: [fragile]}\n"
+        "    return value\n",
     )
     done = duck.run("up", str(path), "--wait")
     assert done.returncode == 0, (done.stdout, done.stderr)
@@ -210,23 +217,15 @@ def test_status_through_a_pipe_keeps_one_line_per_instance(
 ) -> None:
     """`status | grep` and `status > file` get whole rows, a long last error included."""
     name = duck.name("piped")
-    (tmp_path / "wordy.py").write_text(
+    path = numbers_through(
+        tmp_path,
+        name,
+        "{name: wordy, entry: 'user:refuse', inputs: [numbers], parallelism: 2}",
         "def refuse(value):\n"
         "    if value == 3:\n"
         "        raise ValueError('this message is long enough to need wrapping in a table: '\n"
         "                         + 'x' * 40)\n"
-        "    return value\n"
-    )
-    (tmp_path / "lc_parts.py").write_text((TOPOLOGIES / "lc_parts.py").read_text())
-    path = tmp_path / "piped.yaml"
-    path.write_text(
-        f"name: {name}\n"
-        "code: .\n"
-        "spouts:\n"
-        "  - {name: numbers, entry: 'lc_parts:count_up', args: {count: 20}}\n"
-        "workers:\n"
-        "  - {name: wordy, entry: 'wordy:refuse', inputs: [numbers], parallelism: 2}\n"
-        "  - {name: printer, entry: 'lc_parts:Printer', inputs: [wordy]}\n"
+        "    return value\n",
     )
     assert duck.run("up", str(path), "--wait").returncode == 0
     shown = duck.run("status", name)
