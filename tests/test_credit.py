@@ -227,6 +227,24 @@ def test_shuffle_prefers_the_instance_with_most_free_credit() -> None:
     assert ledger.choose() is None
 
 
+def test_an_instance_with_less_credit_still_gets_a_turn_every_interval() -> None:
+    """A restarted instance comes back with less credit than its siblings: while they
+    keep up (their credit always larger), "most free credit" alone would never pick it."""
+    clock = FakeClock()
+    ledger = CreditLedger(2, initial=100, clock=clock)
+    ledger.grant(1, Grant(0, 1000, 0.0001))  # instance 1: a large window, always free
+    picks = []
+    for _ in range(20):
+        clock.now += PROBE_INTERVAL / 4
+        chosen = ledger.choose()
+        picks.append(chosen)
+        assert chosen is not None
+        sent = ledger.take(chosen, 1)
+        ledger.grant(chosen, Grant(sent, sent + ledger.window(chosen), 0.0001))
+    assert picks.count(0) >= 3, picks  # a turn at least every PROBE_INTERVAL
+    assert picks.count(1) > picks.count(0), picks  # otherwise most free credit wins
+
+
 def test_take_beyond_credit_is_a_bug() -> None:
     ledger = CreditLedger(1, initial=5)
     ledger.take(0, 5)

@@ -91,6 +91,7 @@ class CreditLedger:
         self._clock = clock
         self._last_probe = [clock()] * instances
         self._last_grant = [clock()] * instances  # when instance i last said anything
+        self._last_chosen = [clock()] * instances  # when choose() last picked instance i
         self._cursor = 0  # round-robin among instances with equal free credit
 
     @property
@@ -134,18 +135,29 @@ class CreditLedger:
         """For shuffle: the instance with the most free credit, or None if none has any.
 
         Ties go to the first in ``order`` (the route's turn, ``Route.shuffle_order``);
-        without one, the ledger takes turns itself."""
+        without one, the ledger takes turns itself. An instance with credit that was
+        not picked for ``PROBE_INTERVAL`` gets the turn: otherwise one whose credit is
+        smaller than its siblings' (a restarted instance, back at ``INITIAL_CREDIT`` or
+        at what its predecessor left) would never be picked while they keep up, never
+        measure its speed, and idle for good."""
         own = order is None
         if order is None:
             n = self.instances
             order = [(self._cursor + step) % n for step in range(n)]
+        now = self._clock()
+        last_chosen = self._last_chosen
         best, best_free = None, 0
         for i in order:
             free = self.free(i)
+            if free > 0 and now - last_chosen[i] >= PROBE_INTERVAL:
+                best = i  # starved of turns: this one now
+                break
             if free > best_free:
                 best, best_free = i, free
-        if best is not None and own:
-            self._cursor = (best + 1) % self.instances
+        if best is not None:
+            last_chosen[best] = now
+            if own:
+                self._cursor = (best + 1) % self.instances
         return best
 
     def probe_due(self, i: int) -> bool:
