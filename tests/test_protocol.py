@@ -3,7 +3,6 @@ with a typed error (or None for frames), never a crash."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -308,7 +307,7 @@ def test_status_json_keeps_the_documented_keys() -> None:
     assert list(doc["components"][0]) == COMPONENT_KEYS
     assert list(doc["components"][0]["instances"][0]) == ROW_KEYS
     edge = EdgeStatus("sink/0", credit=40, in_flight=60, waiting=3, queue_ms=12.5)
-    flowing = dataclasses.replace(row, in_flight=60, cost_ms=0.2, edges=(edge,))
+    flowing = row.replace(in_flight=60, cost_ms=0.2, edges=(edge,))
     flow_doc = json.loads(json.dumps(flowing.to_dict()))
     assert list(flow_doc["edges"][0]) == EDGE_KEYS
     assert InstanceStatus.from_dict(flow_doc, component="w") == flowing

@@ -30,7 +30,6 @@ topology NAME in a session (used by ``down`` also when the supervisor itself is 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -40,7 +39,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
@@ -84,23 +82,26 @@ KILL_GRACE = 3.0
 EXIT_USER_FAILURE = 3
 
 
-@dataclass
 class Instance:
-    component: str
-    index: int
-    log_path: Path
-    popen: ChildProcess | None = None  # forked (forkserver.py) or a fresh interpreter
-    state: State = State.STARTING
-    endpoints: dict[str, str] = field(default_factory=dict)
-    ports: dict[str, int] = field(default_factory=dict)
-    report: InstanceReport | None = None
-    ready: bool = False
-    restarts: int = 0
-    lost: int = 0
-    # The senders' reports whose in-flight count went into ``lost`` (Supervisor._lost_with).
-    counted: dict[str, InstanceReport] = field(default_factory=dict)
-    restart_at: float | None = None
-    error: str | None = None
+    """One local instance: its process, state and what it last reported. (A plain
+    class: a dataclass costs about a millisecond to define at every supervisor start.)"""
+
+    def __init__(self, component: str, index: int, log_path: Path) -> None:
+        self.component = component
+        self.index = index
+        self.log_path = log_path
+        self.popen: ChildProcess | None = None  # forked (forkserver.py) or a fresh interpreter
+        self.state = State.STARTING
+        self.endpoints: dict[str, str] = {}
+        self.ports: dict[str, int] = {}
+        self.report: InstanceReport | None = None
+        self.ready = False
+        self.restarts = 0
+        self.lost = 0
+        # The senders' reports whose in-flight count went into ``lost`` (Supervisor._lost_with).
+        self.counted: dict[str, InstanceReport] = {}
+        self.restart_at: float | None = None
+        self.error: str | None = None
 
     @property
     def name(self) -> str:
@@ -122,8 +123,8 @@ class Supervisor:
         Path(self.layout.logs).mkdir(parents=True, exist_ok=True)
         self.curve = spec.curve
         if self.curve is not None:
-            # Every process of a CURVE topology imports the ZAP handler (asyncio, ssl:
-            # about 30 ms); imported here, before the fork server, each fork inherits it.
+            # Every process of a CURVE topology starts the ZAP handler; imported here,
+            # before the fork server, each fork inherits the module.
             from . import zap  # noqa: F401
         # Before the ZeroMQ context: the fork server must not inherit one (forkserver.py).
         self.starter = Starter(spec.env)
@@ -171,8 +172,7 @@ class Supervisor:
         )
         if restart:
             ended = set(inst.report.ended if inst.report else ()) | self.finished_upstreams(inst)
-            proc_spec = dataclasses.replace(
-                proc_spec,
+            proc_spec = proc_spec.replace(
                 ports=inst.ports,
                 wiring=self.wiring,
                 start=True,
@@ -385,8 +385,7 @@ class Supervisor:
             rep = inst.report
             row = InstanceStatus(inst.component, inst.index, self.host, inst.state)
             if rep is not None:
-                row = dataclasses.replace(
-                    row,
+                row = row.replace(
                     received=rep.received,
                     emitted=rep.emitted,
                     errors=rep.errors,
@@ -403,8 +402,7 @@ class Supervisor:
                     replayed=rep.replayed,
                 )
             rows.append(
-                dataclasses.replace(
-                    row,
+                row.replace(
                     pid=inst.popen.pid if inst.popen else (rep.pid if rep else None),
                     endpoint=next(iter(inst.endpoints.values()), None),
                     rate=row.rate if inst.state is State.RUNNING else 0.0,
@@ -602,8 +600,7 @@ def _tail(path: Path, lines: int) -> str:
 
 def _daemonize_and_run(spec: SupervisorSpec) -> int:
     # `~` in a host's workdir means that host's home: expanded here, on the host.
-    spec = dataclasses.replace(
-        spec,
+    spec = spec.replace(
         run_dir=os.path.expanduser(spec.run_dir),
         code_dir=os.path.expanduser(spec.code_dir),
     )
@@ -685,8 +682,7 @@ def _run_in_slurm_step(spec: SupervisorSpec) -> int:
     else:
         bind_host, advertise = "0.0.0.0", machine
     archive = spec.code_archive
-    spec = dataclasses.replace(
-        spec,
+    spec = spec.replace(
         run_dir=f"{os.path.expanduser(spec.run_dir)}/node{rank}",
         code_dir=os.path.expanduser(spec.code_dir),
         share=(rank, size),
