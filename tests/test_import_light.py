@@ -32,6 +32,21 @@ def test_runtime_entry_points_do_not_import_heavy_libraries(module: str) -> None
     assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
 
 
+def test_a_curve_server_socket_does_not_import_asyncio() -> None:
+    """Every CURVE server socket (a supervisor's control socket, a worker's inbox) starts
+    the ZAP handler: ours answers from a plain thread, pyzmq's needs asyncio (~30 ms)."""
+    code = (
+        "from clusterduck.runtime.transport import Transport, generate_curve_keys\n"
+        "tr = Transport(generate_curve_keys(['w/0']))\n"
+        "sock = tr.router('127.0.0.1', '127.0.0.1')\n"
+        "assert tr._auth is not None\n"
+        "tr.close(linger_ms=0)"
+    )
+    loaded = loaded_after(code)
+    assert "zmq" in loaded
+    assert "asyncio" not in loaded
+
+
 def test_cli_help_does_not_import_pydantic_paramiko_or_zmq() -> None:
     code = (
         "import sys\nfrom clusterduck.cli import main\n"

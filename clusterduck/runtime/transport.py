@@ -55,8 +55,8 @@ from ..exceptions import ControlTimeout, ProtocolError
 from ..protocol import CurveKeys, decode_json
 from .inbound import MAX_CONTROL_BYTES, MAX_FRAME_BYTES
 
-if TYPE_CHECKING:  # imported when CURVE is on: it pulls in asyncio (~40 ms per start)
-    from zmq.auth.thread import ThreadAuthenticator
+if TYPE_CHECKING:  # imported when CURVE is on (a server socket needs it)
+    from .zap import MemberAuthenticator
 
 __all__ = [
     "TOPOLOGY_USER",
@@ -204,19 +204,18 @@ class Transport:
         # Private local mode: every bound socket is a file in this 0700 directory, so
         # only the topology's user (and root) can connect (see private_dir).
         self.ipc_dir = ipc_dir
-        self._auth: ThreadAuthenticator | None = None
+        self._auth: MemberAuthenticator | None = None
         self._sockets: list[Socket] = []
 
     def _ensure_auth(self) -> None:
         """Servers check every client's key; started lazily, clients need none."""
         if self.curve is not None and self._auth is None:
-            from .zap import MemberAuthenticator  # asyncio comes with it: only for CURVE
+            from .zap import MemberAuthenticator  # only for CURVE
 
             users = {self.curve.public: TOPOLOGY_USER}
             users.update({key: name for name, key in self.curve.members.items()})
             self._auth = MemberAuthenticator(self.context, users)
             self._auth.start()
-            self._auth.configure_curve_callback(domain="*", credentials_provider=self._auth)
 
     # -- socket factories --------------------------------------------------------------
 
