@@ -58,7 +58,7 @@ from .protocol import (
     topology_marker,
 )
 from .runtime.procfs import pid_alive, sweep
-from .runtime.transport import generate_curve_keys, request
+from .runtime.transport import Requester, generate_curve_keys
 from .state import HostRecord, TopologyRecord, clusterduck_home, load_all
 
 if TYPE_CHECKING:
@@ -126,6 +126,9 @@ class Cluster:
         # ended host is not asked again, and `down` needs no SSH for either.
         self.unreachable: set[str] = set()
         self.ended: dict[str, HostStatus] = {}
+        # One control connection per supervisor, kept for the next request (`up` makes
+        # three per host, `down` more): a new one is a CURVE handshake on both sides.
+        self.requester = Requester(self.curve)
 
     def conn(self, host: str) -> HostConnection:
         if host not in self._conns:
@@ -145,7 +148,7 @@ class Cluster:
         rec = self.record.hosts[host]
         if timeout is None:
             timeout = REMOTE_REQUEST_TIMEOUT if rec.remote else LOCAL_REQUEST_TIMEOUT
-        return request(rec.control, message.to_dict(), timeout=timeout, curve=self.curve)
+        return self.requester.request(rec.control, message.to_dict(), timeout=timeout)
 
     def each(self, fn: Callable[[str], T]) -> dict[str, T | Exception]:
         """``fn(host)`` for every host with a supervisor, in parallel (see in_parallel)."""
@@ -342,6 +345,7 @@ class Cluster:
             pass
 
     def close(self) -> None:
+        self.requester.close()
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()

@@ -45,6 +45,7 @@ import logging
 import os
 import secrets
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,7 @@ if TYPE_CHECKING:  # imported when CURVE is on (a server socket needs it)
 __all__ = [
     "TOPOLOGY_USER",
     "CurveKeys",
+    "Requester",
     "Socket",
     "Transport",
     "generate_curve_keys",
@@ -485,6 +487,54 @@ def request(
         return decode_json(frames[-1])
     finally:
         tr.close(linger_ms=0)
+
+
+class Requester:
+    """Control requests over one connection per endpoint, kept for the next request.
+
+    A new connection costs a context, a CURVE handshake and a ZAP round on the server:
+    about 3 ms of CPU on the two sides, where a request on an open one costs 0.3 ms.
+    ``up`` asks every supervisor three times, ``down`` more (issue 12: CPU per host).
+    Thread-safe: a request takes its endpoint's socket out while it runs (requests to the
+    same endpoint at once get a socket each). A socket whose request failed or timed out
+    is closed, so a late answer is never read as the next request's."""
+
+    def __init__(self, curve: CurveKeys | None = None) -> None:
+        self.curve = curve
+        self._transport: Transport | None = None
+        self._idle: dict[str, list[Socket]] = {}
+        self._lock = threading.Lock()
+
+    def request(
+        self, endpoint: str, message: dict[str, Any], *, timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """One JSON request, as :func:`request`; raises ControlTimeout."""
+        with self._lock:
+            if self._transport is None:
+                self._transport = Transport(self.curve)
+            idle = self._idle.get(endpoint)
+            sock = idle.pop() if idle else self._transport.dealer(endpoint)
+        try:
+            sock.send_json(message, prefix=[b""])
+            if not sock.raw.poll(int(timeout * 1000)):
+                raise ControlTimeout(endpoint, str(message.get("op")), timeout)
+            frames = sock.raw.recv_multipart()
+        except BaseException:
+            sock.close(linger_ms=0)
+            raise
+        with self._lock:
+            if self._transport is None:  # closed meanwhile
+                sock.close(linger_ms=0)
+            else:
+                self._idle.setdefault(endpoint, []).append(sock)
+        return decode_json(frames[-1])
+
+    def close(self) -> None:
+        with self._lock:
+            transport, self._transport = self._transport, None
+            self._idle.clear()
+        if transport is not None:
+            transport.close(linger_ms=0)
 
 
 def private_dir(topology: str) -> str:
