@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +80,10 @@ REMOTE_REQUEST_TIMEOUT = 5.0
 # accepts no TCP connection within this time; the other hosts' rows do not wait for it
 # (documented in the README, "Many machines").
 UNREACHABLE_AFTER = 2.5
+# While hosts start in parallel, the record (every host, the keys) is written at most
+# this often: writing it after each host's start cost O(hosts²) CPU (issue 12); it is
+# written once more when every supervisor is up.
+SAVE_EVERY = 0.5
 # How long `down` waits for a killed supervisor to close its control port (it exits
 # right after) before it sweeps that host over SSH.
 GONE_AFTER = 5.0
@@ -510,6 +515,17 @@ def _prepare_hosts(
 ) -> None:
     topo = tf.topology
     local_address = topo.host(LOCALHOST).address
+    saving = threading.Lock()
+    saved = [time.monotonic()]
+
+    def save_soon() -> None:
+        """Save unless the record was saved within SAVE_EVERY (a later host's save, or
+        the one after the last host, writes this one's start too)."""
+        with saving:
+            if time.monotonic() - saved[0] < SAVE_EVERY:
+                return
+            saved[0] = time.monotonic()
+        record.save()
 
     def local_addresses() -> tuple[str, str]:
         """(bind, advertise) of this machine's sockets."""
@@ -568,14 +584,17 @@ def _prepare_hosts(
         rec.control, rec.pid = ready.control, ready.pid
         rec.run_dir = ready.run_dir  # absolute: `~` expanded on that host
         rec.ipc_dir = ready.ipc_dir or ""
-        record.save()
+        save_soon()
         _check_ready_version(name, rec.python, ready)  # after save: a failure tears it down
 
     # Slurm groups first: their queue wait must not run out other supervisors' patience.
     names = list(record.hosts)  # a group adds "<group>#<rank>" records as it starts
     slurm = [h for h in names if topo.is_slurm(h)]
     deploy_slurm.start_groups(slurm, prepare, conns)
-    raise_first_error(in_parallel([h for h in names if h not in slurm], prepare))
+    try:
+        raise_first_error(in_parallel([h for h in names if h not in slurm], prepare))
+    finally:
+        record.save()  # every supervisor that started, also when another one failed
 
 
 def _spawn_and_wire(cluster: Cluster, collector: str | None, progress: Progress) -> None:
