@@ -7,7 +7,6 @@ Nothing here prints; every failure is an :class:`EntryError` carrying a one-line
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.machinery
 import inspect
@@ -54,6 +53,8 @@ def resolve_entry(entry: str, code_dir: Path) -> object:
         try:
             obj = getattr(obj, part)
         except AttributeError as exc:
+            import difflib  # only for the hint: every worker start would pay for it
+
             close = difflib.get_close_matches(
                 part, [n for n in dir(obj) if not n.startswith("_")], n=1
             )

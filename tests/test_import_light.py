@@ -32,6 +32,20 @@ def test_runtime_entry_points_do_not_import_heavy_libraries(module: str) -> None
     assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
 
 
+# Standard modules a host's processes need only on a rare path (a spawn fallback, a kill
+# that times out, an ipc path too long, a did-you-mean hint): imported there, since every
+# supervisor start and the fork server of every host would pay for them (issue 12).
+RARE = ("subprocess", "hashlib", "secrets", "difflib", "asyncio")
+
+
+def test_runtime_entry_points_leave_rarely_needed_modules_for_later() -> None:
+    before = loaded_after("pass")  # what this interpreter's site already loads
+    loaded = loaded_after("import clusterduck.runtime.supervisor, clusterduck.runtime.process")
+    assert "zmq" in loaded
+    added = (loaded - before) & set(RARE)
+    assert not added, sorted(added)
+
+
 def test_a_curve_server_socket_does_not_import_asyncio() -> None:
     """Every CURVE server socket (a supervisor's control socket, a worker's inbox) starts
     the ZAP handler: ours answers from a plain thread, pyzmq's needs asyncio (~30 ms)."""

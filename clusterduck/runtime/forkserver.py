@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -106,6 +105,8 @@ class ForkedProcess:
         deadline = None if timeout is None else time.monotonic() + timeout
         while (code := self.poll()) is None:
             if deadline is not None and time.monotonic() >= deadline:
+                import subprocess  # Popen's exception (the module costs a start ~3 ms)
+
                 raise subprocess.TimeoutExpired(self.name, timeout or 0.0)
             time.sleep(0.005)
         return code
@@ -204,6 +205,8 @@ class Starter:
         self, name: str, spec_json: str, log_path: Path, cwd: str, marker: list[str]
     ) -> ChildProcess:
         """The fallback: a fresh interpreter, the spec on its stdin."""
+        import subprocess  # only here: forked processes need none of it
+
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         with open(log_path, "ab", opener=_private) as logfile:
             popen = subprocess.Popen(

@@ -35,7 +35,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -342,6 +341,8 @@ class Supervisor:
         self.procs.send_json(msg.to_dict(), prefix=[inst.name.encode()])
 
     def kill_all(self) -> None:
+        import subprocess  # for Popen's TimeoutExpired: imported when needed, not at start
+
         live = [i.popen for i in self.instances.values() if i.popen is not None]
         for p in live:
             p.send_signal(signal.SIGTERM)
