@@ -189,3 +189,13 @@ def join(relayed: int, checked: int) -> int:
 def padded(value: int, size: int = 2048) -> bytes:
     """The value in ``size`` bytes: results large enough to fill a socket's buffers."""
     return value.to_bytes(8, "little") + b"p" * (int(size) - 8)
+
+
+class SlowToStart:
+    """Takes ``seconds`` to set up in its process (a model to load): ``up`` waits."""
+
+    def __init__(self, seconds: float = 30.0) -> None:
+        time.sleep(float(seconds))
+
+    def __call__(self, value: Any) -> Any:
+        return value
