@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -31,7 +30,6 @@ from lifecycle_fixtures import (
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "topologies"
 RSS_BOUND_KB = 200 * 1024  # generous: a clusterduck process idles at a few tens of MiB
 PAYLOAD = 4096  # bytes per message of lifecycle_topologies/pressure.yaml
 
@@ -401,30 +399,3 @@ def test_every_up_is_a_run_of_its_own(duck: Clusterduck) -> None:
     assert "### run 1" in every.stdout and "### run 2 (latest)" in every.stdout
     missing = duck.run("logs", name, "--run", "7")
     assert missing.returncode == 1 and "no run 7" in missing.stderr
-
-
-# -- bookkeeping of a finished topology ---------------------------------------------------
-
-
-def test_finished_senders_show_nothing_in_flight(duck: Clusterduck) -> None:
-    """A sender reads its last grants before its end of stream: once finished, nothing
-    of it is in flight (the wordcount example showed `split 0 finished … in flight
-    2,174`, and a receiver's crash afterwards would have counted those as lost)."""
-    name = duck.name("settled")
-    code = duck.tmp / "wordcount"
-    shutil.copytree(EXAMPLES / "wordcount", code, ignore=shutil.ignore_patterns("results"))
-    text = (EXAMPLES / "wordcount.yaml").read_text()
-    path = duck.tmp / "wordcount.yaml"
-    path.write_text(text.replace("name: wordcount", f"name: {name}", 1))
-    done = duck.run("up", str(path), "--wait")
-    assert done.returncode == 0, (done.stdout, done.stderr)
-    final = duck.status(name)
-    assert final["state"] == "finished", final
-    flying = {
-        f"{comp['name']}/{row['index']}": (row["in_flight"], row["edges"])
-        for comp in final["components"]
-        for row in comp["instances"]
-        if row["in_flight"] or any(edge["in_flight"] for edge in row["edges"])
-    }
-    assert not flying, flying
-    assert all(row["lost"] == 0 for row in rows(final))

@@ -31,8 +31,6 @@ __all__ = ["MAX_BATCH", "Outbox", "Output"]
 
 # Frames carry at most this many messages (fewer when the receiver grants less).
 MAX_BATCH = 1000
-# At end of stream, how long a sender waits to hear that its last messages were processed.
-SETTLE_SECONDS = 1.0
 
 
 @dataclass
@@ -295,20 +293,9 @@ class Outbox:
                 )
         return tuple(rows)
 
-    def send_eos(self, wait: Callable[[], None], settle: float = SETTLE_SECONDS) -> None:
-        """End of stream on every socket, after everything waiting (blocking).
-
-        Before it, for at most ``settle`` seconds, hear how far each receiver got: a
-        probe is answered once everything sent before it is processed. Receivers skip
-        grants while a sender holds over half its credit, so without asking, a finished
-        sender kept reporting its last frames in flight for good (and a receiver's
-        crash afterwards counted them as lost)."""
+    def send_eos(self, wait: Callable[[], None]) -> None:
+        """End of stream on every socket, after everything waiting (blocking)."""
         while not self.flush():
-            wait()
-            self.read_grants()
-        deadline = time.monotonic() + settle
-        while self.in_flight() and (now := time.monotonic()) < deadline:
-            self.ask_progress(now)
             wait()
             self.read_grants()
         for out in self.outputs:
