@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 
 from clusterduck.protocol import parse_header
@@ -25,7 +26,8 @@ def main() -> int:
     parser.add_argument("--senders", type=int, required=True)
     parser.add_argument("--idle", type=float, default=10.0)
     args = parser.parse_args()
-    transport = Transport(None, ipc_dir=private_dir(args.topology))
+    folder = private_dir(args.topology)
+    transport = Transport(None, ipc_dir=folder)
     inbox = transport.pull("127.0.0.1", "127.0.0.1", name="collector")
     print(inbox.endpoint, flush=True)
     codec = get_codec("pickle")
@@ -44,6 +46,7 @@ def main() -> int:
             messages[header.sender] = messages.get(header.sender, 0) + count
     print(json.dumps({"messages": messages, "ended": sorted(ended)}), flush=True)
     transport.close(linger_ms=0)
+    shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 
