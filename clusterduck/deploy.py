@@ -10,6 +10,7 @@ callback, errors are raised.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -18,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -491,16 +491,51 @@ def start(
             tf, record, conns, home, bool(remote_hosts), progress, wait_for_allocation, early
         )
         _spawn_and_wire(cluster, collector, progress)
-    except BaseException:
+    except BaseException as exc:
         cluster.each(cluster._kill_host)
-        record.status = State.FAILED.value
-        record.save()
+        _record_unfinished_start(cluster, exc)
         cluster.close()
         raise
     record.status = State.RUNNING.value
     record.save()
     cluster.close()
     return record
+
+
+def _record_unfinished_start(cluster: Cluster, exc: BaseException) -> None:
+    """Keep how a start that did not complete ended as the record's final status:
+    ``stopped`` when interrupted (Ctrl-C), else ``failed`` with the error among its
+    problems. Without it ``status`` asked the killed supervisors and showed their
+    instances ``unreachable`` ("supervisor process is gone"), and Ctrl-C read as a
+    failure. What never ran shows the topology's state, not its host's last word."""
+    record = cluster.record
+    state = State.STOPPED if isinstance(exc, KeyboardInterrupt) else State.FAILED
+    record.status = state.value
+    try:
+        final = cluster.status()
+    except Exception:  # noqa: BLE001 - the record still says how it ended
+        final = None
+    if final is not None:
+        problem = "interrupted while starting" if state is State.STOPPED else str(exc)
+        components = tuple(
+            dataclasses.replace(
+                comp,
+                instances=tuple(
+                    row if row.state.ended else dataclasses.replace(row, state=state)
+                    for row in comp.instances
+                ),
+            )
+            for comp in final.components
+        )
+        hosts = {h: s if s.ended else state for h, s in final.hosts.items()}
+        final = final.replace(
+            state=state,
+            hosts=hosts,
+            problems=(*final.problems, problem or type(exc).__name__),
+            components=components,
+        )
+        record.final = final.to_dict()
+    record.save()
 
 
 def _prepare_hosts(
@@ -781,16 +816,28 @@ def _local_address_towards(record: TopologyRecord, conns: dict[str, HostConnecti
 
 def in_parallel(items: list[str], fn: Callable[[str], T]) -> dict[str, T | Exception]:
     """``fn(item)`` for every item at once (hosts are slow, not busy): result or exception."""
+    # Daemon threads, not a ThreadPoolExecutor: on Ctrl-C the caller must stop waiting
+    # at once (and kill what it started), but an executor's exit, and the interpreter's,
+    # wait for every request still running (a start waits up to START_TIMEOUT).
+    done: dict[str, T | BaseException] = {}
+
+    def run(item: str) -> None:
+        try:
+            done[item] = fn(item)
+        except BaseException as exc:  # noqa: BLE001 - the caller decides
+            done[item] = exc
+
+    threads = [threading.Thread(target=run, args=(item,), daemon=True) for item in items]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     results: dict[str, T | Exception] = {}
-    if not items:
-        return results
-    with ThreadPoolExecutor(max_workers=len(items)) as pool:
-        futures = {item: pool.submit(fn, item) for item in items}
-        for item, fut in futures.items():
-            try:
-                results[item] = fut.result()
-            except Exception as exc:  # noqa: BLE001 - the caller decides
-                results[item] = exc
+    for item in items:
+        result = done[item]
+        if isinstance(result, BaseException) and not isinstance(result, Exception):
+            raise result
+        results[item] = result
     return results
 
 

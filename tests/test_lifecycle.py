@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lifecycle_fixtures import (
+    CLI,
+    TOPOLOGIES,
     Clusterduck,
     instance,
     pid_alive,
@@ -184,6 +187,54 @@ def test_crash_at_start_exits_2_and_leaves_nothing(duck: Clusterduck) -> None:
     assert "BrokenAtInit" in started.stderr
     supervisor = duck.supervisor_pid(name)
     assert_nothing_left(name, [supervisor])
+    # How it ended is kept, with the error, not asked of the supervisor that is gone.
+    assert duck.record(name)["final"] is not None
+    status = duck.status(name)
+    assert status["state"] == "failed", status
+    assert any("BrokenAtInit" in problem for problem in status["problems"]), status
+    for row in rows(status):
+        assert row["state"] in ("failed", "crashed"), row
+    assert instance(status, "picky")["state"] == "failed"
+
+
+def test_ctrl_c_during_start_is_recorded_as_stopped(duck: Clusterduck) -> None:
+    """Ctrl-C while `up` still starts the topology stops it: ``stopped``, not ``failed``."""
+    name = duck.name("interrupted")
+    up = subprocess.Popen(
+        [*CLI, "up", str(TOPOLOGIES / "slow_start.yaml")],
+        env={**duck.env, "LC_NAME": name},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=duck.tmp,
+    )
+    try:
+
+        def starting() -> bool:
+            try:
+                record = duck.record(name)
+            except (OSError, ValueError):
+                return False
+            return record["status"] == "starting" and pid_alive(
+                record["hosts"].get("localhost", {}).get("pid")
+            )
+
+        wait_until(starting, what="the supervisor to be started")
+        up.send_signal(signal.SIGINT)
+        _, err = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert up.returncode == 130, err
+    assert duck.record(name)["status"] == "stopped"
+    status = duck.status(name)
+    assert status["state"] == "stopped", status
+    assert all(row["state"] != "unreachable" for row in rows(status)), status
+    wait_until(
+        lambda: not processes_matching(name), timeout=10, what=f"no process of {name} in /proc"
+    )
 
 
 # -- 6 ------------------------------------------------------------------------------------

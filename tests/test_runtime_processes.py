@@ -278,6 +278,7 @@ def test_an_unencodable_result_drops_only_that_message() -> None:
     assert sorted(result.values("sink")) == [i for i in range(500) if i % 10]
     (odd,) = instances(result, "odd")
     assert odd["errors"] == 50
+    assert odd["emitted"] == 450  # a value that did not encode was never emitted
     assert "set" in (odd["last_error"] or "")
 
 

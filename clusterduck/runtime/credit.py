@@ -5,8 +5,8 @@ own measured processing time so that the work queued for it stays short (``TARGE
 of its work, at least 1 message, at most ``MAX_CREDIT``). A sender never has more than
 that in flight towards an instance, so a slow consumer receives small frames and a fast
 one large frames, a stalled one receives nothing more, and ``shuffle`` sends to the
-instance with the most free credit — slow work spreads over every instance, down to one
-message at a time. In the spirit of Flink's credit-based flow control and Reactive
+instance with credit and the least work queued — slow work spreads over every instance,
+down to one message at a time. In the spirit of Flink's credit-based flow control and Reactive
 Streams' ``request(n)``; Storm's ``max.spout.pending`` is the spout-wide cap on top.
 
 Counting. Both sides count in the *sender's* numbering: a sender numbers the messages it
@@ -131,29 +131,50 @@ class CreditLedger:
         self.cost[i] = grant.cost
         self._last_grant[i] = self._clock()
 
-    def choose(self, order: Sequence[int] | None = None) -> int | None:
-        """For shuffle: the instance with the most free credit, or None if none has any.
+    def holds_back(self, i: int, waiting: int) -> bool:
+        """True when a frame to ``i`` should wait for its next grant: it is low on credit
+        (under half its window) with more than that waiting and messages in flight.
 
-        Ties go to the first in ``order`` (the route's turn, ``Route.shuffle_order``);
-        without one, the ledger takes turns itself. An instance with credit that was
-        not picked for ``PROBE_INTERVAL`` gets the turn: otherwise one whose credit is
-        smaller than its siblings' (a restarted instance, back at ``INITIAL_CREDIT`` or
-        at what its predecessor left) would never be picked while they keep up, never
-        measure its speed, and idle for good."""
+        A grant is then on its way (the receiver grants once we are below half our
+        window), and sending now would cut the stream into ever smaller frames."""
+        free = self.free(i)
+        return free < waiting and free < self.window(i) // 2 and self.in_flight(i) > 0
+
+    def choose(self, order: Sequence[int] | None = None, waiting: int = 1) -> int | None:
+        """For shuffle: the least loaded instance that can take a frame now, or None.
+
+        "Least loaded" is the least queued work, in seconds: in flight times the cost
+        per message the instance last reported; one that never reported a cost counts
+        as empty. Ties go to the fewest messages in flight, then to the first in
+        ``order`` (the route's turn, ``Route.shuffle_order``; without one the ledger takes
+        turns itself). Candidates have free credit and would not hold a frame of
+        ``waiting`` messages back (:meth:`holds_back`).
+
+        Not "most free credit": an instance whose window is small — restarted (back at
+        the initial credit, measured cold) or after one slow measurement (descheduled
+        on a loaded machine) — then had less room than its siblings for good, was hardly
+        ever picked, so it hardly ever measured its speed again and stayed starved
+        while they kept up. Least queued work picks it as soon as it is idle, and its
+        next grants size its window from real work. As a last resort, an instance with
+        free credit that was not picked for ``PROBE_INTERVAL`` gets the turn."""
         own = order is None
         if order is None:
             n = self.instances
             order = [(self._cursor + step) % n for step in range(n)]
         now = self._clock()
         last_chosen = self._last_chosen
-        best, best_free = None, 0
+        best: int | None = None
+        best_key = (0.0, 0)
         for i in order:
-            free = self.free(i)
-            if free > 0 and now - last_chosen[i] >= PROBE_INTERVAL:
+            if self.free(i) <= 0 or self.holds_back(i, waiting):
+                continue
+            if now - last_chosen[i] >= PROBE_INTERVAL:
                 best = i  # starved of turns: this one now
                 break
-            if free > best_free:
-                best, best_free = i, free
+            flying = self.in_flight(i)
+            key = (flying * self.cost[i], flying)
+            if best is None or key < best_key:
+                best, best_key = i, key
         if best is not None:
             last_chosen[best] = now
             if own:

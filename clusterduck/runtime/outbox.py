@@ -5,7 +5,7 @@ instance (or, for ``shuffle``, for any instance), until that instance has credit
 (runtime/credit.py). ``flush`` frames and sends as much as the credit allows, never
 blocking: a frame holds at most ``min(free credit, MAX_BATCH)`` messages, so a trickle
 goes out message by message and a flood in large frames. ``shuffle`` picks the instance
-with the most free credit (ties in the route's turn). While anything waits the caller
+with credit and the least work queued (``CreditLedger.choose``). While anything waits the caller
 reads no input — that is how back-pressure travels upstream, and why memory stays bounded
 to one batch's output. The frames themselves are laid out in :mod:`clusterduck.protocol`.
 """
@@ -155,13 +155,9 @@ class Outbox:
         if sock in self._full:
             return False
         led = out.ledger
-        free = led.free(i)
-        if free < len(queue) and free < led.window(i) // 2 and led.in_flight(i):
-            # Low on credit with more waiting: a grant is on its way (the receiver grants
-            # once we are below half our window), so wait for it rather than cut the
-            # stream into ever smaller frames.
-            return False
-        n = min(len(queue), free, MAX_BATCH)
+        if led.holds_back(i, len(queue)):
+            return False  # low on credit, a grant on its way: no ever smaller frames
+        n = min(len(queue), led.free(i), MAX_BATCH)
         if n <= 0:
             return False
         seqs, values = queue.take(n)
@@ -192,7 +188,10 @@ class Outbox:
                 while queue and self._send(out, i, queue):
                     pass
             while out.any:
-                chosen = out.ledger.choose(out.route.shuffle_order())
+                order = out.route.shuffle_order()
+                if self._full:  # an instance whose socket is full cannot take it now
+                    order = [i for i in order if out.sockets[i] not in self._full]
+                chosen = out.ledger.choose(order, len(out.any))
                 if chosen is None or not self._send(out, chosen, out.any):
                     break
                 out.route.took(chosen)

@@ -291,6 +291,8 @@ class ComponentProcess:
         stop = self.component.on_error == "stop"
 
         def failed(seq: int, exc: Exception) -> None:
+            # Counted as emitted when produced; dropped here, so it never was.
+            self.metrics.emitted -= 1
             message_failed(
                 self.name, seq, exc, self.metrics, stop=stop, where="routing or encoding: "
             )

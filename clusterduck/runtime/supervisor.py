@@ -64,7 +64,7 @@ from ..protocol import (
 from .forkserver import ChildProcess, Starter
 from .inbound import ControlGuard, Rejections
 from .procfs import sweep
-from .transport import Transport, poll, private_dir, request
+from .transport import DATA_LINGER_MS, Transport, poll, private_dir, request
 
 __all__ = ["main"]
 
@@ -76,6 +76,9 @@ SPAWN_DEADLINE = 180.0
 BACKOFF_START = 0.5
 BACKOFF_MAX = 10.0
 KILL_GRACE = 3.0
+# How long a process that said it finished may take to exit: its data sockets linger
+# until what it sent has left (transport.DATA_LINGER_MS), then a little more.
+EXIT_GRACE = DATA_LINGER_MS / 1000 + 2.0
 # The exit code of a process whose user code failed to load, or whose on_error: stop
 # fired: no restart (process.EXIT_USER_FAILURE; not imported, to keep this module light).
 EXIT_USER_FAILURE = 3
@@ -150,6 +153,7 @@ class Supervisor:
         self.waiters: list[tuple[bytes, Op, float]] = []  # (client id, op, deadline)
         self.greeted: set[str] = set()
         self.began = time.time()
+        self._all_done_at: float | None = None  # when every instance had said it ended
 
     # -- processes -----------------------------------------------------------------
 
@@ -553,6 +557,7 @@ class Supervisor:
                 self.instances
                 and all(i.done for i in self.instances.values())
                 and (self.started or self.failure or self.stopping)
+                and not self._exits_pending()
             ):
                 break
             if not self.instances and self.stopping:
@@ -561,6 +566,20 @@ class Supervisor:
                 log.error("nobody asked to spawn within %gs; exiting", SPAWN_DEADLINE)
                 break
         self.write_final()
+
+    def _exits_pending(self) -> bool:
+        """True while a process that said it ended has not exited yet (for at most
+        EXIT_GRACE): it reports ``finished`` once its last frames and end of stream are
+        queued, and its sockets then linger until they have left. The sweep in
+        write_final must not kill it meanwhile: a sink writing to a slow test collector
+        over ipc (a unix socket buffers ~200 KiB) lost its last frames and its end of
+        stream that way, and so could any sender whose peer reads late."""
+        if self.killed or all(i.popen is None for i in self.instances.values()):
+            return False
+        now = time.monotonic()
+        if self._all_done_at is None:
+            self._all_done_at = now
+        return now - self._all_done_at < EXIT_GRACE
 
     def write_final(self) -> None:
         # Sweep before final.json appears: a host with a final status has nothing left.

@@ -4,7 +4,7 @@ Data travels over DEALER → ROUTER: every worker instance binds one ROUTER sock
 input component* (so a bundled worker can stop reading an input that runs ahead while it
 keeps reading the lagging one), and each upstream instance connects one DEALER socket,
 with its ``component/index`` as identity, per downstream instance (so routing — key,
-``seq % k``, most free credit — is ours, not ZeroMQ's blind round-robin). The receiver
+``seq % k``, least loaded — is ours, not ZeroMQ's blind round-robin). The receiver
 sends credit back on the same connection (runtime/credit.py says why). The test
 collector is a plain PULL fed by PUSH. Control travels over ROUTER/DEALER.
 

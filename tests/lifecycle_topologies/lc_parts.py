@@ -39,6 +39,13 @@ def flood(dispatch: Dispatch, size: int = 4096) -> None:
         i += 1
 
 
+def count_up_after(dispatch: Dispatch, go: str, count: int = 4) -> None:
+    """``count_up`` once the file ``go`` exists (a test says when the stream may begin)."""
+    while not Path(go).exists():
+        time.sleep(0.01)
+    count_up(dispatch, int(count))
+
+
 def count_up(dispatch: Dispatch, count: int = 20) -> None:
     """Ids 0..count-1, each with its own id as value; then the stream ends."""
     for i in range(count):
@@ -177,3 +184,18 @@ def flaky(value: int, every: int = 500) -> int:
 def join(relayed: int, checked: int) -> int:
     """The bundled join of the two branches (both carry the id as their value)."""
     return relayed + checked
+
+
+def padded(value: int, size: int = 2048) -> bytes:
+    """The value in ``size`` bytes: results large enough to fill a socket's buffers."""
+    return value.to_bytes(8, "little") + b"p" * (int(size) - 8)
+
+
+class SlowToStart:
+    """Takes ``seconds`` to set up in its process (a model to load): ``up`` waits."""
+
+    def __init__(self, seconds: float = 30.0) -> None:
+        time.sleep(float(seconds))
+
+    def __call__(self, value: Any) -> Any:
+        return value
