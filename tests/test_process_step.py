@@ -5,6 +5,7 @@ Inbox frames arrive as a ROUTER delivers them: the sender's identity first."""
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -132,3 +133,27 @@ def test_end_of_stream_closes_the_input_and_bad_frames_are_counted() -> None:
     assert downstream.sent == []
     # the undecodable frame's credit went back to its sender all the same
     assert any(f[0] == b"src/0" and f[1][:1] == b"G" for f in inbox.sent)
+
+
+def test_the_measured_cost_counts_decoding_the_frame() -> None:
+    """A consumer whose time goes into decoding (large values) must not look free: credit
+    follows the measured cost per message, and without the decode a sink of 1 MiB values
+    was granted the most credit there is. Here decoding takes at least 20 ms (a sleep)
+    and the call nothing, so the cost measured is at least 20 ms over the frame."""
+    proc, inbox, downstream = make_process()
+    logic = WorkerLogic(proc.component, lambda v: None, metrics=proc.metrics)
+    senders = {"src": {"src/0"}}
+    guard = proc.guards[inbox]  # type: ignore[index]
+    decode = guard.decode
+
+    def slow_decode(data: bytes) -> Any:
+        time.sleep(0.02)
+        return decode(data)
+
+    guard.decode = slow_decode
+    batch = [(seq, seq) for seq in range(10)]
+    inbox.inbox.append([b"src/0", data_header("src", 0), CODEC.dumps(batch), pack_count(10)])
+    proc.worker_step(logic, InputGate(senders), senders, {"src"})
+    assert proc.metrics.received == 10
+    assert proc.intake is not None and proc.intake.grantor.cost is not None
+    assert proc.intake.grantor.cost >= 0.02 / 10

@@ -55,7 +55,7 @@ __all__ = [
 #: Work a consumer lets queue for it, in seconds of its own measured processing time.
 TARGET_QUEUE = 0.02
 #: The most credit one instance grants (all its senders together), in messages.
-MAX_CREDIT = 5000
+MAX_CREDIT = 10_000
 #: Credit a sender assumes before the first grant (the consumer's speed is unknown).
 INITIAL_CREDIT = 100
 #: How often a sender without credit asks again (covers a restarted consumer).

@@ -67,8 +67,8 @@ __all__ = [
 ]
 
 # A data payload larger than this is dropped (and counted as "oversized"): 256 MiB. It
-# bounds what one frame may make a process decode; a batch of MAX_BATCH messages stays
-# far below it unless each message is over 256 KiB.
+# bounds what one frame may make a process decode; a sender frames about FRAME_BYTES
+# (runtime/outbox.py, 8 MiB) at most, so only a single message over 256 MiB reaches it.
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 # One log line per kind of rejection per this many seconds, with the count since.
 LOG_INTERVAL = 10.0

@@ -3,11 +3,12 @@
 A batch handed to ``emit`` is split per route (docs/reference.md §1) and waits, per downstream
 instance (or, for ``shuffle``, for any instance), until that instance has credit
 (runtime/credit.py). ``flush`` frames and sends as much as the credit allows, never
-blocking: a frame holds at most ``min(free credit, MAX_BATCH)`` messages, so a trickle
-goes out message by message and a flood in large frames. ``shuffle`` picks the instance
-with credit and the least work queued (``CreditLedger.choose``). While anything waits the caller
-reads no input — that is how back-pressure travels upstream, and why memory stays bounded
-to one batch's output. The frames themselves are laid out in :mod:`clusterduck.protocol`.
+blocking: a frame holds at most ``min(free credit, MAX_BATCH)`` messages (and about
+``FRAME_BYTES``), so a trickle goes out message by message and a flood in large frames.
+``shuffle`` picks the instance with credit and the least work queued
+(``CreditLedger.choose``). While anything waits the caller reads no input — that is how
+back-pressure travels upstream, and why memory stays bounded to one batch's output. The
+frames themselves are laid out in :mod:`clusterduck.protocol`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,15 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_BATCH", "Outbox", "Output"]
 
-# Frames carry at most this many messages (fewer when the receiver grants less).
-MAX_BATCH = 1000
+# Frames carry at most this many messages (fewer when the receiver grants less). Large:
+# under a flood every frame costs each process a send, a receive, a grant and wake-ups of
+# ZeroMQ's I/O threads, which cost more than the messages once frames are a few hundred;
+# a slow consumer's credit keeps its frames small whatever this is.
+MAX_BATCH = 4000
+# ... and about this many bytes of payload at most (the last frame's bytes per message
+# sizes the next one), so large values still travel in frames far below the receivers'
+# MAX_FRAME_BYTES (a frame above it costs the whole connection) and memory stays bounded.
+FRAME_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -78,6 +86,7 @@ class Outbox:
         # reported here, with its seq id, like an error in the user's function.
         self.on_error = on_error
         self.queued_messages = 0
+        self._fit = MAX_BATCH  # messages of the last frame's size that fill FRAME_BYTES
         self._full: set[Any] = set()  # sockets whose ZeroMQ queue refused a frame
         self._probe_at = 0.0  # when flush looks for instances to probe next
         # (output, instance) -> when we last asked it how far it got (ask_progress)
@@ -157,11 +166,19 @@ class Outbox:
         led = out.ledger
         if led.holds_back(i, len(queue)):
             return False  # low on credit, a grant on its way: no ever smaller frames
-        n = min(len(queue), led.free(i), MAX_BATCH)
+        n = min(len(queue), led.free(i), self._fit)
         if n <= 0:
             return False
         seqs, values = queue.take(n)
         payload, good = self._encode(seqs, values)
+        size = len(payload)
+        if good:
+            self._fit = min(MAX_BATCH, max(1, FRAME_BYTES * good // size)) if size else MAX_BATCH
+            if size > 2 * FRAME_BYTES and good == n > 1:
+                # Far larger values than the last frame's: frame fewer of them (the
+                # flush loop comes back at once with the new size).
+                queue.put_back(seqs, values)
+                return True
         anchors = self.anchors
         anchor = None
         if good:

@@ -476,6 +476,7 @@ class ComponentProcess:
             if frames is None:
                 break
             identity = bytes(frames[0])  # the ROUTER's: who to grant
+            received = time.perf_counter()
             item = guard.check(identity, frames[1:], sock.peer)
             if item is None:
                 continue
@@ -499,8 +500,13 @@ class ComponentProcess:
                 early = intake.early_grant(identity, first, total, time.monotonic())
                 if early is not None:
                     sock.send((identity, early), block=False)
+            # The first slice's time counts decoding the frame: a consumer of large values
+            # spends its time there, and measured without it would look free and be
+            # granted far more bytes than it can take.
+            began = received
             for start, end in intake.slices(n):
-                began = time.perf_counter()
+                if start:
+                    began = time.perf_counter()
                 if end - start == n:
                     ids, part = seqs, values
                 else:

@@ -1,0 +1,86 @@
+"""How the outbox cuts what waits into frames: by credit, by MAX_BATCH and by bytes.
+
+Frames are large under a flood (fewer sends, receives and grants per message), yet a
+frame of large values must stay far below what receivers accept (MAX_FRAME_BYTES: above
+it libzmq drops the whole connection). The sockets here record what was sent: the outbox
+is a pure object over whatever ``send`` it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clusterduck.protocol import data_header, eos_header
+from clusterduck.runtime import outbox as outbox_module
+from clusterduck.runtime.codec import get_codec
+from clusterduck.runtime.outbox import MAX_BATCH, Outbox, Output
+from clusterduck.runtime.routing import Route
+
+CODEC = get_codec("pickle")
+
+
+class RecordingSocket:
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    def send(self, frames: Sequence[bytes], *, block: bool = True) -> bool:
+        self.sent.append([bytes(f) for f in frames])
+        return True
+
+
+def make_outbox() -> tuple[Outbox, RecordingSocket]:
+    sock = RecordingSocket()
+    box = Outbox(
+        [Output(Route("(collector)", 1, "all"), [sock], credit=False)],
+        CODEC,
+        data_header("src", 0),
+        eos_header("src", 0),
+        lambda seq, exc: None,
+    )
+    return box, sock
+
+
+def test_a_flood_of_small_messages_leaves_in_frames_of_max_batch() -> None:
+    box, sock = make_outbox()
+    box.emit_columns(range(3 * MAX_BATCH), [(i, "x") for i in range(3 * MAX_BATCH)])
+    assert box.flush()
+    sizes = [len(CODEC.loads(frames[1])) for frames in sock.sent]
+    assert sizes == [MAX_BATCH] * 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 3000), min_size=1, max_size=120))
+def test_frames_stay_near_frame_bytes_and_keep_every_message_in_order(
+    sizes: list[int],
+) -> None:
+    """Values of any mix of sizes: every frame of more than one message stays under
+    twice FRAME_BYTES, and the frames together hold every message once, in order."""
+    limit = 4000
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(outbox_module, "FRAME_BYTES", limit)
+        box, sock = make_outbox()
+        values = [bytes([i % 256]) * size for i, size in enumerate(sizes)]
+        box.emit_columns(range(len(values)), values)
+        assert box.flush()
+    got = []
+    for frames in sock.sent:
+        batch = CODEC.loads(frames[1])
+        assert len(batch) == 1 or len(frames[1]) <= 2 * limit
+        got.extend(batch)
+    assert got == list(enumerate(values))
+
+
+def test_large_values_are_framed_a_few_at_a_time() -> None:
+    """200 values of 256 KiB: in one frame that would be 50 MiB; with MAX_BATCH values of
+    that size per frame, a frame far over what a receiver accepts."""
+    box, sock = make_outbox()
+    values = [bytes([i % 256]) * (1 << 18) for i in range(200)]  # distinct: no memo
+    box.emit_columns(range(200), values)
+    assert box.flush()
+    assert len(sock.sent) > 1
+    assert max(len(frames[1]) for frames in sock.sent) <= 2 * outbox_module.FRAME_BYTES
+    assert sum(len(CODEC.loads(frames[1])) for frames in sock.sent) == 200
