@@ -67,9 +67,10 @@ class Pump:
         self.batches: list[list[tuple[int, object]]] = []
         self.locked: list[bool] = []
 
-    def __call__(self) -> None:
+    def __call__(self) -> bool:
         self.locked.append(self.bridge.lock.locked())
         self.batches.append(self.bridge.take(100))
+        return False
 
 
 def test_a_message_that_comes_alone_is_sent_by_the_spout_thread_itself() -> None:
@@ -86,7 +87,7 @@ def test_a_message_that_comes_alone_is_sent_by_the_spout_thread_itself() -> None
 
 def test_messages_that_come_fast_are_left_to_the_io_loop_to_frame_together() -> None:
     waker = Waker()
-    bridge = SpoutBridge(100, waker, gap=1000.0)
+    bridge = SpoutBridge(100, waker, gap=1000.0, stale=1000.0)
     pump = Pump(bridge)
     bridge.set_pump(pump)
     bridge.dispatch(0, "a")
@@ -106,3 +107,39 @@ def test_dispatch_never_waits_for_the_io_loop_holding_the_lock() -> None:
     with bridge.lock:  # the I/O loop is in the middle of a turn
         bridge.dispatch(0, "a")
     assert pump.batches == [] and len(bridge) == 1  # queued for the loop's next turn
+
+
+def test_messages_that_waited_for_the_io_loop_are_sent_by_the_next_dispatch() -> None:
+    waker = Waker()
+    bridge = SpoutBridge(100, waker, gap=1000.0, stale=0.001)
+    pump = Pump(bridge)
+    bridge.set_pump(pump)
+    bridge.dispatch(0, "a")  # the first comes alone
+    bridge.dispatch(1, "b")  # too soon after: left to the (busy) I/O loop
+    assert len(pump.batches) == 1 and len(bridge) == 1
+    deadline = time.monotonic() + 0.002
+    while time.monotonic() < deadline:  # "b" waits longer than `stale`
+        pass
+    bridge.dispatch(2, "c")  # takes "b" along, in one frame
+    assert pump.batches[1:] == [[(1, "b"), (2, "c")]] and len(bridge) == 0
+    assert waker.sent == 0
+
+
+def test_a_pump_that_leaves_messages_waiting_for_credit_wakes_the_sleeping_io_loop() -> None:
+    waker = Waker()
+    bridge = SpoutBridge(100, waker, gap=0.0)
+    left: list[bool] = [False]
+
+    def pump() -> bool:
+        bridge.take(100)  # framed, but (left[0]) not all sent for want of credit
+        return left[0]
+
+    bridge.set_pump(pump)
+    bridge.idle()
+    bridge.dispatch(0, "a")
+    assert waker.sent == 0  # all sent: the loop sleeps on
+    left[0] = True
+    bridge.dispatch(1, "b")
+    assert waker.sent == 1  # it waits for credit itself (FD edges may have been read)
+    bridge.dispatch(2, "c")
+    assert waker.sent == 1  # once: it is awake now

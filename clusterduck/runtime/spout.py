@@ -17,6 +17,12 @@ trickle's latency in the spout. "Alone": the last ``dispatch`` returned at least
 ``INLINE_GAP`` ago, and at least ``INLINE_FACTOR`` times the CPU time sending one message
 took on average, or ``INLINE_MAX_GAP`` ago in any case. Messages that come faster go to the
 I/O loop, which frames what has queued meanwhile: a flood still leaves in large frames.
+But a message that waited ``INLINE_STALE`` for the loop is sent, with all that queued
+behind it, by the next ``dispatch`` that finds the lock free: a spout that keeps the GIL
+(computing, or spinning to pace itself) would otherwise leave the loop waiting a switch
+interval at every system call of its turn. A pump that leaves messages waiting for credit
+wakes a sleeping loop, which then waits for grants itself: the pump's own reads of the
+data sockets may have consumed the FD edges the sleeping loop watches.
 
 Otherwise the I/O loop sleeps in a poll when there is nothing to send; ``dispatch`` wakes it
 through an inproc socket pair, but only when the loop said it is about to sleep
@@ -42,6 +48,7 @@ __all__ = [
     "INLINE_FACTOR",
     "INLINE_GAP",
     "INLINE_MAX_GAP",
+    "INLINE_STALE",
     "SWITCH_INTERVAL",
     "SpoutBridge",
     "SpoutStopped",
@@ -65,6 +72,11 @@ INLINE_FACTOR = 1.5
 #: ... but a message this long after the previous one is always sent at once: one slow
 #: send (a cold cache, a page fault) must not leave a trickle on the hand-off.
 INLINE_MAX_GAP = 0.0005
+#: ... and messages that came too fast for that, but have waited this long for the I/O
+#: loop, are sent by the next ``dispatch`` (all that waits, in one frame): a spout thread
+#: that keeps the GIL (computing, or spinning to pace itself) leaves the I/O loop waiting
+#: a switch interval for it at every system call of its turn, a millisecond or more.
+INLINE_STALE = 0.0002
 
 
 class SpoutStopped(BaseException):
@@ -89,6 +101,7 @@ class SpoutBridge:
         *,
         gap: float = INLINE_GAP,
         max_gap: float = INLINE_MAX_GAP,
+        stale: float = INLINE_STALE,
     ) -> None:
         self.limit = limit
         self._wake = wake
@@ -101,8 +114,10 @@ class SpoutBridge:
         self.error: BaseException | None = None  # what the spout raised, if anything
         #: Held by whoever uses the I/O loop's state and sockets (the loop, or a pump).
         self.lock = threading.Lock()
-        self._pump: Callable[[], None] | None = None
+        self._pump: Callable[[], bool] | None = None
         self._last = -math.inf  # when dispatch last returned (about)
+        self._first = math.inf  # when the oldest message queued now was queued (about)
+        self._stale = stale
         self._min_gap, self._max_gap = gap, max(gap, max_gap)
         self._gap = gap  # the least gap before a message after which it is pumped
         self._cost = 0.0  # CPU seconds sending one message took (moving average)
@@ -127,10 +142,14 @@ class SpoutBridge:
         queue.append((seq, value))
         if self._pump is not None:
             now = time.monotonic()
-            if now - self._last >= self._gap and self.lock.acquire(blocking=False):
+            if len(queue) == 1:
+                self._first = now
+            if (
+                now - self._last >= self._gap or now - self._first >= self._stale
+            ) and self.lock.acquire(blocking=False):
                 alone, began = len(queue) == 1, time.thread_time()
                 try:
-                    self._pump()
+                    left = self._pump()
                 finally:
                     self.lock.release()
                 if alone:  # what one message costs to send (a moving average)
@@ -138,17 +157,21 @@ class SpoutBridge:
                     self._cost += 0.25 * (cost - self._cost)
                     self._gap = min(self._max_gap, max(self._min_gap, INLINE_FACTOR * self._cost))
                 self._last = time.monotonic()
-                if not queue:
+                if not queue and not left:
                     return
             else:
                 self._last = now
         if self._io_idle:
+            # Wake the sleeping I/O loop for what is queued, or for what the pump left
+            # waiting for credit: it then waits for grants itself (level-triggered), not
+            # only on the sockets' FD edges, which the pump's reads may have consumed.
             self._io_idle = False
             self._taken.clear()
             self._wake.send((b"",), block=False)
-            # Give the idle I/O loop the GIL now: otherwise a spout that keeps computing
-            # holds it for the interpreter's switch interval.
-            self._taken.wait(HANDOFF_WAIT)
+            if queue:
+                # Give the idle I/O loop the GIL now: otherwise a spout that keeps
+                # computing holds it for the interpreter's switch interval.
+                self._taken.wait(HANDOFF_WAIT)
 
     async def dispatch_async(self, seq: int, value: Any) -> None:
         """``dispatch`` for async spouts: the wait for room does not block the event loop."""
@@ -203,9 +226,11 @@ class SpoutBridge:
         self._taken.set()
         return batch
 
-    def set_pump(self, pump: Callable[[], None] | None) -> None:
+    def set_pump(self, pump: Callable[[], bool] | None) -> None:
         """What ``dispatch`` calls, holding :attr:`lock`, to send a message that comes
-        alone from the spout's own thread (None: always hand over to the I/O loop)."""
+        alone from the spout's own thread (None: always hand over to the I/O loop). It
+        returns True when it left messages waiting (for credit): a sleeping I/O loop is
+        then woken to wait for them."""
         self._pump = pump
 
     def set_limit(self, limit: int) -> None:
