@@ -143,3 +143,19 @@ def test_a_pump_that_leaves_messages_waiting_for_credit_wakes_the_sleeping_io_lo
     assert waker.sent == 1  # it waits for credit itself (FD edges may have been read)
     bridge.dispatch(2, "c")
     assert waker.sent == 1  # once: it is awake now
+
+
+def test_a_flood_stays_with_the_io_loop_however_long_it_waited() -> None:
+    waker = Waker()
+    bridge = SpoutBridge(10_000, waker, gap=1000.0, stale=0.0)
+    pump = Pump(bridge)
+    bridge.set_pump(pump)
+    with bridge.lock:  # the I/O loop is busy: the first message waits for it too
+        bridge.dispatch(0, 0)
+    for i in range(1, 2000):  # back to back: a few microseconds apart, not INLINE_GAP
+        bridge.dispatch(i, i)
+    # Every dispatch found a message that waited longer than `stale` (0): sent by the
+    # spout thread each time, that would be ~2,000 one-message frames. Only a dispatch
+    # that comes INLINE_GAP after the one before (the thread was descheduled) may pump.
+    assert len(pump.batches) <= 5, len(pump.batches)
+    assert len(bridge) + sum(map(len, pump.batches)) == 2000

@@ -18,7 +18,8 @@ trickle's latency in the spout. "Alone": the last ``dispatch`` returned at least
 took on average, or ``INLINE_MAX_GAP`` ago in any case. Messages that come faster go to the
 I/O loop, which frames what has queued meanwhile: a flood still leaves in large frames.
 But a message that waited ``INLINE_STALE`` for the loop is sent, with all that queued
-behind it, by the next ``dispatch`` that finds the lock free: a spout that keeps the GIL
+behind it, by the next ``dispatch`` at least ``INLINE_GAP`` after the one before (not in a
+flood) that finds the lock free: a spout that keeps the GIL
 (computing, or spinning to pace itself) would otherwise leave the loop waiting a switch
 interval at every system call of its turn. A pump that leaves messages waiting for credit
 wakes a sleeping loop, which then waits for grants itself: the pump's own reads of the
@@ -73,7 +74,8 @@ INLINE_FACTOR = 1.5
 #: send (a cold cache, a page fault) must not leave a trickle on the hand-off.
 INLINE_MAX_GAP = 0.0005
 #: ... and messages that came too fast for that, but have waited this long for the I/O
-#: loop, are sent by the next ``dispatch`` (all that waits, in one frame): a spout thread
+#: loop, are sent by the next ``dispatch`` that comes at least ``INLINE_GAP`` after the one
+#: before (all that waits, in one frame; a flood stays with the I/O loop): a spout thread
 #: that keeps the GIL (computing, or spinning to pace itself) leaves the I/O loop waiting
 #: a switch interval for it at every system call of its turn, a millisecond or more.
 INLINE_STALE = 0.0002
@@ -144,8 +146,9 @@ class SpoutBridge:
             now = time.monotonic()
             if len(queue) == 1:
                 self._first = now
+            gap = now - self._last
             if (
-                now - self._last >= self._gap or now - self._first >= self._stale
+                gap >= self._gap or (gap >= INLINE_GAP and now - self._first >= self._stale)
             ) and self.lock.acquire(blocking=False):
                 alone, began = len(queue) == 1, time.thread_time()
                 try:
