@@ -99,14 +99,25 @@ def test_messages_that_come_fast_are_left_to_the_io_loop_to_frame_together() -> 
     assert waker.sent == 1  # the sleeping loop was woken once
 
 
-def test_dispatch_never_waits_for_the_io_loop_holding_the_lock() -> None:
+def test_dispatch_waits_only_a_moment_for_the_io_loop_holding_the_lock() -> None:
     waker = Waker()
     bridge = SpoutBridge(100, waker, gap=0.0)
     pump = Pump(bridge)
     bridge.set_pump(pump)
-    with bridge.lock:  # the I/O loop is in the middle of a turn
+    with bridge.lock:  # the I/O loop is in the middle of a turn (and stays there)
         bridge.dispatch(0, "a")
     assert pump.batches == [] and len(bridge) == 1  # queued for the loop's next turn
+
+
+def test_a_paced_spout_waits_for_the_io_loops_turn_to_end_then_sends_itself() -> None:
+    waker = Waker()
+    bridge = SpoutBridge(100, waker, gap=0.0, handoff=60.0)
+    pump = Pump(bridge)
+    bridge.set_pump(pump)
+    bridge.lock.acquire()  # the I/O loop is in the middle of a turn ...
+    threading.Timer(0.05, bridge.lock.release).start()  # ... that ends before `handoff`
+    bridge.dispatch(0, "a")
+    assert pump.batches == [[(0, "a")]] and len(bridge) == 0
 
 
 def test_messages_that_waited_for_the_io_loop_are_sent_by_the_next_dispatch() -> None:

@@ -11,25 +11,28 @@ spout's stream.
 
 A message that comes alone is sent by the spout's own thread, inside ``dispatch``
 (:meth:`SpoutBridge.set_pump`): the I/O loop's state and sockets are guarded by
-:attr:`SpoutBridge.lock`, which ``dispatch`` only tries to take. That saves the hand-off
-to the other thread (two thread wake-ups, and the GIL passed back and forth), most of a
-trickle's latency in the spout. "Alone": the last ``dispatch`` returned at least
-``INLINE_GAP`` ago, and at least ``INLINE_FACTOR`` times the CPU time sending one message
-took on average, or ``INLINE_MAX_GAP`` ago in any case. Messages that come faster go to the
-I/O loop, which frames what has queued meanwhile: a flood still leaves in large frames.
-But a message that waited ``INLINE_STALE`` for the loop is sent, with all that queued
-behind it, by the next ``dispatch`` at least ``INLINE_GAP`` after the one before (not in a
-flood) that finds the lock free: a spout that keeps the GIL
-(computing, or spinning to pace itself) would otherwise leave the loop waiting a switch
-interval at every system call of its turn. A pump that leaves messages waiting for credit
-wakes a sleeping loop, which then waits for grants itself: the pump's own reads of the
-data sockets may have consumed the FD edges the sleeping loop watches.
+:attr:`SpoutBridge.lock`. That saves the hand-off to the other thread (two thread
+wake-ups, and the GIL passed back and forth), most of a trickle's latency in the spout.
+"Alone": the last ``dispatch`` returned at least ``INLINE_GAP`` ago, and at least
+``INLINE_FACTOR`` times the CPU time sending one message took on average, or
+``INLINE_MAX_GAP`` ago in any case. Messages that come faster go to the I/O loop, which
+frames what has queued meanwhile: a flood still leaves in large frames. But messages that
+waited ``INLINE_STALE`` for the loop are sent, all in one frame, by the next ``dispatch``
+that comes at least ``INLINE_GAP`` after the one before (a *paced* spout, not a flood).
+
+Every zmq send, receive and poll gives the GIL up, and a spout thread that keeps it
+(computing, or spinning to pace itself) makes the I/O loop wait for it at each of them, up
+to the interpreter's switch interval. So a paced spout that finds the loop in the middle
+of a turn waits for the turn to end (at most ``HANDOFF_WAIT``) rather than leaving its
+message behind; the flood keeps running alongside the loop.
 
 Otherwise the I/O loop sleeps in a poll when there is nothing to send; ``dispatch`` wakes it
 through an inproc socket pair, but only when the loop said it is about to sleep
 (:meth:`SpoutBridge.idle`), so a busy spout pays for no wake-up messages; it then waits up
-to ``HANDOFF_WAIT`` for the loop to take the message, handing it the GIL at once instead
-of after the interpreter's switch interval (5 ms of latency otherwise).
+to ``HANDOFF_WAIT`` for the loop to take the message (a paced spout: and send it), handing
+it the GIL at once instead of after the switch interval. A pump that leaves messages
+waiting for credit also wakes a sleeping loop, which then waits for grants itself: the
+pump's reads of the data sockets may have consumed the FD edges the sleeping loop watches.
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ class SpoutBridge:
         gap: float = INLINE_GAP,
         max_gap: float = INLINE_MAX_GAP,
         stale: float = INLINE_STALE,
+        handoff: float = HANDOFF_WAIT,
     ) -> None:
         self.limit = limit
         self._wake = wake
@@ -120,6 +124,7 @@ class SpoutBridge:
         self._last = -math.inf  # when dispatch last returned (about)
         self._first = math.inf  # when the oldest message queued now was queued (about)
         self._stale = stale
+        self._handoff = handoff
         self._min_gap, self._max_gap = gap, max(gap, max_gap)
         self._gap = gap  # the least gap before a message after which it is pumped
         self._cost = 0.0  # CPU seconds sending one message took (moving average)
@@ -142,14 +147,19 @@ class SpoutBridge:
             if self.stopping:
                 raise SpoutStopped()
         queue.append((seq, value))
+        paced = False
         if self._pump is not None:
             now = time.monotonic()
             if len(queue) == 1:
                 self._first = now
             gap = now - self._last
-            if (
-                gap >= self._gap or (gap >= INLINE_GAP and now - self._first >= self._stale)
-            ) and self.lock.acquire(blocking=False):
+            paced = gap >= INLINE_GAP
+            if (gap >= self._gap or (paced and now - self._first >= self._stale)) and (
+                # A paced spout waits (a little) for the I/O loop's turn to end: waiting
+                # hands it the GIL, which it otherwise waits for at every system call.
+                self.lock.acquire(blocking=False)
+                or (paced and self.lock.acquire(timeout=self._handoff))
+            ):
                 alone, began = len(queue) == 1, time.thread_time()
                 try:
                     left = self._pump()
@@ -174,7 +184,11 @@ class SpoutBridge:
             if queue:
                 # Give the idle I/O loop the GIL now: otherwise a spout that keeps
                 # computing holds it for the interpreter's switch interval.
-                self._taken.wait(HANDOFF_WAIT)
+                self._taken.wait(self._handoff)
+                if paced and self.lock.acquire(timeout=self._handoff):
+                    # ... and until it sent what it took, if the spout is not flooding:
+                    # each send and poll of its turn gives the GIL up and waits for it.
+                    self.lock.release()
 
     async def dispatch_async(self, seq: int, value: Any) -> None:
         """``dispatch`` for async spouts: the wait for room does not block the event loop."""
