@@ -173,7 +173,7 @@ class SpoutBridge:
                 if not queue and not left:
                     return
             else:
-                self._last = now
+                self._last = time.monotonic()  # not `now`: the wait for the lock counts
         if self._io_idle:
             # Wake the sleeping I/O loop for what is queued, or for what the pump left
             # waiting for credit: it then waits for grants itself (level-triggered), not
