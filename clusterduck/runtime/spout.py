@@ -18,7 +18,7 @@ wake-ups, and the GIL passed back and forth), most of a trickle's latency in the
 ``INLINE_MAX_GAP`` ago in any case. Messages that come faster go to the I/O loop, which
 frames what has queued meanwhile: a flood still leaves in large frames. But messages that
 waited ``INLINE_STALE`` for the loop are sent, all in one frame, by the next ``dispatch``
-that comes at least ``INLINE_GAP`` after the one before (a *paced* spout, not a flood).
+of a *paced* spout (dispatches ``INLINE_GAP`` apart on average), never in a flood.
 
 Every zmq send, receive and poll gives the GIL up, and a spout thread that keeps it
 (computing, or spinning to pace itself) makes the I/O loop wait for it at each of them, up
@@ -53,6 +53,7 @@ __all__ = [
     "INLINE_GAP",
     "INLINE_MAX_GAP",
     "INLINE_STALE",
+    "PACED_GAP_CAP",
     "SWITCH_INTERVAL",
     "SpoutBridge",
     "SpoutStopped",
@@ -77,11 +78,14 @@ INLINE_FACTOR = 1.5
 #: send (a cold cache, a page fault) must not leave a trickle on the hand-off.
 INLINE_MAX_GAP = 0.0005
 #: ... and messages that came too fast for that, but have waited this long for the I/O
-#: loop, are sent by the next ``dispatch`` that comes at least ``INLINE_GAP`` after the one
-#: before (all that waits, in one frame; a flood stays with the I/O loop): a spout thread
+#: loop, are sent by the next ``dispatch`` of a paced spout (dispatches ``INLINE_GAP`` apart
+#: on average; all that waits, in one frame; a flood stays with the I/O loop): a spout thread
 #: that keeps the GIL (computing, or spinning to pace itself) leaves the I/O loop waiting
 #: a switch interval for it at every system call of its turn, a millisecond or more.
 INLINE_STALE = 0.0002
+#: One gap counts at most this much in the average that tells a paced spout from a flood
+#: (a flood descheduled for a while is still a flood a few dispatches later).
+PACED_GAP_CAP = 0.001
 
 
 class SpoutStopped(BaseException):
@@ -125,6 +129,7 @@ class SpoutBridge:
         self._first = math.inf  # when the oldest message queued now was queued (about)
         self._stale = stale
         self._handoff = handoff
+        self._mean_gap = 0.0  # between dispatches (a moving average; a flood's is ~µs)
         self._min_gap, self._max_gap = gap, max(gap, max_gap)
         self._gap = gap  # the least gap before a message after which it is pumped
         self._cost = 0.0  # CPU seconds sending one message took (moving average)
@@ -153,7 +158,10 @@ class SpoutBridge:
             if len(queue) == 1:
                 self._first = now
             gap = now - self._last
-            paced = gap >= INLINE_GAP
+            # Paced: dispatches come INLINE_GAP apart on average (under 20,000/s). Not
+            # this gap alone: a flood pauses too, whenever the I/O loop holds the GIL.
+            self._mean_gap += 0.125 * (min(gap, PACED_GAP_CAP) - self._mean_gap)
+            paced = self._mean_gap >= INLINE_GAP
             if (gap >= self._gap or (paced and now - self._first >= self._stale)) and (
                 # A paced spout waits (a little) for the I/O loop's turn to end: waiting
                 # hands it the GIL, which it otherwise waits for at every system call.
