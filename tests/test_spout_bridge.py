@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from clusterduck.runtime.spout import SpoutBridge, SpoutStopped
+from clusterduck.runtime.spout import PACED_WINDOW, SpoutBridge, SpoutStopped
 
 
 class Waker:
@@ -114,10 +114,12 @@ def test_a_paced_spout_waits_for_the_io_loops_turn_to_end_then_sends_itself() ->
     bridge = SpoutBridge(100, waker, gap=0.0, handoff=60.0)
     pump = Pump(bridge)
     bridge.set_pump(pump)
+    bridge.dispatch(0, "a")  # sent in place (the lock is free)
+    time.sleep(PACED_WINDOW)  # two dispatches in a PACED_WINDOW: a paced spout
     bridge.lock.acquire()  # the I/O loop is in the middle of a turn ...
     threading.Timer(0.05, bridge.lock.release).start()  # ... that ends before `handoff`
-    bridge.dispatch(0, "a")
-    assert pump.batches == [[(0, "a")]] and len(bridge) == 0
+    bridge.dispatch(1, "b")
+    assert pump.batches == [[(0, "a")], [(1, "b")]] and len(bridge) == 0
 
 
 def test_messages_that_waited_for_the_io_loop_are_sent_by_the_next_dispatch() -> None:
@@ -126,6 +128,7 @@ def test_messages_that_waited_for_the_io_loop_are_sent_by_the_next_dispatch() ->
     pump = Pump(bridge)
     bridge.set_pump(pump)
     bridge.dispatch(0, "a")  # the first comes alone
+    time.sleep(PACED_WINDOW)  # a paced spout
     bridge.dispatch(1, "b")  # too soon after: left to the (busy) I/O loop
     assert len(pump.batches) == 1 and len(bridge) == 1
     deadline = time.monotonic() + 0.002

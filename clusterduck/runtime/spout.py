@@ -18,7 +18,8 @@ wake-ups, and the GIL passed back and forth), most of a trickle's latency in the
 ``INLINE_MAX_GAP`` ago in any case. Messages that come faster go to the I/O loop, which
 frames what has queued meanwhile: a flood still leaves in large frames. But messages that
 waited ``INLINE_STALE`` for the loop are sent, all in one frame, by the next ``dispatch``
-of a *paced* spout (dispatches ``INLINE_GAP`` apart on average), never in a flood.
+of a *paced* spout (fewer than one dispatch per ``INLINE_GAP`` over the last
+``PACED_WINDOW``), never in a flood.
 
 Every zmq send, receive and poll gives the GIL up, and a spout thread that keeps it
 (computing, or spinning to pace itself) makes the I/O loop wait for it at each of them, up
@@ -53,7 +54,7 @@ __all__ = [
     "INLINE_GAP",
     "INLINE_MAX_GAP",
     "INLINE_STALE",
-    "PACED_GAP_CAP",
+    "PACED_WINDOW",
     "SWITCH_INTERVAL",
     "SpoutBridge",
     "SpoutStopped",
@@ -78,14 +79,15 @@ INLINE_FACTOR = 1.5
 #: send (a cold cache, a page fault) must not leave a trickle on the hand-off.
 INLINE_MAX_GAP = 0.0005
 #: ... and messages that came too fast for that, but have waited this long for the I/O
-#: loop, are sent by the next ``dispatch`` of a paced spout (dispatches ``INLINE_GAP`` apart
-#: on average; all that waits, in one frame; a flood stays with the I/O loop): a spout thread
+#: loop, are sent by the next ``dispatch`` of a paced spout (fewer than one dispatch per
+#: ``INLINE_GAP`` over ``PACED_WINDOW``; all that waits, in one frame; a flood stays with the
+#: I/O loop): a spout thread
 #: that keeps the GIL (computing, or spinning to pace itself) leaves the I/O loop waiting
 #: a switch interval for it at every system call of its turn, a millisecond or more.
 INLINE_STALE = 0.0002
-#: One gap counts at most this much in the average that tells a paced spout from a flood
-#: (a flood descheduled for a while is still a flood a few dispatches later).
-PACED_GAP_CAP = 0.001
+#: The window over which a spout's rate is counted to tell a paced spout (fewer than one
+#: dispatch per ``INLINE_GAP``) from a flood, which also pauses now and then.
+PACED_WINDOW = 0.005
 
 
 class SpoutStopped(BaseException):
@@ -129,7 +131,8 @@ class SpoutBridge:
         self._first = math.inf  # when the oldest message queued now was queued (about)
         self._stale = stale
         self._handoff = handoff
-        self._mean_gap = 0.0  # between dispatches (a moving average; a flood's is ~µs)
+        # Dispatches counted since _window began, and whether the last window was paced.
+        self._window, self._count, self._paced = time.monotonic(), 0, False
         self._min_gap, self._max_gap = gap, max(gap, max_gap)
         self._gap = gap  # the least gap before a message after which it is pumped
         self._cost = 0.0  # CPU seconds sending one message took (moving average)
@@ -158,10 +161,13 @@ class SpoutBridge:
             if len(queue) == 1:
                 self._first = now
             gap = now - self._last
-            # Paced: dispatches come INLINE_GAP apart on average (under 20,000/s). Not
-            # this gap alone: a flood pauses too, whenever the I/O loop holds the GIL.
-            self._mean_gap += 0.125 * (min(gap, PACED_GAP_CAP) - self._mean_gap)
-            paced = self._mean_gap >= INLINE_GAP
+            # Paced: fewer dispatches than one per INLINE_GAP over the last PACED_WINDOW.
+            # Not this gap alone: a flood pauses too, whenever the I/O loop holds the GIL.
+            self._count += 1
+            if now - self._window >= PACED_WINDOW:
+                self._paced = self._count * INLINE_GAP < now - self._window
+                self._window, self._count = now, 0
+            paced = self._paced
             if (gap >= self._gap or (paced and now - self._first >= self._stale)) and (
                 # A paced spout waits (a little) for the I/O loop's turn to end: waiting
                 # hands it the GIL, which it otherwise waits for at every system call.
