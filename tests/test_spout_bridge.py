@@ -114,12 +114,13 @@ def test_a_paced_spout_waits_for_the_io_loops_turn_to_end_then_sends_itself() ->
     bridge = SpoutBridge(100, waker, gap=0.0, handoff=60.0)
     pump = Pump(bridge)
     bridge.set_pump(pump)
-    bridge.dispatch(0, "a")  # sent in place (the lock is free)
-    time.sleep(PACED_WINDOW)  # two dispatches in a PACED_WINDOW: a paced spout
+    for i in range(3):  # slow dispatches over two windows: a paced spout
+        bridge.dispatch(i, "a")  # sent in place (the lock is free)
+        time.sleep(PACED_WINDOW)
     bridge.lock.acquire()  # the I/O loop is in the middle of a turn ...
     threading.Timer(0.05, bridge.lock.release).start()  # ... that ends before `handoff`
-    bridge.dispatch(1, "b")
-    assert pump.batches == [[(0, "a")], [(1, "b")]] and len(bridge) == 0
+    bridge.dispatch(3, "b")
+    assert pump.batches[-1] == [(3, "b")] and len(pump.batches) == 4 and len(bridge) == 0
 
 
 def test_messages_that_waited_for_the_io_loop_are_sent_by_the_next_dispatch() -> None:
@@ -128,14 +129,19 @@ def test_messages_that_waited_for_the_io_loop_are_sent_by_the_next_dispatch() ->
     pump = Pump(bridge)
     bridge.set_pump(pump)
     bridge.dispatch(0, "a")  # the first comes alone
-    time.sleep(PACED_WINDOW)  # a paced spout
-    bridge.dispatch(1, "b")  # too soon after: left to the (busy) I/O loop
-    assert len(pump.batches) == 1 and len(bridge) == 1
-    deadline = time.monotonic() + 0.002
-    while time.monotonic() < deadline:  # "b" waits longer than `stale`
-        pass
-    bridge.dispatch(2, "c")  # takes "b" along, in one frame
+    time.sleep(PACED_WINDOW)
+    bridge.dispatch(1, "b")  # one slow window is not yet a paced spout: left to the loop
+    assert pump.batches == [[(0, "a")]] and len(bridge) == 1
+    time.sleep(PACED_WINDOW)
+    bridge.dispatch(2, "c")  # two are: "b" waited longer than `stale`, it goes along
     assert pump.batches[1:] == [[(1, "b"), (2, "c")]] and len(bridge) == 0
+    bridge.dispatch(3, "d")  # too soon after: left to the (busy) I/O loop
+    assert len(pump.batches) == 2 and len(bridge) == 1
+    deadline = time.monotonic() + 0.002
+    while time.monotonic() < deadline:  # "d" waits longer than `stale`
+        pass
+    bridge.dispatch(4, "e")
+    assert pump.batches[2:] == [[(3, "d"), (4, "e")]] and len(bridge) == 0
     assert waker.sent == 0
 
 

@@ -19,7 +19,7 @@ wake-ups, and the GIL passed back and forth), most of a trickle's latency in the
 frames what has queued meanwhile: a flood still leaves in large frames. But messages that
 waited ``INLINE_STALE`` for the loop are sent, all in one frame, by the next ``dispatch``
 of a *paced* spout (fewer than one dispatch per ``INLINE_GAP`` over the last
-``PACED_WINDOW``), never in a flood.
+two ``PACED_WINDOW``), never in a flood.
 
 Every zmq send, receive and poll gives the GIL up, and a spout thread that keeps it
 (computing, or spinning to pace itself) makes the I/O loop wait for it at each of them, up
@@ -133,6 +133,7 @@ class SpoutBridge:
         self._handoff = handoff
         # Dispatches counted since _window began, and whether the last window was paced.
         self._window, self._count, self._paced = time.monotonic(), 0, False
+        self._slow = False  # the last window was slow (two make a paced spout)
         self._min_gap, self._max_gap = gap, max(gap, max_gap)
         self._gap = gap  # the least gap before a message after which it is pumped
         self._cost = 0.0  # CPU seconds sending one message took (moving average)
@@ -161,11 +162,13 @@ class SpoutBridge:
             if len(queue) == 1:
                 self._first = now
             gap = now - self._last
-            # Paced: fewer dispatches than one per INLINE_GAP over the last PACED_WINDOW.
-            # Not this gap alone: a flood pauses too, whenever the I/O loop holds the GIL.
+            # Paced: fewer dispatches than one per INLINE_GAP over each of the last two
+            # PACED_WINDOWs. Not this gap alone, nor one window: a flood pauses too,
+            # whenever the I/O loop holds the GIL or the machine runs something else.
             self._count += 1
             if now - self._window >= PACED_WINDOW:
-                self._paced = self._count * INLINE_GAP < now - self._window
+                slow = self._count * INLINE_GAP < now - self._window
+                self._paced, self._slow = slow and self._slow, slow
                 self._window, self._count = now, 0
             paced = self._paced
             if (gap >= self._gap or (paced and now - self._first >= self._stale)) and (
