@@ -170,7 +170,9 @@ class SpoutBridge:
                 slow = self._count * INLINE_GAP < now - self._window
                 self._paced, self._slow = slow and self._slow, slow
                 self._window, self._count = now, 0
-            paced = self._paced
+            # ... and this dispatch comes INLINE_GAP after the one before returned: a
+            # spout behind its pace (it waited here) catches up without waiting again.
+            paced = self._paced and gap >= INLINE_GAP
             if (gap >= self._gap or (paced and now - self._first >= self._stale)) and (
                 # A paced spout waits (a little) for the I/O loop's turn to end: waiting
                 # hands it the GIL, which it otherwise waits for at every system call.
@@ -206,6 +208,7 @@ class SpoutBridge:
                     # ... and until it sent what it took, if the spout is not flooding:
                     # each send and poll of its turn gives the GIL up and waits for it.
                     self.lock.release()
+                self._last = time.monotonic()
 
     async def dispatch_async(self, seq: int, value: Any) -> None:
         """``dispatch`` for async spouts: the wait for room does not block the event loop."""
