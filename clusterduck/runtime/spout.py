@@ -191,8 +191,10 @@ class SpoutBridge:
                 self._last = time.monotonic()
                 if not queue and not left:
                     return
-            else:
+            elif paced:
                 self._last = time.monotonic()  # not `now`: the wait for the lock counts
+            else:
+                self._last = now  # (a flood: no second clock read per message)
         if self._io_idle:
             # Wake the sleeping I/O loop for what is queued, or for what the pump left
             # waiting for credit: it then waits for grants itself (level-triggered), not
