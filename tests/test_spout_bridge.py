@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from clusterduck.runtime.spout import SpoutBridge, SpoutStopped
+from clusterduck.runtime.spout import PACED_WINDOW, SpoutBridge, SpoutStopped
 
 
 class Waker:
@@ -67,9 +67,10 @@ class Pump:
         self.batches: list[list[tuple[int, object]]] = []
         self.locked: list[bool] = []
 
-    def __call__(self) -> None:
+    def __call__(self) -> bool:
         self.locked.append(self.bridge.lock.locked())
         self.batches.append(self.bridge.take(100))
+        return False
 
 
 def test_a_message_that_comes_alone_is_sent_by_the_spout_thread_itself() -> None:
@@ -86,7 +87,7 @@ def test_a_message_that_comes_alone_is_sent_by_the_spout_thread_itself() -> None
 
 def test_messages_that_come_fast_are_left_to_the_io_loop_to_frame_together() -> None:
     waker = Waker()
-    bridge = SpoutBridge(100, waker, gap=1000.0)
+    bridge = SpoutBridge(100, waker, gap=1000.0, stale=1000.0)
     pump = Pump(bridge)
     bridge.set_pump(pump)
     bridge.dispatch(0, "a")
@@ -98,11 +99,84 @@ def test_messages_that_come_fast_are_left_to_the_io_loop_to_frame_together() -> 
     assert waker.sent == 1  # the sleeping loop was woken once
 
 
-def test_dispatch_never_waits_for_the_io_loop_holding_the_lock() -> None:
+def test_dispatch_waits_only_a_moment_for_the_io_loop_holding_the_lock() -> None:
     waker = Waker()
     bridge = SpoutBridge(100, waker, gap=0.0)
     pump = Pump(bridge)
     bridge.set_pump(pump)
-    with bridge.lock:  # the I/O loop is in the middle of a turn
+    with bridge.lock:  # the I/O loop is in the middle of a turn (and stays there)
         bridge.dispatch(0, "a")
     assert pump.batches == [] and len(bridge) == 1  # queued for the loop's next turn
+
+
+def test_a_paced_spout_waits_for_the_io_loops_turn_to_end_then_sends_itself() -> None:
+    waker = Waker()
+    bridge = SpoutBridge(100, waker, gap=0.0, handoff=60.0)
+    pump = Pump(bridge)
+    bridge.set_pump(pump)
+    for i in range(3):  # slow dispatches over two windows: a paced spout
+        bridge.dispatch(i, "a")  # sent in place (the lock is free)
+        time.sleep(PACED_WINDOW)
+    bridge.lock.acquire()  # the I/O loop is in the middle of a turn ...
+    threading.Timer(0.05, bridge.lock.release).start()  # ... that ends before `handoff`
+    bridge.dispatch(3, "b")
+    assert pump.batches[-1] == [(3, "b")] and len(pump.batches) == 4 and len(bridge) == 0
+
+
+def test_messages_that_waited_for_the_io_loop_are_sent_by_the_next_dispatch() -> None:
+    waker = Waker()
+    bridge = SpoutBridge(100, waker, gap=1000.0, stale=0.001)
+    pump = Pump(bridge)
+    bridge.set_pump(pump)
+    bridge.dispatch(0, "a")  # the first comes alone
+    time.sleep(PACED_WINDOW)
+    bridge.dispatch(1, "b")  # one slow window is not yet a paced spout: left to the loop
+    assert pump.batches == [[(0, "a")]] and len(bridge) == 1
+    time.sleep(PACED_WINDOW)
+    bridge.dispatch(2, "c")  # two are: "b" waited longer than `stale`, it goes along
+    assert pump.batches[1:] == [[(1, "b"), (2, "c")]] and len(bridge) == 0
+    bridge.dispatch(3, "d")  # too soon after: left to the (busy) I/O loop
+    assert len(pump.batches) == 2 and len(bridge) == 1
+    deadline = time.monotonic() + 0.002
+    while time.monotonic() < deadline:  # "d" waits longer than `stale`
+        pass
+    bridge.dispatch(4, "e")
+    assert pump.batches[2:] == [[(3, "d"), (4, "e")]] and len(bridge) == 0
+    assert waker.sent == 0
+
+
+def test_a_pump_that_leaves_messages_waiting_for_credit_wakes_the_sleeping_io_loop() -> None:
+    waker = Waker()
+    bridge = SpoutBridge(100, waker, gap=0.0)
+    left: list[bool] = [False]
+
+    def pump() -> bool:
+        bridge.take(100)  # framed, but (left[0]) not all sent for want of credit
+        return left[0]
+
+    bridge.set_pump(pump)
+    bridge.idle()
+    bridge.dispatch(0, "a")
+    assert waker.sent == 0  # all sent: the loop sleeps on
+    left[0] = True
+    bridge.dispatch(1, "b")
+    assert waker.sent == 1  # it waits for credit itself (FD edges may have been read)
+    bridge.dispatch(2, "c")
+    assert waker.sent == 1  # once: it is awake now
+
+
+def test_a_flood_stays_with_the_io_loop_however_long_it_waited() -> None:
+    waker = Waker()
+    bridge = SpoutBridge(10_000, waker, gap=1000.0, stale=0.0)
+    pump = Pump(bridge)
+    bridge.set_pump(pump)
+    with bridge.lock:  # the I/O loop is busy: the first message waits for it too
+        bridge.dispatch(0, 0)
+    for i in range(1, 2000):  # back to back: a few microseconds apart, not INLINE_GAP
+        bridge.dispatch(i, i)
+    # Every dispatch found a message that waited longer than `stale` (0): sent by the
+    # spout thread each time, that would be ~2,000 one-message frames. Only a dispatch
+    # that comes INLINE_GAP after the one before (the thread was descheduled, or the
+    # garbage collector ran) may pump, taking along all that queued meanwhile.
+    assert len(pump.batches) <= 40, len(pump.batches)
+    assert len(bridge) + sum(map(len, pump.batches)) == 2000

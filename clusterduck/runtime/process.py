@@ -682,9 +682,10 @@ class ComponentProcess:
         # have consumed the one a grant raised).
         return _TURN_BUSY if outbox.read_grants() else _TURN_IDLE
 
-    def _pump_spout(self) -> None:
+    def _pump_spout(self) -> bool:
         """Frame and send what the spout queued, from the spout's own thread (holding
-        ``bridge.lock``; see runtime/spout.py); read the grant sockets empty after."""
+        ``bridge.lock``; see runtime/spout.py); read the grant sockets empty after.
+        True: messages are left waiting for credit (the I/O loop must see to them)."""
         outbox, bridge = self.outbox, self.bridge
         assert outbox is not None and bridge is not None
         try:
@@ -699,12 +700,14 @@ class ComponentProcess:
                 if outbox.pending:
                     outbox.flush()
             bridge.set_limit(self._room_for_spout())
+            return outbox.pending
         except FatalError as exc:
             # on_error: stop, for a message that could not be routed or encoded: the
             # I/O loop ends the process with it, as if it had sent the message itself
             # (raised here, the user's spout could catch it).
             self._pump_fatal = exc
             bridge.set_pump(None)
+            return True  # wake the I/O loop: it ends the process
 
     def _replay(self, acks: SpoutAcks) -> None:
         """at-least-once: complete what was framed, dispatch again what must be."""

@@ -11,18 +11,29 @@ spout's stream.
 
 A message that comes alone is sent by the spout's own thread, inside ``dispatch``
 (:meth:`SpoutBridge.set_pump`): the I/O loop's state and sockets are guarded by
-:attr:`SpoutBridge.lock`, which ``dispatch`` only tries to take. That saves the hand-off
-to the other thread (two thread wake-ups, and the GIL passed back and forth), most of a
-trickle's latency in the spout. "Alone": the last ``dispatch`` returned at least
-``INLINE_GAP`` ago, and at least ``INLINE_FACTOR`` times the CPU time sending one message
-took on average, or ``INLINE_MAX_GAP`` ago in any case. Messages that come faster go to the
-I/O loop, which frames what has queued meanwhile: a flood still leaves in large frames.
+:attr:`SpoutBridge.lock`. That saves the hand-off to the other thread (two thread
+wake-ups, and the GIL passed back and forth), most of a trickle's latency in the spout.
+"Alone": the last ``dispatch`` returned at least ``INLINE_GAP`` ago, and at least
+``INLINE_FACTOR`` times the CPU time sending one message took on average, or
+``INLINE_MAX_GAP`` ago in any case. Messages that come faster go to the I/O loop, which
+frames what has queued meanwhile: a flood still leaves in large frames. But messages that
+waited ``INLINE_STALE`` for the loop are sent, all in one frame, by the next ``dispatch``
+of a *paced* spout (fewer than one dispatch per ``INLINE_GAP`` over the last
+two ``PACED_WINDOW``), never in a flood.
+
+Every zmq send, receive and poll gives the GIL up, and a spout thread that keeps it
+(computing, or spinning to pace itself) makes the I/O loop wait for it at each of them, up
+to the interpreter's switch interval. So a paced spout that finds the loop in the middle
+of a turn waits for the turn to end (at most ``HANDOFF_WAIT``) rather than leaving its
+message behind; the flood keeps running alongside the loop.
 
 Otherwise the I/O loop sleeps in a poll when there is nothing to send; ``dispatch`` wakes it
 through an inproc socket pair, but only when the loop said it is about to sleep
 (:meth:`SpoutBridge.idle`), so a busy spout pays for no wake-up messages; it then waits up
-to ``HANDOFF_WAIT`` for the loop to take the message, handing it the GIL at once instead
-of after the interpreter's switch interval (5 ms of latency otherwise).
+to ``HANDOFF_WAIT`` for the loop to take the message (a paced spout: and send it), handing
+it the GIL at once instead of after the switch interval. A pump that leaves messages
+waiting for credit also wakes a sleeping loop, which then waits for grants itself: the
+pump's reads of the data sockets may have consumed the FD edges the sleeping loop watches.
 """
 
 from __future__ import annotations
@@ -42,6 +53,8 @@ __all__ = [
     "INLINE_FACTOR",
     "INLINE_GAP",
     "INLINE_MAX_GAP",
+    "INLINE_STALE",
+    "PACED_WINDOW",
     "SWITCH_INTERVAL",
     "SpoutBridge",
     "SpoutStopped",
@@ -65,6 +78,16 @@ INLINE_FACTOR = 1.5
 #: ... but a message this long after the previous one is always sent at once: one slow
 #: send (a cold cache, a page fault) must not leave a trickle on the hand-off.
 INLINE_MAX_GAP = 0.0005
+#: ... and messages that came too fast for that, but have waited this long for the I/O
+#: loop, are sent by the next ``dispatch`` of a paced spout (fewer than one dispatch per
+#: ``INLINE_GAP`` over ``PACED_WINDOW``; all that waits, in one frame; a flood stays with the
+#: I/O loop): a spout thread
+#: that keeps the GIL (computing, or spinning to pace itself) leaves the I/O loop waiting
+#: a switch interval for it at every system call of its turn, a millisecond or more.
+INLINE_STALE = 0.0002
+#: The window over which a spout's rate is counted to tell a paced spout (fewer than one
+#: dispatch per ``INLINE_GAP``) from a flood, which also pauses now and then.
+PACED_WINDOW = 0.005
 
 
 class SpoutStopped(BaseException):
@@ -89,6 +112,8 @@ class SpoutBridge:
         *,
         gap: float = INLINE_GAP,
         max_gap: float = INLINE_MAX_GAP,
+        stale: float = INLINE_STALE,
+        handoff: float = HANDOFF_WAIT,
     ) -> None:
         self.limit = limit
         self._wake = wake
@@ -101,8 +126,14 @@ class SpoutBridge:
         self.error: BaseException | None = None  # what the spout raised, if anything
         #: Held by whoever uses the I/O loop's state and sockets (the loop, or a pump).
         self.lock = threading.Lock()
-        self._pump: Callable[[], None] | None = None
+        self._pump: Callable[[], bool] | None = None
         self._last = -math.inf  # when dispatch last returned (about)
+        self._first = math.inf  # when the oldest message queued now was queued (about)
+        self._stale = stale
+        self._handoff = handoff
+        # Dispatches counted since _window began, and whether the last window was paced.
+        self._window, self._count, self._paced = time.monotonic(), 0, False
+        self._slow = False  # the last window was slow (two make a paced spout)
         self._min_gap, self._max_gap = gap, max(gap, max_gap)
         self._gap = gap  # the least gap before a message after which it is pumped
         self._cost = 0.0  # CPU seconds sending one message took (moving average)
@@ -125,12 +156,32 @@ class SpoutBridge:
             if self.stopping:
                 raise SpoutStopped()
         queue.append((seq, value))
+        paced = False
         if self._pump is not None:
             now = time.monotonic()
-            if now - self._last >= self._gap and self.lock.acquire(blocking=False):
+            if len(queue) == 1:
+                self._first = now
+            gap = now - self._last
+            # Paced: fewer dispatches than one per INLINE_GAP over each of the last two
+            # PACED_WINDOWs. Not this gap alone, nor one window: a flood pauses too,
+            # whenever the I/O loop holds the GIL or the machine runs something else.
+            self._count += 1
+            if now - self._window >= PACED_WINDOW:
+                slow = self._count * INLINE_GAP < now - self._window
+                self._paced, self._slow = slow and self._slow, slow
+                self._window, self._count = now, 0
+            # ... and this dispatch comes INLINE_GAP after the one before returned: a
+            # spout behind its pace (it waited here) catches up without waiting again.
+            paced = self._paced and gap >= INLINE_GAP
+            if (gap >= self._gap or (paced and now - self._first >= self._stale)) and (
+                # A paced spout waits (a little) for the I/O loop's turn to end: waiting
+                # hands it the GIL, which it otherwise waits for at every system call.
+                self.lock.acquire(blocking=False)
+                or (paced and self.lock.acquire(timeout=self._handoff))
+            ):
                 alone, began = len(queue) == 1, time.thread_time()
                 try:
-                    self._pump()
+                    left = self._pump()
                 finally:
                     self.lock.release()
                 if alone:  # what one message costs to send (a moving average)
@@ -138,17 +189,28 @@ class SpoutBridge:
                     self._cost += 0.25 * (cost - self._cost)
                     self._gap = min(self._max_gap, max(self._min_gap, INLINE_FACTOR * self._cost))
                 self._last = time.monotonic()
-                if not queue:
+                if not queue and not left:
                     return
+            elif paced:
+                self._last = time.monotonic()  # not `now`: the wait for the lock counts
             else:
-                self._last = now
+                self._last = now  # (a flood: no second clock read per message)
         if self._io_idle:
+            # Wake the sleeping I/O loop for what is queued, or for what the pump left
+            # waiting for credit: it then waits for grants itself (level-triggered), not
+            # only on the sockets' FD edges, which the pump's reads may have consumed.
             self._io_idle = False
             self._taken.clear()
             self._wake.send((b"",), block=False)
-            # Give the idle I/O loop the GIL now: otherwise a spout that keeps computing
-            # holds it for the interpreter's switch interval.
-            self._taken.wait(HANDOFF_WAIT)
+            if queue:
+                # Give the idle I/O loop the GIL now: otherwise a spout that keeps
+                # computing holds it for the interpreter's switch interval.
+                self._taken.wait(self._handoff)
+                if paced and self.lock.acquire(timeout=self._handoff):
+                    # ... and until it sent what it took, if the spout is not flooding:
+                    # each send and poll of its turn gives the GIL up and waits for it.
+                    self.lock.release()
+                self._last = time.monotonic()
 
     async def dispatch_async(self, seq: int, value: Any) -> None:
         """``dispatch`` for async spouts: the wait for room does not block the event loop."""
@@ -203,9 +265,11 @@ class SpoutBridge:
         self._taken.set()
         return batch
 
-    def set_pump(self, pump: Callable[[], None] | None) -> None:
+    def set_pump(self, pump: Callable[[], bool] | None) -> None:
         """What ``dispatch`` calls, holding :attr:`lock`, to send a message that comes
-        alone from the spout's own thread (None: always hand over to the I/O loop)."""
+        alone from the spout's own thread (None: always hand over to the I/O loop). It
+        returns True when it left messages waiting (for credit): a sleeping I/O loop is
+        then woken to wait for them."""
         self._pump = pump
 
     def set_limit(self, limit: int) -> None:
