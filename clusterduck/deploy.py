@@ -10,7 +10,6 @@ callback, errors are raised.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
@@ -74,6 +73,9 @@ __all__ = ["Progress", "Cluster", "start", "topology_status"]
 Progress = Callable[[str, str, str], None]  # (host, step, detail)
 
 START_TIMEOUT = 60.0
+# On Ctrl-C, how long starts already in flight may still finish (and be recorded, so that
+# they are killed with the rest) before `up` stops waiting for them.
+INTERRUPT_GRACE = 5.0
 LOCAL_REQUEST_TIMEOUT = 3.0
 REMOTE_REQUEST_TIMEOUT = 5.0
 # `status` and `down` call a remote host "unreachable" when its supervisor's control port
@@ -518,11 +520,9 @@ def _record_unfinished_start(cluster: Cluster, exc: BaseException) -> None:
     if final is not None:
         problem = "interrupted while starting" if state is State.STOPPED else str(exc)
         components = tuple(
-            dataclasses.replace(
-                comp,
+            comp.replace(
                 instances=tuple(
-                    row if row.state.ended else dataclasses.replace(row, state=state)
-                    for row in comp.instances
+                    row if row.state.ended else row.replace(state=state) for row in comp.instances
                 ),
             )
             for comp in final.components
@@ -830,8 +830,17 @@ def in_parallel(items: list[str], fn: Callable[[str], T]) -> dict[str, T | Excep
     threads = [threading.Thread(target=run, args=(item,), daemon=True) for item in items]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        # A moment for what is in flight: a supervisor that started is recorded, so
+        # the caller's cleanup reaches it (else it idles, detached, until its spawn
+        # deadline); a slow start is not waited for.
+        deadline = time.monotonic() + INTERRUPT_GRACE
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        raise
     results: dict[str, T | Exception] = {}
     for item in items:
         result = done[item]

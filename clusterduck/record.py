@@ -20,9 +20,22 @@ dataclass (PEP 681 ``dataclass_transform``). Standard library only: hosts import
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar, Self, dataclass_transform
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    from typing import Self
+
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:  # Python 3.10 hosts: the decorator only informs type checkers
+    _T = TypeVar("_T")
+
+    def dataclass_transform(**_: Any) -> Callable[[_T], _T]:
+        return lambda cls: cls
+
 
 __all__ = ["EMPTY", "Record", "FrozenRecordError"]
 

@@ -502,6 +502,9 @@ class Requester:
         self.curve = curve
         self._transport: Transport | None = None
         self._idle: dict[str, list[Socket]] = {}
+        # Requests running per transport: ``close`` never closes a socket another thread
+        # is still polling (ZeroMQ sockets are not thread-safe); the last request does.
+        self._busy: dict[Transport, int] = {}
         self._lock = threading.Lock()
 
     def request(
@@ -511,28 +514,43 @@ class Requester:
         with self._lock:
             if self._transport is None:
                 self._transport = Transport(self.curve)
+            transport = self._transport
+            self._busy[transport] = self._busy.get(transport, 0) + 1
             idle = self._idle.get(endpoint)
-            sock = idle.pop() if idle else self._transport.dealer(endpoint)
+            sock = idle.pop() if idle else transport.dealer(endpoint)
+        answered = False
         try:
             sock.send_json(message, prefix=[b""])
             if not sock.raw.poll(int(timeout * 1000)):
                 raise ControlTimeout(endpoint, str(message.get("op")), timeout)
             frames = sock.raw.recv_multipart()
-        except BaseException:
-            sock.close(linger_ms=0)
-            raise
-        with self._lock:
-            if self._transport is None:  # closed meanwhile
-                sock.close(linger_ms=0)
-            else:
-                self._idle.setdefault(endpoint, []).append(sock)
+            answered = True
+        finally:
+            self._give_back(transport, endpoint, sock, answered)
         return decode_json(frames[-1])
+
+    def _give_back(self, transport: Transport, endpoint: str, sock: Socket, keep: bool) -> None:
+        """Keep ``sock`` for the next request, or close it (failed, timed out, or the
+        requester was closed meanwhile: then the last request closes the transport)."""
+        with self._lock:
+            self._busy[transport] -= 1
+            last = not self._busy[transport]
+            if last:
+                del self._busy[transport]
+            current = transport is self._transport
+            if current and keep:
+                self._idle.setdefault(endpoint, []).append(sock)
+                return
+        sock.close(linger_ms=0)
+        if not current and last:
+            transport.close(linger_ms=0)
 
     def close(self) -> None:
         with self._lock:
             transport, self._transport = self._transport, None
             self._idle.clear()
-        if transport is not None:
+            busy = transport is not None and transport in self._busy
+        if transport is not None and not busy:
             transport.close(linger_ms=0)
 
 
