@@ -34,6 +34,7 @@ from .exceptions import (
 from .launch.base import HostConnection
 from .launch.local import LocalHost
 from .launch.slurm import SlurmGroup
+from .parallel import in_parallel
 from .protocol import (
     LOCALHOST,
     MAX_KEPT_RUNS,
@@ -73,9 +74,6 @@ __all__ = ["Progress", "Cluster", "start", "topology_status"]
 Progress = Callable[[str, str, str], None]  # (host, step, detail)
 
 START_TIMEOUT = 60.0
-# On Ctrl-C, how long starts already in flight may still finish (and be recorded, so that
-# they are killed with the rest) before `up` stops waiting for them.
-INTERRUPT_GRACE = 5.0
 LOCAL_REQUEST_TIMEOUT = 3.0
 REMOTE_REQUEST_TIMEOUT = 5.0
 # `status` and `down` call a remote host "unreachable" when its supervisor's control port
@@ -812,42 +810,6 @@ def _local_address_towards(record: TopologyRecord, conns: dict[str, HostConnecti
         f"cannot tell which address remote hosts should use to reach this machine{why}",
         "check the remote hosts' addresses, or set hosts.localhost.address in the topology file",
     )
-
-
-def in_parallel(items: list[str], fn: Callable[[str], T]) -> dict[str, T | Exception]:
-    """``fn(item)`` for every item at once (hosts are slow, not busy): result or exception."""
-    # Daemon threads, not a ThreadPoolExecutor: on Ctrl-C the caller must stop waiting
-    # at once (and kill what it started), but an executor's exit, and the interpreter's,
-    # wait for every request still running (a start waits up to START_TIMEOUT).
-    done: dict[str, T | BaseException] = {}
-
-    def run(item: str) -> None:
-        try:
-            done[item] = fn(item)
-        except BaseException as exc:  # noqa: BLE001 - the caller decides
-            done[item] = exc
-
-    threads = [threading.Thread(target=run, args=(item,), daemon=True) for item in items]
-    for thread in threads:
-        thread.start()
-    try:
-        for thread in threads:
-            thread.join()
-    except KeyboardInterrupt:
-        # A moment for what is in flight: a supervisor that started is recorded, so
-        # the caller's cleanup reaches it (else it idles, detached, until its spawn
-        # deadline); a slow start is not waited for.
-        deadline = time.monotonic() + INTERRUPT_GRACE
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        raise
-    results: dict[str, T | Exception] = {}
-    for item in items:
-        result = done[item]
-        if isinstance(result, BaseException) and not isinstance(result, Exception):
-            raise result
-        results[item] = result
-    return results
 
 
 def raise_first_error(results: dict[str, T | Exception]) -> dict[str, T]:

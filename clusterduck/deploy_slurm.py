@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 from .exceptions import ClusterduckError, ProtocolError, StartFailed
 from .launch.base import HostConnection
 from .launch.slurm import SlurmGroup, SlurmJob, batch_script, code_archive
+from .parallel import in_parallel
 from .protocol import (
     CurveKeys,
     HostStatus,
@@ -70,32 +70,19 @@ def start_groups(
     if len(names) == 1:
         prepare(names[0])  # in this thread: Ctrl-C interrupts the wait directly
         return
-    errors: dict[str, BaseException] = {}
 
-    def run(name: str) -> None:
-        try:
-            prepare(name)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below in this thread
-            errors[name] = exc
-
-    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in names]
-    for t in threads:
-        t.start()
-    try:
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)
-    except KeyboardInterrupt:
+    def give_up() -> None:
         for name in names:
             conn = conns[name]
             if isinstance(conn, SlurmGroup):
                 conn.abort.set()
-        for t in threads:
-            t.join(60)
-        raise
+
+    # A group's wait ends within a minute of being told to give up (its job cancelled).
+    results = in_parallel(names, prepare, on_interrupt=give_up, grace=60.0)
     for name in names:
-        if name in errors:
-            raise errors[name]
+        result = results[name]
+        if isinstance(result, Exception):
+            raise result
 
 
 def start_group(
