@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,10 +27,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from cpu import CpuGroup  # noqa: E402
-from hosts import PARTS, topology  # noqa: E402
+from hosts import bench_hosts, topology  # noqa: E402
 
-from tests.netns import Cluster, make_ssh_home, skip_reason  # noqa: E402
+from tests.netns import Cluster, skip_reason  # noqa: E402
 
 _TICK = 100.0  # acct's AHZ and /proc's USER_HZ on Linux
 
@@ -138,69 +135,52 @@ def main() -> None:
     if shutil.which("accton") is None or shutil.which("dump-acct") is None:
         raise SystemExit("needs BSD process accounting: apt-get install acct")
     n = args.hosts
-    group = CpuGroup("cd-bench-breakdown")
-    cluster = Cluster(count=n, own_homes=args.own_homes).start()
-    daemons = set()
-    for host in cluster.hosts:
-        assert host.sshd is not None
-        group.add(host.sshd.pid)
-        daemons.add(host.sshd.pid)
-        # `ip netns exec` execs sshd: same pid; sshd -D does not fork away.
-    try:
-        with tempfile.TemporaryDirectory(prefix="cd-bench-breakdown-") as tmp:
-            root = Path(tmp)
-            home = make_ssh_home(cluster, root / "home")
-            (root / "code").mkdir()
-            (root / "code" / "parts.py").write_text(PARTS.read_text())
-            env = {**os.environ, "HOME": str(home.home), "CLUSTERDUCK_HOME": str(root / "state")}
-            env.pop("SSH_AUTH_SOCK", None)
-            path = root / "t.yaml"
-            path.write_text(topology(cluster, n, "breakdown", sys.executable))
-            cli = [sys.executable, "-m", "clusterduck"]
+    with bench_hosts(n, args.own_homes, "cd-bench-breakdown") as (cluster, group, root, env):
+        daemons = {host.sshd.pid for host in cluster.hosts if host.sshd is not None}
+        path = root / "t.yaml"
+        path.write_text(topology(cluster, n, "breakdown", sys.executable))
+        cli = [sys.executable, "-m", "clusterduck"]
 
-            def cd(*a: str) -> subprocess.Popen[bytes]:
-                return subprocess.Popen(
-                    [*cli, *a],
-                    env=env,
-                    cwd=env["HOME"],
-                    preexec_fn=group.join,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
-
-            for step in (("up", str(path)), ("down", "breakdown")):  # warm-up
-                proc = cd(*step)
-                if proc.wait() != 0:
-                    raise SystemExit(f"warm-up {step[0]} failed")
-            acct = root / "acct"
-            acct.touch()
-            subprocess.run(["accton", str(acct)], check=True, capture_output=True)
-            own0 = group.seconds()
-            start = time.perf_counter()
-            try:
-                up = cd("up", str(path))
-                err = up.communicate()[1]
-                wall = time.perf_counter() - start
-                live = read_live(namespace_pids(cluster, n))
-                own = group.seconds() - own0
-            finally:
-                subprocess.run(["accton", "off"], check=True, capture_output=True)
-            if up.returncode != 0:
-                raise SystemExit(f"up failed: {err.decode()[-500:]}")
-            cd("down", "breakdown").wait()
-            procs = read_acct(acct) + live
-            rows = classify(procs, up.pid, daemons)
-            total = sum(sum(v) for v in rows.values())
-            print(
-                f"`up` on {n} hosts: {wall:.2f} s wall; cgroup total {own:.2f} CPU-s "
-                f"= {own / n:.3f} per host; accounted below {total / n:.3f} per host"
+        def cd(*a: str) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [*cli, *a],
+                env=env,
+                cwd=env["HOME"],
+                preexec_fn=group.join,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
             )
-            print(f"{'CPU-s per host':>14} {'procs':>6}  what")
-            for label, values in sorted(rows.items(), key=lambda kv: -sum(kv[1])):
-                print(f"{sum(values) / n:14.3f} {len(values):6d}  {label}")
-    finally:
-        cluster.close()
-        group.close()
+
+        for step in (("up", str(path)), ("down", "breakdown")):  # warm-up
+            proc = cd(*step)
+            if proc.wait() != 0:
+                raise SystemExit(f"warm-up {step[0]} failed")
+        acct = root / "acct"
+        acct.touch()
+        subprocess.run(["accton", str(acct)], check=True, capture_output=True)
+        own0 = group.seconds()
+        start = time.perf_counter()
+        try:
+            up = cd("up", str(path))
+            err = up.communicate()[1]
+            wall = time.perf_counter() - start
+            live = read_live(namespace_pids(cluster, n))
+            own = group.seconds() - own0
+        finally:
+            subprocess.run(["accton", "off"], check=True, capture_output=True)
+        if up.returncode != 0:
+            raise SystemExit(f"up failed: {err.decode()[-500:]}")
+        cd("down", "breakdown").wait()
+        procs = read_acct(acct) + live
+        rows = classify(procs, up.pid, daemons)
+        total = sum(sum(v) for v in rows.values())
+        print(
+            f"`up` on {n} hosts: {wall:.2f} s wall; cgroup total {own:.2f} CPU-s "
+            f"= {own / n:.3f} per host; accounted below {total / n:.3f} per host"
+        )
+        print(f"{'CPU-s per host':>14} {'procs':>6}  what")
+        for label, values in sorted(rows.items(), key=lambda kv: -sum(kv[1])):
+            print(f"{sum(values) / n:14.3f} {len(values):6d}  {label}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -134,6 +136,32 @@ def median(values: list[Figures | None], n: int) -> str:
     )
 
 
+@contextmanager
+def bench_hosts(
+    count: int, own_homes: bool, name: str
+) -> Iterator[tuple[Cluster, CpuGroup, Path, dict[str, str]]]:
+    """``count`` namespace hosts whose sshds (so the sessions, supervisors and workers
+    they start) count in one CPU group, and a temporary root with the code and an SSH
+    home: ``(cluster, group, root, env)`` for the client commands."""
+    group = CpuGroup(name)
+    cluster = Cluster(count=count, own_homes=own_homes).start()
+    for host in cluster.hosts:
+        assert host.sshd is not None
+        group.add(host.sshd.pid)  # `ip netns exec` execs sshd -D: the same pid
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
+            root = Path(tmp)
+            home = make_ssh_home(cluster, root / "home")
+            (root / "code").mkdir()
+            (root / "code" / "parts.py").write_text(PARTS.read_text())
+            env = {**os.environ, "HOME": str(home.home), "CLUSTERDUCK_HOME": str(root / "state")}
+            env.pop("SSH_AUTH_SOCK", None)
+            yield cluster, group, root, env
+    finally:
+        cluster.close()
+        group.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, nargs="+", default=[1, 5, 20])
@@ -158,70 +186,60 @@ def main() -> None:
         raise SystemExit(reason)
 
     global GROUP
-    GROUP = CpuGroup("cd-bench-hosts")
-    cluster = Cluster(count=max(args.hosts), own_homes=args.own_homes).start()
-    for host in cluster.hosts:
-        assert host.sshd is not None
-        GROUP.add(host.sshd.pid)  # the sessions, supervisors and workers follow
-    try:
-        with tempfile.TemporaryDirectory(prefix="cd-bench-hosts-") as tmp:
-            root = Path(tmp)
-            home = make_ssh_home(cluster, root / "home")
-            (root / "code").mkdir()
-            (root / "code" / "parts.py").write_text(PARTS.read_text())
-            base = {**os.environ, "HOME": str(home.home), "CLUSTERDUCK_HOME": str(root / "state")}
-            base.pop("SSH_AUTH_SOCK", None)
-            variants = {"this checkout": variant_env(base, None, root)}
-            if args.compare is not None:
-                variants[str(args.compare)] = variant_env(base, args.compare.resolve(), root)
-            print(
-                f"{'variant':20} {'hosts':>5} {'step':24} {'wall s':>8} {'CPU-s/host':>11} "
-                f"{'own CPU-s/h':>11}   (median of {args.rounds}; unreachable: 1 run, "
-                "wall only)",
-                flush=True,
-            )
-            for n in args.hosts:
-                steps: dict[str, dict[str, list[Figures | None]]] = {
-                    v: {"up": [], "status": [], "down": [], "status, 1 unreachable": []}
-                    for v in variants
-                }
-                for _ in range(args.rounds):
-                    for label, (env, python) in variants.items():
-                        name = f"bench{n}"
-                        path = root / f"{name}.yaml"
-                        path.write_text(topology(cluster, n, name, python))
-                        steps[label]["up"].append(run(env, "up", str(path)))
-                        steps[label]["status"].append(run(env, "status", name, "--json"))
-                        steps[label]["down"].append(run(env, "down", name))
-                        run(env, "down", name, "--force")  # whatever a failure left
+    with bench_hosts(max(args.hosts), args.own_homes, "cd-bench-hosts") as (
+        cluster,
+        GROUP,
+        root,
+        base,
+    ):
+        variants = {"this checkout": variant_env(base, None, root)}
+        if args.compare is not None:
+            variants[str(args.compare)] = variant_env(base, args.compare.resolve(), root)
+        print(
+            f"{'variant':20} {'hosts':>5} {'step':24} {'wall s':>8} {'CPU-s/host':>11} "
+            f"{'own CPU-s/h':>11}   (median of {args.rounds}; unreachable: 1 run, "
+            "wall only)",
+            flush=True,
+        )
+        for n in args.hosts:
+            steps: dict[str, dict[str, list[Figures | None]]] = {
+                v: {"up": [], "status": [], "down": [], "status, 1 unreachable": []}
+                for v in variants
+            }
+            for _ in range(args.rounds):
                 for label, (env, python) in variants.items():
                     name = f"bench{n}"
                     path = root / f"{name}.yaml"
                     path.write_text(topology(cluster, n, name, python))
-                    if run(env, "up", str(path)) is not None:
-                        victim = cluster.hosts[n - 1]
-                        victim.link_down()
-                        try:
-                            start = time.perf_counter()
-                            subprocess.run(
-                                [sys.executable, "-m", "clusterduck", "status", name, "--json"],
-                                env=env,
-                                capture_output=True,
-                                timeout=600,
-                                cwd=env["HOME"],
-                            )
-                            steps[label]["status, 1 unreachable"].append(
-                                (time.perf_counter() - start, 0.0, 0.0)
-                            )
-                        finally:
-                            victim.link_up()
-                    run(env, "down", name, "--force")
-                for label in variants:
-                    for step, values in steps[label].items():
-                        print(f"{label[-20:]:20} {n:5d} {step:24} {median(values, n)}", flush=True)
-    finally:
-        cluster.close()
-        GROUP.close()
+                    steps[label]["up"].append(run(env, "up", str(path)))
+                    steps[label]["status"].append(run(env, "status", name, "--json"))
+                    steps[label]["down"].append(run(env, "down", name))
+                    run(env, "down", name, "--force")  # whatever a failure left
+            for label, (env, python) in variants.items():
+                name = f"bench{n}"
+                path = root / f"{name}.yaml"
+                path.write_text(topology(cluster, n, name, python))
+                if run(env, "up", str(path)) is not None:
+                    victim = cluster.hosts[n - 1]
+                    victim.link_down()
+                    try:
+                        start = time.perf_counter()
+                        subprocess.run(
+                            [sys.executable, "-m", "clusterduck", "status", name, "--json"],
+                            env=env,
+                            capture_output=True,
+                            timeout=600,
+                            cwd=env["HOME"],
+                        )
+                        steps[label]["status, 1 unreachable"].append(
+                            (time.perf_counter() - start, 0.0, 0.0)
+                        )
+                    finally:
+                        victim.link_up()
+                run(env, "down", name, "--force")
+            for label in variants:
+                for step, values in steps[label].items():
+                    print(f"{label[-20:]:20} {n:5d} {step:24} {median(values, n)}", flush=True)
 
 
 if __name__ == "__main__":
