@@ -114,6 +114,22 @@ def generate_curve_keys(instances: Iterable[str] = ()) -> CurveKeys:
     return CurveKeys(public, secret, members, own)
 
 
+def _fail_closed(raw: zmq.Socket[bytes]) -> None:
+    """Refuse every CURVE client when no ZAP handler answers (tests/test_zap.py).
+
+    By default libzmq lets *any* client in when nothing is bound at the ZAP endpoint
+    (our handler thread gone). ``ZMQ_ZAP_ENFORCE_DOMAIN`` refuses instead, but libzmq
+    asks ZAP at all only on a socket with a ZAP domain, so both are set."""
+    try:
+        raw.zap_domain = b"clusterduck"
+        raw.zap_enforce_domain = True
+    except zmq.ZMQError as exc:
+        raise ProtocolError(
+            f"libzmq {zmq.zmq_version()} cannot refuse CURVE clients when ZAP is down "
+            "(ZMQ_ZAP_ENFORCE_DOMAIN needs libzmq >= 4.3.0): upgrade pyzmq"
+        ) from exc
+
+
 class Socket:
     """A thin wrapper so that callers never touch zmq constants."""
 
@@ -228,6 +244,7 @@ class Transport:
             if server:
                 self._ensure_auth()
                 raw.curve_server = True
+                _fail_closed(raw)
             else:
                 key = self.curve.public
                 if peer is not None and peer in self.curve.members:

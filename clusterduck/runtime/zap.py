@@ -10,6 +10,8 @@ Answers: a CURVE client whose public key is the topology's or an instance's is a
 (``200``) and its connection's ``User-Id`` is the name that key belongs to; any other key
 is refused (``400``). NULL connections are accepted as ``anonymous``, as pyzmq's
 authenticator does (a CURVE server socket never has one). Anything else is refused.
+When this thread is gone, libzmq refuses every client: the server sockets set a ZAP
+domain and ``ZMQ_ZAP_ENFORCE_DOMAIN`` (transport.py).
 """
 
 from __future__ import annotations
@@ -77,6 +79,11 @@ class MemberAuthenticator:
                     return
                 if zap in events:
                     zap.send_multipart(self.answer(zap.recv_multipart()))
+        except BaseException:
+            # Fail closed: the server sockets enforce their ZAP domain (transport.py),
+            # so without this thread every new connection is refused; say so.
+            log.exception("the ZAP handler stopped: new CURVE connections are refused")
+            raise
         finally:
             zap.close()
             stop.close()
