@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from clusterduck.exceptions import (
     AuthenticationFailed,
@@ -35,6 +35,7 @@ from clusterduck.exceptions import (
     LaunchError,
 )
 from clusterduck.launch.base import CommandResult, ShipReport
+from clusterduck.launch.filecache import FileCache
 from clusterduck.launch.local import LineStream, is_excluded, local_tree
 from clusterduck.topology import Host
 
@@ -130,6 +131,26 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
+def _parse_known_hosts(path: str) -> tuple[Any, ...]:
+    """The entries (``paramiko.hostkeys.HostKeyEntry``) ``HostKeys.load`` keeps."""
+    return tuple(cast(Any, paramiko.HostKeys(path))._entries)
+
+
+# Parsed once per version of each file, shared by every host of an `up` (filecache.py).
+_SSH_CONFIGS: FileCache[paramiko.SSHConfig] = FileCache(paramiko.SSHConfig.from_path)
+_KNOWN_HOSTS: FileCache[tuple[Any, ...]] = FileCache(_parse_known_hosts)
+
+
+def _load_known_hosts(keys: paramiko.HostKeys, path: str) -> None:
+    """Add to ``keys`` what ``keys.load(path)`` would, from the cache.
+
+    ``HostKeys`` has no public way to add parsed entries as they are (``add`` keeps one
+    key per host and type, ``load`` keeps every line), hence its private ``_entries``;
+    tests/test_ssh_files.py checks that the result looks up like ``load``'s. Each client
+    gets its own list (the host key policy adds to it); the entries are only read."""
+    cast(Any, keys)._entries.extend(_KNOWN_HOSTS.get(path))
+
+
 def _fingerprint(key: paramiko.PKey) -> str:
     return f"{key.get_name()} {key.fingerprint}"
 
@@ -188,7 +209,7 @@ class SSHHost:
         options: dict[str, object] = {}
         if self.ssh_config_path.is_file():
             try:
-                config = paramiko.SSHConfig.from_path(str(self.ssh_config_path))
+                config = _SSH_CONFIGS.get(str(self.ssh_config_path))
                 options = dict(config.lookup(alias))
             except (OSError, paramiko.SSHException) as exc:
                 raise LaunchError(
@@ -221,10 +242,7 @@ class SSHHost:
                 self._drop()
             target = self.target
             client = paramiko.SSHClient()
-            if os.path.isfile(_SYSTEM_KNOWN_HOSTS):
-                client.load_system_host_keys(_SYSTEM_KNOWN_HOSTS)
-            if self.known_hosts_path.is_file():
-                client.load_host_keys(str(self.known_hosts_path))
+            self._load_host_keys(client)
             client.set_missing_host_key_policy(
                 _HostKeyPolicy(self.accept_new_host_keys, self.known_hosts_path)
             )
@@ -249,6 +267,14 @@ class SSHHost:
             if transport is not None:
                 transport.set_keepalive(15)  # notice a dead peer during a long `follow`
             self._client = client
+
+    def _load_host_keys(self, client: paramiko.SSHClient) -> None:
+        """The system's and the user's known hosts, as ``load_system_host_keys`` and
+        ``load_host_keys`` would load them, parsed once per file version."""
+        if os.path.isfile(_SYSTEM_KNOWN_HOSTS):
+            _load_known_hosts(cast(Any, client)._system_host_keys, _SYSTEM_KNOWN_HOSTS)
+        if self.known_hosts_path.is_file():
+            _load_known_hosts(client.get_host_keys(), str(self.known_hosts_path))
 
     def _where(self) -> str:
         t = self.target
