@@ -1,5 +1,5 @@
 """`python -m clusterduck` is the `clusterduck` command."""
 
-from .cli.app import main
+from .entry import main
 
-main(prog_name="clusterduck")
+main()
