@@ -26,6 +26,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from .launch.spawn import start_piped
 from .protocol import topology_marker
 
 __all__ = ["EarlySupervisor", "guess_name"]
@@ -81,13 +82,7 @@ class EarlySupervisor:
             return None
         argv = [sys.executable, "-m", "clusterduck.runtime.supervisor", *topology_marker(name)]
         try:
-            popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # as LocalHost.run starts it
-            )
+            popen = start_piped(argv)  # as LocalHost.run starts it
         except OSError:
             return None
         return cls(argv, popen)

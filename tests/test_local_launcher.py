@@ -134,3 +134,42 @@ def test_follow_ends_with_command() -> None:
     lines = pump(LocalHost().follow(["printf", "a\\nb"]))
     assert take(lines, 2) == ["a", "b"]
     assert lines.get(timeout=10) is None
+
+
+# -- one way to start a local command (launch/spawn.py) ---------------------------------
+
+SURROUNDINGS = (
+    "import os, sys, json; "
+    "print(json.dumps([os.getsid(0) == os.getpid(), os.environ.get('CD_PROBE')])); "
+    "sys.stdout.flush(); print(sys.stdin.read(), file=sys.stderr)"
+)
+
+
+def test_run_and_the_early_supervisor_start_commands_the_same_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LocalHost.finish`` completes a command that ``prestart.EarlySupervisor`` started
+    as if ``run`` had started it: both go through ``spawn.start_piped`` (own session,
+    pipes on all three streams, this environment)."""
+    from clusterduck.launch.spawn import start_piped
+    from clusterduck.prestart import EarlySupervisor
+
+    monkeypatch.setenv("CD_PROBE", "inherited")
+    argv = [sys.executable, "-c", SURROUNDINGS]
+    host = LocalHost()
+    by_run = host.run(argv, stdin=b"fed")
+    by_hand = host.finish(start_piped(argv), argv, stdin=b"fed")
+    assert by_run == by_hand
+    assert by_run.returncode == 0 and by_run.stderr == "fed\n"
+    assert by_run.stdout.strip() == '[true, "inherited"]'
+
+    topology = tmp_path / "t.yaml"
+    topology.write_text("name: spawn-probe\n")
+    early = EarlySupervisor.start(topology)
+    assert early is not None and early.popen is not None
+    try:
+        pid = early.popen.pid
+        assert os.getsid(pid) == pid
+        assert None not in (early.popen.stdin, early.popen.stdout, early.popen.stderr)
+    finally:
+        early.discard()

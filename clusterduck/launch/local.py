@@ -20,6 +20,7 @@ from pathlib import Path
 
 from clusterduck.exceptions import LaunchError
 from clusterduck.launch.base import SHIP_EXCLUDES, CommandResult, ShipReport
+from clusterduck.launch.spawn import start_piped
 
 __all__ = ["LineStream", "LocalFile", "LocalHost", "is_excluded", "local_tree"]
 
@@ -174,14 +175,7 @@ class LocalHost:
     ) -> CommandResult:
         """Run ``argv`` to completion; a missing program gives exit 127 as a shell would."""
         try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=self._env(env),
-                start_new_session=True,
-            )
+            proc = start_piped(argv, self._env(env))
         except FileNotFoundError as exc:
             return CommandResult(127, "", f"{argv[0]}: command not found ({exc.strerror})\n")
         except PermissionError as exc:
@@ -196,8 +190,8 @@ class LocalHost:
         stdin: bytes = b"",
         timeout: float = 60.0,
     ) -> CommandResult:
-        """Feed ``stdin`` to a command already started (pipes on all three streams, its
-        own session) and wait for it, as ``run`` does (see clusterduck/prestart.py)."""
+        """Feed ``stdin`` to a command already started by ``spawn.start_piped`` and wait
+        for it, as ``run`` does (see clusterduck/prestart.py)."""
         try:
             out, err = proc.communicate(stdin, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
