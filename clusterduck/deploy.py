@@ -247,7 +247,7 @@ class Cluster:
             state=_overall(host_states, State.parse(self.record.status)),
             hosts=host_states,
             problems=tuple(problems),
-            components=tuple(components),
+            components=settle_in_flight(components),
             slurm=deploy_slurm.jobs(self),
             rejected_frames=rejected,
             guarantee=spec.guarantee,
@@ -810,6 +810,38 @@ def _local_address_towards(record: TopologyRecord, conns: dict[str, HostConnecti
         f"cannot tell which address remote hosts should use to reach this machine{why}",
         "check the remote hosts' addresses, or set hosts.localhost.address in the topology file",
     )
+
+
+def settle_in_flight(components: list[ComponentStatus]) -> tuple[ComponentStatus, ...]:
+    """Nothing is in flight towards a finished instance: zero those edges.
+
+    A sender counts a message in flight until the receiver's credit grant for it comes
+    back, and a sender that ends stops reading grants: its last report kept thousands
+    "in flight" to receivers that had long processed them (a finished wordcount showed
+    ``split 0 finished … in flight 2,174``). A finished instance has had the end of
+    stream of every upstream instance, which travels behind their data on the same
+    connection, and drained its queue; so whatever any sender still counts towards it
+    was processed. Its row keeps the rest (edges to instances still running)."""
+    finished = {
+        f"{comp.name}/{row.index}"
+        for comp in components
+        for row in comp.instances
+        if row.state is State.FINISHED
+    }
+    settled = []
+    for comp in components:
+        rows = []
+        for row in comp.instances:
+            if any(e.to in finished and (e.in_flight or e.queue_ms) for e in row.edges):
+                stale = sum(e.in_flight for e in row.edges if e.to in finished)
+                edges = tuple(
+                    e.replace(in_flight=0, queue_ms=0.0) if e.to in finished else e
+                    for e in row.edges
+                )
+                row = row.replace(edges=edges, in_flight=max(0, row.in_flight - stale))
+            rows.append(row)
+        settled.append(comp.replace(instances=tuple(rows)))
+    return tuple(settled)
 
 
 def raise_first_error(results: dict[str, T | Exception]) -> dict[str, T]:
