@@ -192,6 +192,8 @@ def test_crash_at_start_exits_2_and_leaves_nothing(duck: Clusterduck) -> None:
     status = duck.status(name)
     assert status["state"] == "failed", status
     assert any("BrokenAtInit" in problem for problem in status["problems"]), status
+    # The supervisor `up` killed is not asked: no "does not answer" / "is gone" beside it.
+    assert not [p for p in status["problems"] if "supervisor" in p], status["problems"]
     for row in rows(status):
         assert row["state"] in ("failed", "crashed"), row
     assert instance(status, "picky")["state"] == "failed"
