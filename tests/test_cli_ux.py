@@ -257,3 +257,16 @@ def test_status_without_name_says_whether_the_candidates_run(duck: Clusterduck) 
     assert ended.returncode == 1
     assert "no topology is running, and several are known" in ended.stderr, ended.stderr
     assert first in ended.stderr and second in ended.stderr and "clusterduck list" in ended.stderr
+
+    # `down` without NAME when nothing runs is done, like `down` of a stopped NAME.
+    nothing = duck.run("down")
+    assert nothing.returncode == 0, (nothing.stdout, nothing.stderr)
+    assert "no topology is running; nothing to stop" in nothing.stderr, nothing.stderr
+    assert first in nothing.stderr and second in nothing.stderr
+    assert duck.status(first)["state"] == "finished"  # its recorded end is kept
+
+    # `logs COMPONENT` cannot pick a topology, but says which ones have that component.
+    which = duck.run("logs", "printer")
+    assert which.returncode == 1, (which.stdout, which.stderr)
+    assert f"`clusterduck logs {first} printer`" in which.stderr, which.stderr
+    assert f"`clusterduck logs {second} printer`" in which.stderr, which.stderr

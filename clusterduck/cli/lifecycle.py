@@ -266,8 +266,24 @@ def down(name: str | None, timeout: float, force: bool) -> None:
     from ..deploy import Cluster, stop_topology
     from .console import make_console
 
-    record = _find(name)
     err = make_console(err=True)
+    try:
+        record = _find(name)
+    except StateError:
+        if name is not None:
+            raise
+        from ..state import load_all
+
+        records = load_all()
+        if any(r.active for r in records):
+            raise  # several run: which one to stop is the user's call
+        # Nothing runs: `down` is done, as it is for a NAME that is not running.
+        known = ", ".join(r.name for r in records)
+        err.print(
+            "no topology is running; nothing to stop"
+            + (f" (known: {known}; `clusterduck list` shows how each ended)" if known else "")
+        )
+        return
     if not record.active:
         # Nothing runs: sweep anyway (a crash may have left something), but keep the
         # recorded end (a second `down` must not turn `stopped` into `failed`).
@@ -397,7 +413,14 @@ def _logs_target(name: str | None, component: str | None) -> tuple[TopologyRecor
         try:
             record = _find(None)
         except StateError:
-            raise exc from None
+            # Several known, none running: say which of them has that component.
+            owners = [r.name for r in load_all() if name in [c.name for c in r.spec.components]]
+            if not owners:
+                raise exc from None
+            runs = " or ".join(f"`clusterduck logs {owner} {name}`" for owner in owners)
+            raise StateError(
+                f"{exc}; {name!r} is a component of {', '.join(owners)}: run {runs}"
+            ) from None
         names = [c.name for c in record.spec.components]
         if name in [*names, "supervisor"]:
             return record, name
