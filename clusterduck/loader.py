@@ -247,6 +247,9 @@ class _YamlReader:
                 what += f" ({exc.context})"
             what, hint = _explain_syntax(what)
             at = (mark.line + 1, mark.column + 1) if mark else None
+            opened = _unclosed(exc)
+            if opened is not None:
+                at, hint = opened
             self.report.add((), f"YAML syntax error: {what}", hint, at=at)
         except yaml.YAMLError as exc:
             self.report.add((), f"YAML error: {exc}", "fix the YAML syntax")
@@ -370,6 +373,33 @@ def _explain_syntax(what: str) -> tuple[str, str]:
     if "expected the end of" in what or "found a key" in what or "found a new" in what:
         return what, _INDENT
     return what, "fix the YAML at this position (indentation, quotes, colons)"
+
+
+# What PyYAML's context names, when it is an opening bracket or quote, and its closer.
+_OPENERS = {
+    "while parsing a flow mapping": ("'{'", "'}'"),
+    "while parsing a flow sequence": ("'['", "']'"),
+    "while scanning a quoted scalar": ("quote", "the same quote"),
+}
+
+
+def _unclosed(exc: yaml.MarkedYAMLError) -> tuple[tuple[int, int], str] | None:
+    """Where to point and the hint when PyYAML gave up inside a ``{``, ``[`` or quote:
+    at the end of the file it reports a line past the last one, so the error points at
+    the opener instead; elsewhere it keeps PyYAML's place and names the opener."""
+    opener = _OPENERS.get(str(exc.context))
+    opened, found = exc.context_mark, exc.problem_mark
+    if opener is None or opened is None:
+        return None
+    what, closer = opener
+    if found is None or "end of stream" in str(exc.problem) or "<stream end>" in str(exc.problem):
+        return (opened.line + 1, opened.column + 1), (
+            f"the {what} opened here is never closed: close it with {closer}"
+        )
+    where = f"line {opened.line + 1}, column {opened.column + 1}"
+    return (found.line + 1, found.column + 1), (
+        f"close the {what} opened at {where} with {closer} before this point"
+    )
 
 
 def _position(node: yaml.Node) -> tuple[int, int]:

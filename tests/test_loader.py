@@ -77,6 +77,31 @@ def test_yaml_syntax_error_has_parser_position(write_topology: WriteTopology) ->
     assert problem.message.startswith("YAML syntax error: expected ',' or ']'")
 
 
+@pytest.mark.parametrize(
+    ("last_line", "column", "opener"),
+    [
+        ("args: {count: 5", 11, "'{'"),
+        ("args: [1, 2", 11, "'['"),
+        ("entry: 'm:s", 12, "quote"),
+    ],
+)
+def test_unclosed_bracket_or_quote_points_at_the_opener(
+    write_topology: WriteTopology, last_line: str, column: int, opener: str
+) -> None:
+    """PyYAML reports such a file's end (a line past the last one); the opener is the fix."""
+    path = write_topology(f"name: x\nspouts:\n  - name: a\n    entry: m:s\n    {last_line}\n")
+    problem = only(problems_of(path))
+    assert (problem.line, problem.column) == (5, column), problem
+    assert f"the {opener} opened here is never closed" in problem.hint, problem.hint
+
+
+def test_a_wrong_closer_names_where_the_bracket_opened(write_topology: WriteTopology) -> None:
+    path = write_topology("name: x\nspouts:\n  - name: a\n    args: {count: 5]\n")
+    problem = only(problems_of(path))
+    assert (problem.line, problem.column) == (4, 20), problem
+    assert "close the '{' opened at line 4, column 11 with '}'" in problem.hint, problem.hint
+
+
 def test_tab_indentation_hint(write_topology: WriteTopology) -> None:
     path = write_topology("name: x\nspouts:\n\t- name: a\n")
     problem = only(problems_of(path))
