@@ -15,7 +15,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from ..protocol import AT_LEAST_ONCE, InstanceStatus, State, TopologyStatus
+from ..protocol import AT_LEAST_ONCE, ComponentStatus, InstanceStatus, State, TopologyStatus
 
 __all__ = [
     "HostProgress",
@@ -95,6 +95,39 @@ def _queue_ms(row: InstanceStatus) -> str:
 def _cost(row: InstanceStatus) -> str:
     """The instance's own measured work per message: the bottleneck has the highest."""
     return f"{row.cost_ms:.3f}" if row.cost_ms else "-"
+
+
+# A component whose instances work at least this share of the time is named under the
+# status table as the one setting the pace (README, "Flow control").
+BOTTLENECK_BUSY = 0.7
+
+
+def _bottleneck(status: TopologyStatus) -> Text | None:
+    """The README's "highest ms/msg × rate", worked out: the component whose running
+    instances spend the largest share of their time working, when that share is high.
+    Upstream of it everything waits for its credit, so it is where parallelism helps."""
+    best: tuple[float, ComponentStatus, list[InstanceStatus]] | None = None
+    for comp in status.components:
+        rows = [r for r in comp.instances if r.state is State.RUNNING]
+        if not rows:
+            continue
+        # cost × rate can exceed 1 for a moment (both are averages over windows).
+        busy = sum(min(1.0, r.cost_ms * r.rate / 1000) for r in rows) / len(rows)
+        if busy >= BOTTLENECK_BUSY and (best is None or busy > best[0]):
+            best = (busy, comp, rows)
+    if best is None:
+        return None
+    busy, comp, rows = best
+    cost = sum(r.cost_ms for r in rows) / len(rows)
+    rate = sum(r.rate for r in rows) / len(rows)
+    each = "" if len(rows) == 1 else " each"
+    instances = "1 instance" if len(rows) == 1 else f"{len(rows)} instances"
+    return Text(
+        f"bottleneck: {comp.name}, busy {busy:.0%} ({instances}, {cost:.3g} ms/msg × "
+        f"{rate:,.0f} msgs/s{each}): what feeds it waits for it; raise its parallelism or "
+        "make its work cheaper",
+        style="yellow",
+    )
 
 
 # Status columns (title, justify), in the order docs/reference.md §3 lists them.
@@ -251,6 +284,10 @@ def status_table(status: TopologyStatus) -> Group:
         ("  at-least-once" if alo else "", ""),
     )
     parts: list[Any] = [head, table]
+    if status.state in (State.RUNNING, State.FAILING):
+        bottleneck = _bottleneck(status)
+        if bottleneck is not None:
+            parts.append(bottleneck)
     for group, job in status.slurm.items():
         parts.append(Text(f"slurm {group}: {job.describe()}"))
     for problem in status.problems:
