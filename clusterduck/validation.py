@@ -399,24 +399,28 @@ def _check_entries(comp: _Comp, code_dir: Path, report: Report) -> None:
             )
         args = {}
     if comp.kind == "spout":
+        why = bind_problem(obj, 1, args)
         _report_bind(
             report,
             comp,
             entry,
-            bind_problem(obj, 1, args),
-            "dispatch",
-            "a spout is called as spout(dispatch, **args)",
+            why,
+            "dispatch, **args" if args else "dispatch",
+            _args_hint(why, args, entry.rpartition(":")[2], "dispatch")
+            or "a spout is called as spout(dispatch, **args)",
         )
     elif comp.get("bundle", bool, False):
         _check_bundle_arity(comp, entry, obj, args, report)
     else:
+        why = bind_problem(obj, 1, args)
         _report_bind(
             report,
             comp,
             entry,
-            bind_problem(obj, 1, args),
-            "value",
-            "a worker is called with one value per message: def fn(value)",
+            why,
+            "value, **args" if args else "value",
+            _args_hint(why, args, entry.rpartition(":")[2], "value")
+            or "a worker is called with one value per message: def fn(value)",
         )
     key = comp.get("key", str, None)
     if key is not None and ":" in key:
@@ -467,6 +471,18 @@ def _check_key(comp: _Comp, key: str, code_dir: Path, report: Report) -> None:
             "a key function takes one value and returns a hashable key",
             field="key",
         )
+
+
+def _args_hint(why: str | None, args: dict[str, Any], name: str, first: str) -> str | None:
+    """The fix when a function entry does not take a key of its ``args:``: the runtime
+    passes them as keywords on every call, so the signature must name them."""
+    if not why or not args or "unexpected keyword argument" not in why:
+        return None
+    names = ", ".join(args)
+    return (
+        f"args: are passed as keyword arguments: def {name}({first}, {names}); or remove "
+        "from args: what it does not take"
+    )
 
 
 def _report_bind(

@@ -256,6 +256,15 @@ def test_each_rejection_is_located(write_topology: WriteTopology, case: str) -> 
     assert problem.hint and "\n" not in problem.hint
 
 
+def test_args_a_function_does_not_take_get_the_signature_to_write(
+    write_topology: WriteTopology,
+) -> None:
+    """A function worker gets ``args`` as keywords: the hint shows the def that takes them."""
+    problem = one(write_topology, "- {name: a, entry: vmod:fn, inputs: [src], args: {factor: 2}}\n")
+    assert "vmod:fn cannot be called with value, **args" in problem.message, str(problem)
+    assert "def fn(value, factor)" in problem.hint, problem.hint
+
+
 def test_cycle_is_reported_once_naming_every_member(write_topology: WriteTopology) -> None:
     problem = one(
         write_topology,
