@@ -281,6 +281,16 @@ class Cluster:
         ``stopped`` when it was still running."""
         final = self.stop(timeout, force=force)
         record = self.record
+        # Rows still running when the kill came keep their last report's state: say that
+        # they were killed, or a stopped topology reads as if parts of it still ran.
+        killed = [
+            f"{row.component}/{row.index} ({row.state.value})"
+            for row in final.instances()
+            if not row.state.ended and row.state is not State.UNREACHABLE
+        ]
+        if killed:
+            how = "with --force" if force else f"after the {timeout:g} s drain timeout"
+            final = final.replace(problems=(*final.problems, f"killed {how}: {', '.join(killed)}"))
         if final.state is State.FAILED:
             record.status = State.FAILED.value
         elif record.status != State.FINISHED.value:  # still running: `down` stopped it

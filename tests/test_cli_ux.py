@@ -270,3 +270,33 @@ def test_status_without_name_says_whether_the_candidates_run(duck: Clusterduck) 
     assert which.returncode == 1, (which.stdout, which.stderr)
     assert f"`clusterduck logs {first} printer`" in which.stderr, which.stderr
     assert f"`clusterduck logs {second} printer`" in which.stderr, which.stderr
+
+
+def test_down_that_had_to_kill_says_which_instances(duck: Clusterduck, tmp_path: Path) -> None:
+    """A worker that never returns cannot drain: `down` kills it after --timeout and says
+    so (and `status` keeps it), instead of a stopped topology whose rows read `running`."""
+    name = duck.name("stuck")
+    path = numbers_through(
+        tmp_path,
+        name,
+        "{name: stuck, entry: 'user:hang_at_3', inputs: [numbers]}",
+        "import time\n\n\ndef hang_at_3(value):\n    if value == 3:\n"
+        "        print('hanging at 3', flush=True)\n"
+        "        time.sleep(3600)\n"
+        "    return value\n",
+    )
+    assert duck.run("up", str(path)).returncode == 0
+
+    def hanging() -> bool:
+        return "hanging at 3" in duck.run("logs", name, "stuck").stdout
+
+    wait_until(hanging, what="the worker to hang")
+    stopped = duck.down(name, "--timeout", "0.2")
+    assert stopped.returncode == 0, stopped.stderr
+    killed = next((x for x in stopped.stderr.splitlines() if x.startswith("killed ")), "")
+    assert killed.startswith("killed after the 0.2 s drain timeout: "), stopped.stderr
+    assert "stuck/0 (" in killed and f"clusterduck down {name} --timeout S" in killed
+    status = duck.status(name)
+    assert status["state"] == "stopped"
+    assert any(p.startswith("killed after the 0.2 s") for p in status["problems"]), status
+    assert not processes_matching(name)

@@ -306,6 +306,14 @@ def down(name: str | None, timeout: float, force: bool) -> None:
         f"{received:,} messages received in total; logs kept "
         f"(`clusterduck logs {record.name}`)"
     )
+    for problem in final.problems:
+        if problem.startswith("killed ") and not force:
+            err.print(
+                f"[yellow]{problem}[/]; what they held is lost; a longer drain: "
+                f"`clusterduck down {record.name} --timeout S`",
+                markup=True,
+                highlight=False,
+            )
 
 
 @click.command("list")
