@@ -300,3 +300,32 @@ def test_down_that_had_to_kill_says_which_instances(duck: Clusterduck, tmp_path:
     assert status["state"] == "stopped"
     assert any(p.startswith("killed after the 0.2 s") for p in status["problems"]), status
     assert not processes_matching(name)
+
+
+def test_up_wait_says_a_restarted_spout_ran_again_from_its_start(
+    duck: Clusterduck, tmp_path: Path
+) -> None:
+    """Under at-most-once a restarted spout has no resume point: it dispatches its ids
+    again, and the user is told why the sink saw more messages than the spout has."""
+    name = duck.name("respout")
+    (tmp_path / "lc_parts.py").write_text((TOPOLOGIES / "lc_parts.py").read_text())
+    (tmp_path / "user.py").write_text(
+        "import os\n\n\n"
+        "def once_dies(dispatch, marker):\n"
+        "    for i in range(20):\n"
+        "        if i == 10 and not os.path.exists(marker):\n"
+        "            open(marker, 'w').close()\n"
+        "            os._exit(1)\n"
+        "        dispatch(i, i)\n"
+    )
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\ncode: .\nspouts:\n"
+        f"  - {{name: numbers, entry: 'user:once_dies', args: {{marker: '{tmp_path}/died'}}}}\n"
+        "workers:\n  - {name: printer, entry: 'lc_parts:Printer', inputs: [numbers]}\n"
+    )
+    done = duck.run("up", str(path), "--wait")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    line = next((x for x in done.stderr.splitlines() if x.startswith("numbers: ")), "")
+    assert "1 restart" in line and "ran again from its start" in line, done.stderr
+    assert "printer: " not in done.stderr, done.stderr

@@ -181,6 +181,12 @@ def _trouble(status: TopologyStatus) -> list[str]:
         said = [f"{n:,} {one if n == 1 else many}{why}" for n, one, many, why in counts if n]
         if any(r.restarts for r in rows) and status.guarantee != AT_LEAST_ONCE:
             said.append("what a crashed process held is gone (guarantee: at-most-once)")
+            if comp.kind == "spout":  # it has no resume point under at-most-once
+                said.append(
+                    "the restarted spout ran again from its start, so what it had "
+                    "dispatched before the crash went downstream twice (at-least-once "
+                    "spouts can resume: README, Guarantees)"
+                )
         if said:
             lines.append(
                 f"{comp.name}: {', '.join(said)}; see `clusterduck logs {status.name} {comp.name}`"
