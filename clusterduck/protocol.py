@@ -1252,6 +1252,10 @@ class InstanceStatus(Record):
     rejected_frames: Mapping[str, int] = EMPTY
     pending: int = 0  # at-least-once: not done yet (spout), held for acks (worker)
     replayed: int = 0  # at-least-once: messages this spout dispatched again
+    # Seconds since a running instance last reported, once that is well past the report
+    # interval (else 0): a worker reports between calls of its code, so one call has run
+    # that long (stuck, or very slow work).
+    silent_seconds: float = 0.0
 
     # The documented key order of a row in ``status --json``.
     KEYS: ClassVar[tuple[str, ...]] = (
@@ -1277,6 +1281,7 @@ class InstanceStatus(Record):
         "rejected_frames",
         "pending",
         "replayed",
+        "silent_seconds",
     )
 
     def to_dict(self, *, with_component: bool = False) -> dict[str, Any]:
@@ -1318,6 +1323,7 @@ class InstanceStatus(Record):
             rejected_frames=_counts(data, "rejected_frames"),
             pending=_get(data, "pending", int, 0),
             replayed=_get(data, "replayed", int, 0),
+            silent_seconds=_get(data, "silent_seconds", float, 0.0),
         )
 
 

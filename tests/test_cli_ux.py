@@ -10,7 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lifecycle_fixtures import TOPOLOGIES, Clusterduck, processes_matching, wait_until
+from lifecycle_fixtures import (
+    TOPOLOGIES,
+    Clusterduck,
+    instance,
+    processes_matching,
+    wait_until,
+)
 
 
 def numbers_through(tmp_path: Path, name: str, worker: str, module: str = "") -> Path:
@@ -291,6 +297,15 @@ def test_down_that_had_to_kill_says_which_instances(duck: Clusterduck, tmp_path:
         return "hanging at 3" in duck.run("logs", name, "stuck").stdout
 
     wait_until(hanging, what="the worker to hang")
+
+    def silent() -> bool:  # it reports between calls of its code: it has gone quiet
+        stuck = instance(duck.status(name), "stuck")
+        return bool(stuck["silent_seconds"] > 0)
+
+    wait_until(silent, what="status to show stuck/0 silent")
+    shown = duck.run("status", name)
+    assert "stuck/0 has not reported for " in shown.stdout, shown.stdout
+    assert "numbers/0 has not" not in shown.stdout  # the spout keeps reporting
     stopped = duck.down(name, "--timeout", "0.2")
     assert stopped.returncode == 0, stopped.stderr
     killed = next((x for x in stopped.stderr.splitlines() if x.startswith("killed ")), "")

@@ -77,6 +77,7 @@ ROW_KEYS = [
     "rejected_frames",
     "pending",
     "replayed",
+    "silent_seconds",
 ]
 EDGE_KEYS = ["to", "credit", "in_flight", "waiting", "queue_ms"]
 

@@ -288,6 +288,17 @@ def status_table(status: TopologyStatus) -> Group:
         bottleneck = _bottleneck(status)
         if bottleneck is not None:
             parts.append(bottleneck)
+        for row in status.instances():
+            if row.silent_seconds:
+                parts.append(
+                    Text(
+                        f"{row.component}/{row.index} has not reported for "
+                        f"{row.silent_seconds:,.0f} s: one call of its code has run that long "
+                        f"(stuck, or very slow); its counters are as of then. See "
+                        f"`clusterduck logs {status.name} {row.component}`",
+                        style="yellow",
+                    )
+                )
     for group, job in status.slurm.items():
         parts.append(Text(f"slurm {group}: {job.describe()}"))
     for problem in status.problems:

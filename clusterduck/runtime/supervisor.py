@@ -76,6 +76,9 @@ SPAWN_DEADLINE = 180.0
 BACKOFF_START = 0.5
 BACKOFF_MAX = 10.0
 KILL_GRACE = 3.0
+# A running process reports every 0.5 s (process.REPORT_INTERVAL) between calls of user
+# code; one silent this long is inside a single call (status: silent_seconds).
+SILENT_AFTER = 3.0
 # How long a process that said it finished may take to exit: its data sockets linger
 # until what it sent has left (transport.DATA_LINGER_MS), then a little more.
 EXIT_GRACE = DATA_LINGER_MS / 1000 + 2.0
@@ -97,6 +100,7 @@ class Instance:
         self.endpoints: dict[str, str] = {}
         self.ports: dict[str, int] = {}
         self.report: InstanceReport | None = None
+        self.reported_at = 0.0  # time.monotonic() of the last report (0: none yet)
         self.ready = False
         self.restarts = 0
         self.lost = 0
@@ -329,6 +333,7 @@ class Supervisor:
             inst.error = msg.error
         else:
             inst.report = msg
+            inst.reported_at = time.monotonic()
             inst.state = msg.state
             if msg.op is Op.READY:
                 inst.ready = True
@@ -414,6 +419,7 @@ class Supervisor:
                     restarts=inst.restarts,
                     lost=inst.lost,
                     last_error=(rep.last_error if rep else None) or inst.error,
+                    silent_seconds=self._silent(inst),
                 )
             )
         return HostStatus(
@@ -424,6 +430,15 @@ class Supervisor:
             tuple(rows),
             rejected_frames=self.rejections.as_dict(),
         )
+
+    @staticmethod
+    def _silent(inst: Instance) -> float:
+        """Seconds since a running instance last reported, once past SILENT_AFTER: a
+        process reports between calls of user code, so one call has run that long."""
+        if inst.state not in (State.RUNNING, State.DRAINING) or not inst.reported_at:
+            return 0.0
+        silent = time.monotonic() - inst.reported_at
+        return round(silent, 1) if silent >= SILENT_AFTER else 0.0
 
     def overall_state(self) -> State:
         if self.failure:
