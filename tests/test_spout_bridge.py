@@ -165,6 +165,25 @@ def test_a_pump_that_leaves_messages_waiting_for_credit_wakes_the_sleeping_io_lo
     assert waker.sent == 1  # once: it is awake now
 
 
+def test_a_pump_after_the_loops_last_turn_keeps_it_from_sleeping() -> None:
+    """The I/O loop's turn found nothing to do; before it says it sleeps, a pump sends
+    from the spout thread and leaves messages waiting for credit. The pump saw the loop
+    awake and woke nobody: the loop must not sleep now (it would until the next report,
+    while the grants it needs may already have been read by the pump)."""
+    waker = Waker()
+    bridge = SpoutBridge(100, waker, gap=0.0)
+
+    def pump() -> bool:
+        bridge.take(100)
+        return True  # left waiting for credit
+
+    bridge.set_pump(pump)
+    bridge.dispatch(0, "a")  # alone: sent in place, between the turn and idle()
+    assert waker.sent == 0 and len(bridge) == 0
+    assert not bridge.idle()  # one more turn first
+    assert bridge.idle()  # ... after which it may sleep
+
+
 def test_a_flood_stays_with_the_io_loop_however_long_it_waited() -> None:
     waker = Waker()
     bridge = SpoutBridge(10_000, waker, gap=1000.0, stale=0.0)

@@ -685,7 +685,8 @@ class ComponentProcess:
     def _pump_spout(self) -> bool:
         """Frame and send what the spout queued, from the spout's own thread (holding
         ``bridge.lock``; see runtime/spout.py); read the grant sockets empty after.
-        True: messages are left waiting for credit (the I/O loop must see to them)."""
+        True: messages are left waiting for credit, or ``max_pending`` holds the spout
+        (the I/O loop must see to them: wait for grants, ask for progress)."""
         outbox, bridge = self.outbox, self.bridge
         assert outbox is not None and bridge is not None
         try:
@@ -700,7 +701,7 @@ class ComponentProcess:
                 if outbox.pending:
                     outbox.flush()
             bridge.set_limit(self._room_for_spout())
-            return outbox.pending
+            return outbox.pending or bridge.limit == 0
         except FatalError as exc:
             # on_error: stop, for a message that could not be routed or encoded: the
             # I/O loop ends the process with it, as if it had sent the message itself
