@@ -662,11 +662,14 @@ class ComponentProcess:
             self.wait_room()
             return _TURN_BUSY
         if len(bridge):
-            batch = bridge.take(MAX_BATCH)
-            self.metrics.emitted += len(batch)
+            seqs, values = bridge.take(MAX_BATCH)
+            self.metrics.emitted += len(values)
             if acks is not None:
+                batch = list(zip(seqs, values, strict=True))
                 acks.open(batch)
-            outbox.emit(batch)
+                outbox.emit(batch)
+            else:
+                outbox.emit_columns(seqs, values)
             outbox.flush()
             bridge.set_limit(self._room_for_spout())
             return _TURN_BUSY
@@ -693,9 +696,9 @@ class ComponentProcess:
             # Grants are read after sending (below), not before: each read of a socket is
             # two system calls in libzmq, and what we know of the credit is recent.
             if not outbox.pending or outbox.flush():
-                batch = bridge.take(MAX_BATCH)
-                self.metrics.emitted += len(batch)
-                outbox.emit(batch)
+                seqs, values = bridge.take(MAX_BATCH)
+                self.metrics.emitted += len(values)
+                outbox.emit_columns(seqs, values)
                 outbox.flush()
             while outbox.read_grants():
                 if outbox.pending:

@@ -50,7 +50,7 @@ from collections.abc import Callable
 from itertools import repeat
 from typing import Any, Protocol
 
-from ..protocol import Batch
+from ..protocol import Columns
 
 __all__ = [
     "HANDOFF_WAIT",
@@ -107,7 +107,9 @@ class Waker(Protocol):
 
 
 class SpoutBridge:
-    """A bounded queue of ``(seq, value)`` from the spout thread to the I/O loop."""
+    """A bounded queue of messages from the spout thread to the I/O loop, kept as two
+    columns (ids, values) as frames carry them: no pair per message to build, take
+    apart and free (runtime/chunks.py)."""
 
     def __init__(
         self,
@@ -121,7 +123,9 @@ class SpoutBridge:
     ) -> None:
         self.limit = limit
         self._wake = wake
-        self._queue: deque[tuple[int, Any]] = deque()
+        # The values; their ids, appended first (so never fewer ids than values).
+        self._queue: deque[Any] = deque()
+        self._seqs: deque[int] = deque()
         self._room = threading.Event()
         self._done = threading.Event()
         self._taken = threading.Event()  # the I/O loop took what was handed over
@@ -163,7 +167,8 @@ class SpoutBridge:
             self._room.wait(0.2)
             if self.stopping:
                 raise SpoutStopped()
-        queue.append((seq, value))
+        self._seqs.append(seq)
+        queue.append(value)
         # A flood, and the I/O loop is busy (it takes what queued at its next turn):
         # nothing else to do. Read after the append, as idle() writes before it reads
         # the queue: one of the two threads sees the other's.
@@ -171,7 +176,7 @@ class SpoutBridge:
             return
         self._after_append(queue)
 
-    def _after_append(self, queue: deque[tuple[int, Any]]) -> None:
+    def _after_append(self, queue: deque[Any]) -> None:
         """The rest of ``dispatch`` when not in a flood: send in place, or hand over."""
         paced = False
         if self._pump is not None:
@@ -282,8 +287,8 @@ class SpoutBridge:
         """The spout function returned (or raised) and everything queued was taken."""
         return self._done.is_set() and not self._queue
 
-    def take(self, limit: int) -> Batch:
-        """Up to ``limit`` queued messages, oldest first.
+    def take(self, limit: int) -> Columns:
+        """Up to ``limit`` queued messages, oldest first, as their ids and values.
 
         What leaves the queue is still pending downstream, so the room shrinks by it
         first: ``dispatch`` never sees the old limit with a shorter queue. The loop gives
@@ -294,9 +299,10 @@ class SpoutBridge:
         # popleft n times in C (map over a repeat): a Python loop here cost the I/O
         # thread about as much per message as pickling it. Pops, not a copy and a
         # clear: the spout thread may append meanwhile.
-        batch = list(map(deque.popleft, repeat(queue, n)))
+        seqs = list(map(deque.popleft, repeat(self._seqs, n)))
+        values = list(map(deque.popleft, repeat(queue, n)))
         self._taken.set()
-        return batch
+        return seqs, values
 
     def set_pump(self, pump: Callable[[], bool] | None) -> None:
         """What ``dispatch`` calls, holding :attr:`lock`, to send a message that comes
