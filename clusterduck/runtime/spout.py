@@ -233,7 +233,7 @@ class SpoutBridge:
                 # until the loop runs out of messages, dispatch only queues.
                 self._flood = gap < INLINE_GAP and not self._slow and len(queue) > 1
         if self._io_idle:
-            self._flood = False
+            self._flood = self._pump is None  # (without a pump, nothing to count)
             # Wake the sleeping I/O loop for what is queued, or for what the pump left
             # waiting for credit: it then waits for grants itself (level-triggered), not
             # only on the sockets' FD edges, which the pump's reads may have consumed.
