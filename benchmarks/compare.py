@@ -80,8 +80,20 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / HZ
 
 
-def _child(code: str, args: list[str], tree: Path, workdir: str) -> tuple[str, float]:
-    """Run one measurement; returns its output and the CPU seconds its topology used."""
+def _name(pid: int) -> str:
+    """The component instance a process runs (``numbers/0``), from its name or command."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return str(pid)
+    return comm[3:] if comm.startswith("cd ") else str(pid)
+
+
+def _child(
+    code: str, args: list[str], tree: Path, workdir: str
+) -> tuple[str, float, dict[str, float]]:
+    """Run one measurement; returns its output and the CPU seconds its topology used, in
+    all and per process (by component instance)."""
     tag = f"cd-compare-{uuid.uuid4().hex}"
     env = {**os.environ, "PYTHONPATH": str(tree), "CD_COMPARE_TAG": tag}
     proc = subprocess.Popen(
@@ -92,16 +104,22 @@ def _child(code: str, args: list[str], tree: Path, workdir: str) -> tuple[str, f
         text=True,
     )
     last: dict[int, float] = {}
+    names: dict[int, str] = {}
     while proc.poll() is None:
         for pid in _tagged_pids(tag):
             cpu = _cpu_seconds(pid)
             if cpu is not None:
                 last[pid] = cpu
+                if pid not in names:
+                    names[pid] = _name(pid)
         time.sleep(0.05)
     out = proc.stdout.read() if proc.stdout else ""
     if proc.returncode:
         raise SystemExit(f"a run of {tree} failed (exit {proc.returncode})")
-    return out, sum(last.values())
+    per: dict[str, float] = {}
+    for pid, seconds in last.items():
+        per[names[pid]] = per.get(names[pid], 0.0) + seconds
+    return out, sum(last.values()), per
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,18 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     n = args.messages
     rate: dict[str, list[float]] = {t: [] for t in trees}
     cpu: dict[str, list[float]] = {t: [] for t in trees}
+    parts: dict[str, dict[str, list[float]]] = {t: {} for t in trees}
     lat: dict[tuple[str, str], list[tuple[float, float]]] = {}
     load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="cd-compare-") as workdir:
         for _ in range(args.rounds):
             for label, tree in trees.items():
-                out, seconds = _child(THROUGHPUT, [str(n)], tree, workdir)
+                out, seconds, per = _child(THROUGHPUT, [str(n)], tree, workdir)
                 rate[label].append(float(out))
                 cpu[label].append(seconds / n * 1e6)
+                for name, part in per.items():
+                    parts[label].setdefault(name, []).append(part / n * 1e6)
             for r in rates:
                 for label, tree in [("raw pyzmq", CHECKOUT), *trees.items()]:
                     kind = "raw" if label == "raw pyzmq" else "duck"
-                    out, _ = _child(LATENCY, [r, str(args.seconds), kind], tree, workdir)
+                    out, _, _ = _child(LATENCY, [r, str(args.seconds), kind], tree, workdir)
                     p50, p99 = map(float, out.split())
                     lat.setdefault((label, r), []).append((p50, p99))
             load.append(os.getloadavg()[0])
@@ -142,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
             f"  {label:<40} {statistics.median(rate[label]):>10,.0f} msgs/s "
             f"{statistics.median(cpu[label]):>8.2f} us/msg   "
             f"rounds {', '.join(f'{c:.2f}' for c in cpu[label])}"
+        )
+        print(
+            "  " * 3
+            + ", ".join(
+                f"{name} {statistics.median(v):.2f}" for name, v in sorted(parts[label].items())
+            )
         )
     for r in rates:
         print(f"latency at {float(r):,.0f} msgs/s: p50 / p99 ms")

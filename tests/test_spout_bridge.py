@@ -3,6 +3,7 @@ what it takes still counts until the loop gives the room back. No sockets: a fak
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,10 @@ class Waker:
         return True
 
 
+def pairs(columns: tuple[Sequence[int], list[object]]) -> list[tuple[int, object]]:
+    return list(zip(*columns, strict=True))
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -32,7 +37,7 @@ def test_taken_messages_keep_their_room_until_the_loop_gives_it_back() -> None:
     bridge = SpoutBridge(2, Waker())
     bridge.dispatch(0, "a")
     bridge.dispatch(1, "b")
-    assert bridge.take(10) == [(0, "a"), (1, "b")]
+    assert bridge.take(10) == ([0, 1], ["a", "b"])
     assert bridge.limit == 0  # both still pending downstream: no room yet
     third = threading.Thread(target=bridge.dispatch, args=(2, "c"), daemon=True)
     third.start()
@@ -64,12 +69,12 @@ class Pump:
 
     def __init__(self, bridge: SpoutBridge) -> None:
         self.bridge = bridge
-        self.batches: list[list[tuple[int, object]]] = []
+        self.batches: list[list[tuple[int, object]]] = []  # as pairs
         self.locked: list[bool] = []
 
     def __call__(self) -> bool:
         self.locked.append(self.bridge.lock.locked())
-        self.batches.append(self.bridge.take(100))
+        self.batches.append(pairs(self.bridge.take(100)))
         return False
 
 
@@ -95,7 +100,7 @@ def test_messages_that_come_fast_are_left_to_the_io_loop_to_frame_together() -> 
     for i in range(1, 6):  # within `gap` of the one before
         bridge.dispatch(i, "x")
     assert len(pump.batches) == 1  # only the first was sent in place
-    assert bridge.take(100) == [(i, "x") for i in range(1, 6)]  # one frame's worth
+    assert bridge.take(100) == ([1, 2, 3, 4, 5], ["x"] * 5)  # one frame's worth
     assert waker.sent == 1  # the sleeping loop was woken once
 
 
@@ -165,6 +170,25 @@ def test_a_pump_that_leaves_messages_waiting_for_credit_wakes_the_sleeping_io_lo
     assert waker.sent == 1  # once: it is awake now
 
 
+def test_a_pump_after_the_loops_last_turn_keeps_it_from_sleeping() -> None:
+    """The I/O loop's turn found nothing to do; before it says it sleeps, a pump sends
+    from the spout thread and leaves messages waiting for credit. The pump saw the loop
+    awake and woke nobody: the loop must not sleep now (it would until the next report,
+    while the grants it needs may already have been read by the pump)."""
+    waker = Waker()
+    bridge = SpoutBridge(100, waker, gap=0.0)
+
+    def pump() -> bool:
+        bridge.take(100)
+        return True  # left waiting for credit
+
+    bridge.set_pump(pump)
+    bridge.dispatch(0, "a")  # alone: sent in place, between the turn and idle()
+    assert waker.sent == 0 and len(bridge) == 0
+    assert not bridge.idle()  # one more turn first
+    assert bridge.idle()  # ... after which it may sleep
+
+
 def test_a_flood_stays_with_the_io_loop_however_long_it_waited() -> None:
     waker = Waker()
     bridge = SpoutBridge(10_000, waker, gap=1000.0, stale=0.0)
@@ -180,3 +204,33 @@ def test_a_flood_stays_with_the_io_loop_however_long_it_waited() -> None:
     # garbage collector ran) may pump, taking along all that queued meanwhile.
     assert len(pump.batches) <= 40, len(pump.batches)
     assert len(bridge) + sum(map(len, pump.batches)) == 2000
+
+
+def test_ids_and_values_stay_paired_while_the_loop_takes_during_dispatch() -> None:
+    """The two columns are appended one after the other, and taken while the spout thread
+    appends: every id still comes with its own value, in order, none lost."""
+    bridge = SpoutBridge(1_000, Waker())
+    n = 50_000
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: inside dispatch too
+
+    def spout() -> None:
+        for i in range(n):
+            bridge.dispatch(i, -i)
+
+    try:
+        thread = threading.Thread(target=spout, daemon=True)
+        thread.start()
+        got_ids: list[int] = []
+        got_values: list[object] = []
+        deadline = time.monotonic() + 60
+        while len(got_ids) < n and time.monotonic() < deadline:
+            seqs, values = bridge.take(7)
+            got_ids += seqs
+            got_values += values
+            bridge.set_limit(1_000)  # room again, as the loop gives it back once sent
+        thread.join(timeout=10)
+    finally:
+        sys.setswitchinterval(interval)
+    assert got_ids == list(range(n))
+    assert got_values == [-i for i in got_ids]

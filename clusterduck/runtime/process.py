@@ -662,11 +662,14 @@ class ComponentProcess:
             self.wait_room()
             return _TURN_BUSY
         if len(bridge):
-            batch = bridge.take(MAX_BATCH)
-            self.metrics.emitted += len(batch)
+            seqs, values = bridge.take(MAX_BATCH)
+            self.metrics.emitted += len(values)
             if acks is not None:
+                batch = list(zip(seqs, values, strict=True))
                 acks.open(batch)
-            outbox.emit(batch)
+                outbox.emit(batch)
+            else:
+                outbox.emit_columns(seqs, values)
             outbox.flush()
             bridge.set_limit(self._room_for_spout())
             return _TURN_BUSY
@@ -685,22 +688,23 @@ class ComponentProcess:
     def _pump_spout(self) -> bool:
         """Frame and send what the spout queued, from the spout's own thread (holding
         ``bridge.lock``; see runtime/spout.py); read the grant sockets empty after.
-        True: messages are left waiting for credit (the I/O loop must see to them)."""
+        True: messages are left waiting for credit, or ``max_pending`` holds the spout
+        (the I/O loop must see to them: wait for grants, ask for progress)."""
         outbox, bridge = self.outbox, self.bridge
         assert outbox is not None and bridge is not None
         try:
             # Grants are read after sending (below), not before: each read of a socket is
             # two system calls in libzmq, and what we know of the credit is recent.
             if not outbox.pending or outbox.flush():
-                batch = bridge.take(MAX_BATCH)
-                self.metrics.emitted += len(batch)
-                outbox.emit(batch)
+                seqs, values = bridge.take(MAX_BATCH)
+                self.metrics.emitted += len(values)
+                outbox.emit_columns(seqs, values)
                 outbox.flush()
             while outbox.read_grants():
                 if outbox.pending:
                     outbox.flush()
             bridge.set_limit(self._room_for_spout())
-            return outbox.pending
+            return outbox.pending or bridge.limit == 0
         except FatalError as exc:
             # on_error: stop, for a message that could not be routed or encoded: the
             # I/O loop ends the process with it, as if it had sent the message itself

@@ -19,7 +19,10 @@ wake-ups, and the GIL passed back and forth), most of a trickle's latency in the
 frames what has queued meanwhile: a flood still leaves in large frames. But messages that
 waited ``INLINE_STALE`` for the loop are sent, all in one frame, by the next ``dispatch``
 of a *paced* spout (fewer than one dispatch per ``INLINE_GAP`` over the last
-two ``PACED_WINDOW``), never in a flood.
+two ``PACED_WINDOW``), never in a flood. Once a flood is plain (the last window was
+one, and the message before still waits for the I/O loop), ``dispatch`` only queues: no
+clock, no counts, until the loop runs out of messages (:meth:`SpoutBridge.idle`). Those
+reads cost a flood about as much as the user's loop and the queue together.
 
 Every zmq send, receive and poll gives the GIL up, and a spout thread that keeps it
 (computing, or spinning to pace itself) makes the I/O loop wait for it at each of them, up
@@ -33,7 +36,8 @@ through an inproc socket pair, but only when the loop said it is about to sleep
 to ``HANDOFF_WAIT`` for the loop to take the message (a paced spout: and send it), handing
 it the GIL at once instead of after the switch interval. A pump that leaves messages
 waiting for credit also wakes a sleeping loop, which then waits for grants itself: the
-pump's reads of the data sockets may have consumed the FD edges the sleeping loop watches.
+pump's reads of the data sockets may have consumed the FD edges the sleeping loop watches;
+and a loop about to sleep that such a pump saw still awake takes one more turn first.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from collections.abc import Callable
 from itertools import repeat
 from typing import Any, Protocol
 
-from ..protocol import Batch
+from ..protocol import Columns
 
 __all__ = [
     "HANDOFF_WAIT",
@@ -103,7 +107,9 @@ class Waker(Protocol):
 
 
 class SpoutBridge:
-    """A bounded queue of ``(seq, value)`` from the spout thread to the I/O loop."""
+    """A bounded queue of messages from the spout thread to the I/O loop, kept as two
+    columns (ids, values) as frames carry them: no pair per message to build, take
+    apart and free (runtime/chunks.py)."""
 
     def __init__(
         self,
@@ -117,16 +123,22 @@ class SpoutBridge:
     ) -> None:
         self.limit = limit
         self._wake = wake
-        self._queue: deque[tuple[int, Any]] = deque()
+        # The values; their ids, appended first (so never fewer ids than values).
+        self._queue: deque[Any] = deque()
+        self._seqs: deque[int] = deque()
         self._room = threading.Event()
         self._done = threading.Event()
         self._taken = threading.Event()  # the I/O loop took what was handed over
         self._io_idle = False
+        self._left = False  # a pump left messages waiting (for credit) since idle()
         self.stopping = False  # set by the I/O loop on a graceful down
         self.error: BaseException | None = None  # what the spout raised, if anything
         #: Held by whoever uses the I/O loop's state and sockets (the loop, or a pump).
         self.lock = threading.Lock()
         self._pump: Callable[[], bool] | None = None
+        # A flood: dispatch only queues while the I/O loop is busy (no clock, no counts).
+        # Without a pump there is nothing to count: always.
+        self._flood = True
         self._last = -math.inf  # when dispatch last returned (about)
         self._first = math.inf  # when the oldest message queued now was queued (about)
         self._stale = stale
@@ -155,12 +167,29 @@ class SpoutBridge:
             self._room.wait(0.2)
             if self.stopping:
                 raise SpoutStopped()
-        queue.append((seq, value))
+        self._seqs.append(seq)
+        queue.append(value)
+        # A flood, and the I/O loop is busy (it takes what queued at its next turn):
+        # nothing else to do. Read after the append, as idle() writes before it reads
+        # the queue: one of the two threads sees the other's.
+        if self._flood and not self._io_idle:
+            return
+        self._after_append(queue)
+
+    def _after_append(self, queue: deque[Any]) -> None:
+        """The rest of ``dispatch`` when not in a flood: send in place, or hand over."""
         paced = False
         if self._pump is not None:
             now = time.monotonic()
             if len(queue) == 1:
                 self._first = now
+            if self._flood:
+                # The first dispatch since the flood (the I/O loop caught up, or went to
+                # sleep): the rate is counted again from here. Its gap is unknown (the
+                # flood skipped the clock), so it is not sent in place.
+                self._flood = False
+                self._window, self._count, self._paced, self._slow = now, 0, False, False
+                self._last = now
             gap = now - self._last
             # Paced: fewer dispatches than one per INLINE_GAP over each of the last two
             # PACED_WINDOWs. Not this gap alone, nor one window: a flood pauses too,
@@ -184,6 +213,10 @@ class SpoutBridge:
                     left = self._pump()
                 finally:
                     self.lock.release()
+                if left:
+                    # Read by idle(): a loop that finished its turn before this pump
+                    # but has not said it sleeps yet must look again (we see it awake).
+                    self._left = True
                 if alone:  # what one message costs to send (a moving average)
                     cost = time.thread_time() - began
                     self._cost += 0.25 * (cost - self._cost)
@@ -195,7 +228,12 @@ class SpoutBridge:
                 self._last = time.monotonic()  # not `now`: the wait for the lock counts
             else:
                 self._last = now  # (a flood: no second clock read per message)
+                # A flood for sure (the last window was one, this message came right
+                # after the last, and the one before it still waits for the I/O loop):
+                # until the loop runs out of messages, dispatch only queues.
+                self._flood = gap < INLINE_GAP and not self._slow and len(queue) > 1
         if self._io_idle:
+            self._flood = self._pump is None  # (without a pump, nothing to count)
             # Wake the sleeping I/O loop for what is queued, or for what the pump left
             # waiting for credit: it then waits for grants itself (level-triggered), not
             # only on the sockets' FD edges, which the pump's reads may have consumed.
@@ -249,8 +287,8 @@ class SpoutBridge:
         """The spout function returned (or raised) and everything queued was taken."""
         return self._done.is_set() and not self._queue
 
-    def take(self, limit: int) -> Batch:
-        """Up to ``limit`` queued messages, oldest first.
+    def take(self, limit: int) -> Columns:
+        """Up to ``limit`` queued messages, oldest first, as their ids and values.
 
         What leaves the queue is still pending downstream, so the room shrinks by it
         first: ``dispatch`` never sees the old limit with a shorter queue. The loop gives
@@ -261,9 +299,10 @@ class SpoutBridge:
         # popleft n times in C (map over a repeat): a Python loop here cost the I/O
         # thread about as much per message as pickling it. Pops, not a copy and a
         # clear: the spout thread may append meanwhile.
-        batch = list(map(deque.popleft, repeat(queue, n)))
+        seqs = list(map(deque.popleft, repeat(self._seqs, n)))
+        values = list(map(deque.popleft, repeat(queue, n)))
         self._taken.set()
-        return batch
+        return seqs, values
 
     def set_pump(self, pump: Callable[[], bool] | None) -> None:
         """What ``dispatch`` calls, holding :attr:`lock`, to send a message that comes
@@ -271,6 +310,7 @@ class SpoutBridge:
         returns True when it left messages waiting (for credit): a sleeping I/O loop is
         then woken to wait for them."""
         self._pump = pump
+        self._flood = pump is None
 
     def set_limit(self, limit: int) -> None:
         """The room the loop gives the spout now (credit, ``max_pending``)."""
@@ -279,9 +319,11 @@ class SpoutBridge:
             self._room.set()
 
     def idle(self) -> bool:
-        """The loop is about to sleep: True if it may (nothing queued, spout running)."""
-        self._io_idle = True
-        if self._queue or self._done.is_set():
+        """The loop is about to sleep: True if it may (nothing queued, spout running, no
+        pump left work since its last turn)."""
+        self._io_idle = True  # written before reading what dispatch writes (and v.v.)
+        if self._queue or self._done.is_set() or self._left:
+            self._left = False
             self._io_idle = False
             return False
         return True
