@@ -524,10 +524,10 @@ def _record_unfinished_start(cluster: Cluster, exc: BaseException) -> None:
     # This machine's supervisor was just killed: read what it left, never ask it. One
     # still exiting answers nothing, so `up` waited LOCAL_REQUEST_TIMEOUT for it and
     # kept "supervisor does not answer" (or "... is gone") among the problems.
-    for host, rec in record.hosts.items():
-        if not rec.remote and rec.control and host not in cluster.ended:
-            cluster.ended[host] = cluster._final_or_lost(host, "")
     try:
+        for host, rec in record.hosts.items():
+            if not rec.remote and rec.control and host not in cluster.ended:
+                cluster.ended[host] = cluster._final_or_lost(host, "")
         final = cluster.status()
     except Exception:  # noqa: BLE001 - the record still says how it ended
         final = None

@@ -264,10 +264,11 @@ def test_status_without_name_says_whether_the_candidates_run(duck: Clusterduck) 
     assert "no topology is running, and several are known" in ended.stderr, ended.stderr
     assert first in ended.stderr and second in ended.stderr and "clusterduck list" in ended.stderr
 
-    # `down` without NAME when nothing runs is done, like `down` of a stopped NAME.
+    # `down` without NAME cannot pick one either: exit 1 listing the candidates (SPEC),
+    # and the recorded ends are kept.
     nothing = duck.run("down")
-    assert nothing.returncode == 0, (nothing.stdout, nothing.stderr)
-    assert "no topology is running; nothing to stop" in nothing.stderr, nothing.stderr
+    assert nothing.returncode == 1, (nothing.stdout, nothing.stderr)
+    assert "no topology is running, and several are known" in nothing.stderr, nothing.stderr
     assert first in nothing.stderr and second in nothing.stderr
     assert duck.status(first)["state"] == "finished"  # its recorded end is kept
 
@@ -342,5 +343,5 @@ def test_up_wait_says_a_restarted_spout_ran_again_from_its_start(
     done = duck.run("up", str(path), "--wait")
     assert done.returncode == 0, (done.stdout, done.stderr)
     line = next((x for x in done.stderr.splitlines() if x.startswith("numbers: ")), "")
-    assert "1 restart" in line and "ran again from its start" in line, done.stderr
+    assert "1 restart" in line and "called again from its start" in line, done.stderr
     assert "printer: " not in done.stderr, done.stderr

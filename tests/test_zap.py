@@ -36,7 +36,10 @@ def server() -> Iterator[tuple[Transport, Socket]]:
 def first_handshake(transport: Transport, inbox: Socket, public: str, secret: str) -> int:
     """Connect a DEALER with this keypair to the inbox, send a frame, and return the
     first handshake event the server reports (polled with a deadline, never slept)."""
-    monitor = inbox.raw.get_monitor_socket(HANDSHAKE_EVENTS)
+    # An address of its own: pyzmq's default (per file descriptor) may still be held
+    # by the previous call's monitor, which libzmq releases asynchronously.
+    address = f"inproc://zap-test-monitor-{time.monotonic_ns()}"
+    monitor = inbox.raw.get_monitor_socket(HANDSHAKE_EVENTS, addr=address)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         client = ctx.socket(zmq.DEALER)

@@ -183,8 +183,9 @@ def _trouble(status: TopologyStatus) -> list[str]:
             said.append("what a crashed process held is gone (guarantee: at-most-once)")
             if comp.kind == "spout":  # it has no resume point under at-most-once
                 said.append(
-                    "the restarted spout ran again from its start, so what it had "
-                    "dispatched before the crash went downstream twice (at-least-once "
+                    "the restarted spout was called again from its start (no resume "
+                    "point under at-most-once): unless it keeps its own position, what "
+                    "it dispatched before the crash went downstream again (at-least-once "
                     "spouts can resume: README, Guarantees)"
                 )
         if said:
@@ -273,23 +274,7 @@ def down(name: str | None, timeout: float, force: bool) -> None:
     from .console import make_console
 
     err = make_console(err=True)
-    try:
-        record = _find(name)
-    except StateError:
-        if name is not None:
-            raise
-        from ..state import load_all
-
-        records = load_all()
-        if any(r.active for r in records):
-            raise  # several run: which one to stop is the user's call
-        # Nothing runs: `down` is done, as it is for a NAME that is not running.
-        known = ", ".join(r.name for r in records)
-        err.print(
-            "no topology is running; nothing to stop"
-            + (f" (known: {known}; `clusterduck list` shows how each ended)" if known else "")
-        )
-        return
+    record = _find(name)  # SPEC: without NAME, exit 1 listing the candidates
     if not record.active:
         # Nothing runs: sweep anyway (a crash may have left something), but keep the
         # recorded end (a second `down` must not turn `stopped` into `failed`).

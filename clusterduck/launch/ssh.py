@@ -148,7 +148,12 @@ def _load_known_hosts(keys: paramiko.HostKeys, path: str) -> None:
     key per host and type, ``load`` keeps every line), hence its private ``_entries``;
     tests/test_ssh_files.py checks that the result looks up like ``load``'s. Each client
     gets its own list (the host key policy adds to it); the entries are only read."""
-    cast(Any, keys)._entries.extend(_KNOWN_HOSTS.get(path))
+    cast(Any, keys)._entries.extend(
+        # Fresh entries: HostKeys.add replaces an entry's key in place, and the cached
+        # ones are shared by every client.
+        paramiko.hostkeys.HostKeyEntry(list(e.hostnames), e.key)
+        for e in _KNOWN_HOSTS.get(path)
+    )
 
 
 def _fingerprint(key: paramiko.PKey) -> str:

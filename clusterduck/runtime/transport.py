@@ -126,7 +126,8 @@ def _fail_closed(raw: zmq.Socket[bytes]) -> None:
     except zmq.ZMQError as exc:
         raise ProtocolError(
             f"libzmq {zmq.zmq_version()} cannot refuse CURVE clients when ZAP is down "
-            "(ZMQ_ZAP_ENFORCE_DOMAIN needs libzmq >= 4.3.0): upgrade pyzmq"
+            "(ZMQ_ZAP_ENFORCE_DOMAIN needs libzmq >= 4.3.0): install pyzmq from its wheel, "
+            "which bundles a recent libzmq, or upgrade the system libzmq"
         ) from exc
 
 
