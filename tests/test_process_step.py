@@ -41,7 +41,7 @@ class FakeSocket:
         self.sent.append([bytes(f) for f in frames])
         return True
 
-    def recv(self, *, block: bool = True) -> list[bytes] | None:
+    def recv(self, *, block: bool = True, check: bool = True) -> list[bytes] | None:
         return self.inbox.popleft() if self.inbox else None
 
     def has_input(self) -> bool:
@@ -59,6 +59,9 @@ class FakeTransport:
         self, readers: Iterable[FakeSocket], writers: Iterable[FakeSocket] = (), timeout: Any = None
     ) -> tuple[set[FakeSocket], set[FakeSocket]]:
         return {s for s in readers if s.inbox}, set(writers)
+
+    def wait(self, readers: Iterable[FakeSocket], timeout: Any = None) -> list[FakeSocket]:
+        return [s for s in readers if s.inbox]
 
 
 def make_process() -> tuple[ComponentProcess, FakeSocket, FakeSocket]:
