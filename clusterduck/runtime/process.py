@@ -57,7 +57,7 @@ from .credit import PROBE_INTERVAL
 from .gate import InputGate
 from .guarantee import DEFAULT_MAX_PENDING, SpoutAcks, WorkerAcks, load_resume
 from .inbound import ControlGuard, DataBatch, EndOfStream, InboundGuard, Probe, Rejections
-from .intake import Intake
+from .intake import SLICE_SECONDS, Intake
 from .metrics import Metrics
 from .outbox import MAX_BATCH, Outbox, Output
 from .routing import Route
@@ -75,11 +75,14 @@ CONNECT_TIMEOUT = 60.0
 SPOUT_QUEUE = 2 * MAX_BATCH
 # Frames read from one inbox before looking at control and timers again.
 READ_BURST = 16
-# The longest a worker that is behind (the next frame already waits) holds results back
-# so that they leave in one frame with the next frame's. A frame costs both ends tens of
+# The longest a worker that is behind (the next frame already waits) holds the results
+# of small frames (under HOLD_BATCH messages: a trickle that came in a burst) back so
+# that they leave in one frame with the next frame's. A frame costs both ends tens of
 # microseconds whatever it holds, so frames of this much work need no company; held for
-# SLICE_SECONDS (2 ms) as before, they made a hop's p99 at 10k msgs/s 1-1.5 ms longer.
+# SLICE_SECONDS (2 ms), they made a hop's p99 at 10k msgs/s 1-1.5 ms longer. Larger
+# frames (a flood) are still held up to SLICE_SECONDS: fewer, larger frames downstream.
 HOLD_SECONDS = 0.0005
+HOLD_BATCH = 64
 
 # The young generation's collection threshold once running (CPython's default is 700).
 # A frame of 1,000 small messages allocates a few thousand tuples, so at the default a
@@ -452,12 +455,13 @@ class ComponentProcess:
         )
         heard: set[str] = set()
         inboxes = self.inboxes
-        for sock in ready:
+        for sock in ready:  # control and grants first: a burst then sends on fresh credit
             if sock is self.control:
                 self.handle_control()
             elif sock not in inboxes:
                 outbox.read_grants(sock)
-            elif not outbox.pending:  # not while output waits
+        for sock in ready:
+            if sock in inboxes and not outbox.pending:  # not while output waits
                 heard.add(inboxes[sock])
                 self._read_burst(sock, logic, outbox, senders, open_inputs)
         gate.heard(heard)
@@ -537,11 +541,13 @@ class ComponentProcess:
                     acks.feed(logic, outbox.emit, name, pairs, token)
                 # With the next frame already waiting (we are behind), its results may
                 # leave with these in one frame, unless these fill a frame already or
-                # waited HOLD_SECONDS. Held is not blocked: credit still goes back.
+                # waited long enough (HOLD_SECONDS). Held is not blocked: credit still
+                # goes back.
                 held = False
                 if end == n and outbox.queued_messages < MAX_BATCH:
                     more = sock.has_input()
-                    held = more and began - flushed < HOLD_SECONDS
+                    hold = HOLD_SECONDS if n < HOLD_BATCH else SLICE_SECONDS
+                    held = more and began - flushed < hold
                 if not held:
                     outbox.flush()
                     flushed = began

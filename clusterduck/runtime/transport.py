@@ -498,20 +498,25 @@ def wait(readers: Sequence[Socket], timeout: float | None = None) -> list[Socket
     marks it ``dirty``), at a fraction of the system calls: ``zmq_poll`` asks every
     socket for ZMQ_EVENTS before and again after it sleeps, each question a getpid and
     a poll in libzmq, some ten system calls per wake-up of a worker with three sockets.
-    Here only a socket used since it was last found empty (``Socket.dirty``) is asked
-    before sleeping; the sleep watches the sockets' ZMQ_FDs, which signal any change
-    once a socket was found empty (an edge: the next reader must read until empty);
-    and what they signal comes back unasked, to be read with ``recv(check=False)``
-    (it may still be nothing: a read then finds the socket empty, and clean again)."""
+    Here only a socket used since it was last found empty (``Socket.dirty``) is asked;
+    the others' ZMQ_FDs are watched (not waiting when some socket is ready), which
+    signal any change once a socket was found empty (an edge: the next reader must read
+    until empty); and what they signal comes back unasked, to be read with
+    ``recv(check=False)`` (it may still be nothing: a read then finds the socket empty,
+    and clean again). Not for sockets another thread may use meanwhile."""
     ready = [sock for sock in readers if sock.dirty and sock.has_input()]
-    if ready:
+    # The others' FDs are looked at even when some socket is ready (without waiting
+    # then): a busy inbox must not hide a grant or a control message.
+    by_fd = {sock.signal_fd(): sock for sock in readers if not sock.dirty}
+    if not by_fd:
         return ready
-    ms = -1 if timeout is None else max(0, int(timeout * 1000))
-    by_fd = {sock.signal_fd(): sock for sock in readers}
-    fired = [by_fd[fd] for fd, ev in zmq.zmq_poll([(fd, _POLLIN) for fd in by_fd], ms) if ev]
-    for sock in fired:
-        sock.dirty = True  # unasked: whoever is given it reads it, or asks next time
-    return fired
+    ms = 0 if ready or timeout == 0 else -1 if timeout is None else int(timeout * 1000)
+    for fd, ev in zmq.zmq_poll([(fd, _POLLIN) for fd in by_fd], max(-1, ms)):
+        if ev:
+            sock = by_fd[fd]
+            sock.dirty = True  # unasked: whoever is given it reads it, or asks next time
+            ready.append(sock)
+    return ready
 
 
 def poll_signals(
