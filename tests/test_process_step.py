@@ -10,6 +10,8 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import pytest
+
 from clusterduck.protocol import (
     ComponentSpec,
     ProcessSpec,
@@ -19,6 +21,7 @@ from clusterduck.protocol import (
     pack_count,
     parse_grant,
 )
+from clusterduck.runtime import process
 from clusterduck.runtime.codec import get_codec
 from clusterduck.runtime.component import WorkerLogic
 from clusterduck.runtime.gate import InputGate
@@ -41,7 +44,7 @@ class FakeSocket:
         self.sent.append([bytes(f) for f in frames])
         return True
 
-    def recv(self, *, block: bool = True) -> list[bytes] | None:
+    def recv(self, *, block: bool = True, check: bool = True) -> list[bytes] | None:
         return self.inbox.popleft() if self.inbox else None
 
     def has_input(self) -> bool:
@@ -59,6 +62,9 @@ class FakeTransport:
         self, readers: Iterable[FakeSocket], writers: Iterable[FakeSocket] = (), timeout: Any = None
     ) -> tuple[set[FakeSocket], set[FakeSocket]]:
         return {s for s in readers if s.inbox}, set(writers)
+
+    def wait(self, readers: Iterable[FakeSocket], timeout: Any = None) -> list[FakeSocket]:
+        return [s for s in readers if s.inbox]
 
 
 def make_process() -> tuple[ComponentProcess, FakeSocket, FakeSocket]:
@@ -99,10 +105,14 @@ def test_one_step_reads_calls_and_sends() -> None:
     assert proc.metrics.received == 2
 
 
-def test_frames_already_waiting_leave_together_and_their_credit_goes_back() -> None:
+def test_frames_already_waiting_leave_together_and_their_credit_goes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A worker that is behind (the next frame waits already) frames the results of both
     in one frame downstream; holding them is not being blocked, so its sender still
     hears from it at once (a blocked worker would owe the grant instead)."""
+    # However slow this machine is now: the hold's time limit is not what is tested.
+    monkeypatch.setattr(process, "HOLD_SECONDS", 60.0)
     proc, inbox, downstream = make_process()
     logic = WorkerLogic(proc.component, lambda v: 2 * v, metrics=proc.metrics)
     senders = {"src": {"src/0"}}
@@ -117,6 +127,26 @@ def test_frames_already_waiting_leave_together_and_their_credit_goes_back() -> N
     grants = [parse_grant(f[1]) for f in inbox.sent if f[0] == b"src/0"]
     assert grants and grants[0] is not None and grants[0].processed >= 1
     assert not proc._owed
+
+
+def test_results_are_held_for_company_no_longer_than_hold_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past HOLD_SECONDS since the last flush, a frame's results leave on their own even
+    though the next frame waits (here the limit is 0: no hold at all)."""
+    monkeypatch.setattr(process, "HOLD_SECONDS", 0.0)
+    proc, inbox, downstream = make_process()
+    logic = WorkerLogic(proc.component, lambda v: 2 * v, metrics=proc.metrics)
+    senders = {"src": {"src/0"}}
+    for seq in range(2):
+        inbox.inbox.append(
+            [b"src/0", data_header("src", 0), CODEC.dumps([(seq, seq)]), pack_count(seq + 1)]
+        )
+    proc.worker_step(logic, InputGate(senders), senders, {"src"})
+    assert [[tuple(p) for p in CODEC.loads(f[1])] for f in downstream.sent] == [
+        [(0, 0)],
+        [(1, 2)],
+    ]
 
 
 def test_end_of_stream_closes_the_input_and_bad_frames_are_counted() -> None:

@@ -7,6 +7,7 @@ files into ``stamps``.
 from __future__ import annotations
 
 import array
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,13 +20,20 @@ def paced(dispatch: Dispatch, rate: str, count: str, stamps: str) -> None:
     """``count`` messages at ``rate`` per second; each carries its dispatch time."""
     n, interval = int(count), 1.0 / float(rate)
     Path(stamps, "start").write_text(repr(time.monotonic()))
-    began = time.monotonic()
+    began, cpu = time.monotonic(), cpu_seconds()
     for i in range(n):
         due = began + i * interval
         while (now := time.monotonic()) < due:
             if due - now > 0.0002:
                 time.sleep(due - now - 0.0001)
         dispatch(i, time.monotonic())
+    Path(stamps, "spout.cpu").write_text(repr(cpu_seconds() - cpu))
+
+
+def cpu_seconds() -> float:
+    """CPU seconds this process used so far, every thread (libzmq's I/O threads too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def numbers(dispatch: Dispatch, count: str, stamps: str) -> None:
@@ -53,6 +61,28 @@ def identity(value: Any) -> Any:
     return value
 
 
+class HopStamper:
+    """An identity worker that keeps the latency of every message so far (the hops up to
+    here, for ``latency.py --detail``); writes them, and its process's CPU, on close."""
+
+    def __init__(self, stamps: str, hop: str) -> None:
+        self.stamps, self.hop = Path(stamps), hop
+        self.lat = array.array("d")
+        self.cpu: float | None = None  # at the first message
+
+    def __call__(self, value: float) -> float:
+        self.lat.append(time.monotonic() - value)
+        if self.cpu is None:
+            self.cpu = cpu_seconds()
+        return value
+
+    def close(self) -> None:
+        with open(self.stamps / self.hop, "wb") as f:
+            self.lat.tofile(f)
+        used = cpu_seconds() - (self.cpu or 0.0)
+        (self.stamps / f"{self.hop}.cpu").write_text(repr(used))
+
+
 def sleepy(value: Any, seconds: str = "0.01") -> Any:
     time.sleep(float(seconds))
     return value
@@ -64,13 +94,18 @@ class LatencySink:
     def __init__(self, stamps: str) -> None:
         self.stamps = Path(stamps)
         self.lat = array.array("d")
+        self.cpu: float | None = None  # at the first message
 
     def __call__(self, value: float) -> None:
         self.lat.append(time.monotonic() - value)
+        if self.cpu is None:
+            self.cpu = cpu_seconds()
 
     def close(self) -> None:
         with open(self.stamps / "latency", "wb") as f:
             self.lat.tofile(f)
+        used = cpu_seconds() - (self.cpu or 0.0)
+        (self.stamps / "sink.cpu").write_text(repr(used))
 
 
 class EndSink:

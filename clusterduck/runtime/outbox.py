@@ -249,15 +249,18 @@ class Outbox:
                 self._asked[(o, i)] = now
                 sock.send((self.probe, pack_count(led.sent[i])), block=False)
 
-    def read_grants(self) -> int:
+    def read_grants(self, only: Any = None) -> int:
         """Apply every grant that arrived (never blocks); returns how many. Anything
-        that is not a well-formed grant (or, at-least-once, acks) is counted and dropped."""
+        that is not a well-formed grant (or, at-least-once, acks) is counted and dropped.
+        ``only``: read that socket only (a wait said something came on it)."""
         got = 0
         on_reply = self.on_reply
         for o, out in enumerate(self.outputs):
             if not out.credit:
                 continue
             for i, sock in enumerate(out.sockets):
+                if only is not None and sock is not only:
+                    continue
                 while (frames := sock.recv(block=False)) is not None:
                     reply = check_reply(frames, self.rejections, acks=on_reply is not None)
                     if isinstance(reply, Grant):
