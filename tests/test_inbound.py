@@ -291,6 +291,53 @@ def test_any_frames_are_either_checked_or_counted_never_raised(
     assert set(r.counts) <= set(REJECT_KINDS)
 
 
+_batches = st.one_of(
+    st.tuples(st.integers(0, 5), st.lists(st.integers(), max_size=5)).map(list),
+    st.tuples(st.lists(st.integers(), max_size=5), st.lists(st.integers(), max_size=5)).map(list),
+).map(pickle.dumps)
+_data_headers = st.sampled_from(["numbers/0", "numbers/1", "numbers/9", "x/0"]).map(
+    lambda s: b"D" + s.encode()
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([None, N0, b"numbers/1", N0 + b"@tok", b"numbers/1@x@y", b"x"]),
+    st.one_of(
+        st.lists(st.one_of(_data_headers, _pickles, _counts, st.binary(max_size=16)), max_size=4),
+        st.tuples(
+            _data_headers,
+            st.one_of(_pickles, _batches),
+            st.one_of(st.integers(0, 8).map(pack_count), _counts),
+        ).map(list),
+    ),
+    st.sampled_from([None, "numbers/0", "numbers/1"]),
+    st.booleans(),
+)
+def test_the_fast_path_decides_as_the_full_check_does(
+    identity: bytes | None, frames: list[bytes], peer: str | None, small: bool
+) -> None:
+    """``check`` takes a shortcut for data frames; whatever the frames, it returns what
+    the full check returns and counts the same rejections."""
+    kw = {"max_frame": 8} if small else {}
+    g1, r1 = guard(**kw)
+    g2, r2 = guard(**kw)
+    got, want = g1.check(identity, frames, peer), g2._check(identity, frames, peer)
+    assert type(got) is type(want)
+    if isinstance(want, DataBatch):
+        assert isinstance(got, DataBatch)
+        assert (got.sender, list(got.seqs), got.values, got.total, got.anchor) == (
+            want.sender,
+            list(want.seqs),
+            want.values,
+            want.total,
+            want.anchor,
+        )
+    else:
+        assert got == want
+    assert r1.as_dict() == r2.as_dict()
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(), st.text(max_size=5)), max_size=20),

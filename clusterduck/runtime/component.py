@@ -91,7 +91,6 @@ class _Failed:
 
 
 _FAILED = _Failed()
-_NONE = frozenset({type(None)})
 _SPECIAL = frozenset({type(None), GeneratorType, _Failed})
 
 
@@ -259,11 +258,10 @@ class WorkerLogic:
                 results.append(_FAILED)
         finally:
             _running[0] = None
-        kinds = set(map(type, results))
-        if kinds.isdisjoint(_SPECIAL):
+        if results and results[0] is None and results.count(None) == n:
+            return [], []  # a sink (count() finds None by identity: no type() per result)
+        if _SPECIAL.isdisjoint(set(map(type, results))):
             return seqs, results  # one result per call, under the ids of the input
-        if kinds == _NONE:
-            return [], []  # a sink
         ids: list[int] = []
         out: list[Any] = []
         for seq, result in zip(seqs, results, strict=True):
