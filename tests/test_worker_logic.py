@@ -124,3 +124,28 @@ def test_results_keep_their_ids_and_none_is_dropped() -> None:
     sink = logic(lambda v: None)
     assert sink.feed_columns("src", range(3), ["a", "b", "c"]) == ([], [])
     assert sink.metrics.received == 3 and sink.metrics.emitted == 0
+
+
+class RaisingEq:
+    """Compares like a numpy array: ``==`` gives something whose truth value raises."""
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("the truth value of an array is ambiguous")
+
+    __hash__ = object.__hash__
+
+
+class EqualToAnything:
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    __hash__ = object.__hash__
+
+
+@pytest.mark.parametrize("kind", [RaisingEq, EqualToAnything])
+def test_a_filter_forwards_results_that_compare_oddly_with_none(kind: type) -> None:
+    # The sink check must find None by identity: a result's own __eq__ must neither
+    # raise out of the worker nor make a filter's slice look like a sink's.
+    kept = kind()
+    lg = logic(lambda v: None if v == 0 else kept)
+    assert lg.feed_columns("src", [10, 11, 12], [0, 1, 0]) == ([11], [kept])

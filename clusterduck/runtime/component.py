@@ -15,6 +15,8 @@ import logging
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import is_not
 from pathlib import Path
 from types import GeneratorType
 from typing import Any
@@ -258,8 +260,10 @@ class WorkerLogic:
                 results.append(_FAILED)
         finally:
             _running[0] = None
-        if results and results[0] is None and results.count(None) == n:
-            return [], []  # a sink (count() finds None by identity: no type() per result)
+        if results and results[0] is None and not any(map(is_not, results, repeat(None))):
+            # A sink: identity only, in C. Not list.count(None), which also calls a
+            # result's __eq__ (a numpy array's raises; one equal to anything is dropped).
+            return [], []
         if _SPECIAL.isdisjoint(set(map(type, results))):
             return seqs, results  # one result per call, under the ids of the input
         ids: list[int] = []

@@ -528,8 +528,8 @@ def wait(readers: Sequence[Socket], timeout: float | None = None) -> list[Socket
     by_fd = {sock.signal_fd(): sock for sock in readers if not sock.dirty}
     if not by_fd:
         return ready
-    ms = 0 if ready or timeout == 0 else -1 if timeout is None else int(timeout * 1000)
-    for fd, ev in zmq.zmq_poll([(fd, _POLLIN) for fd in by_fd], max(-1, ms)):
+    ms = 0 if ready else -1 if timeout is None else max(0, int(timeout * 1000))
+    for fd, ev in zmq.zmq_poll([(fd, _POLLIN) for fd in by_fd], ms):
         if ev:
             sock = by_fd[fd]
             sock.dirty = True  # unasked: whoever is given it reads it, or asks next time
