@@ -61,26 +61,37 @@ def identity(value: Any) -> Any:
     return value
 
 
-class HopStamper:
-    """An identity worker that keeps the latency of every message so far (the hops up to
-    here, for ``latency.py --detail``); writes them, and its process's CPU, on close."""
+class _Latencies:
+    """The latency of every message so far (from its dispatch), and this process's CPU
+    from its first message; both written on close (float64 array, seconds)."""
 
-    def __init__(self, stamps: str, hop: str) -> None:
-        self.stamps, self.hop = Path(stamps), hop
+    def __init__(self, stamps: str, name: str, cpu_file: str) -> None:
+        self.stamps, self.name, self.cpu_file = Path(stamps), name, cpu_file
         self.lat = array.array("d")
         self.cpu: float | None = None  # at the first message
 
-    def __call__(self, value: float) -> float:
+    def _stamp(self, value: float) -> None:
         self.lat.append(time.monotonic() - value)
         if self.cpu is None:
             self.cpu = cpu_seconds()
-        return value
 
     def close(self) -> None:
-        with open(self.stamps / self.hop, "wb") as f:
+        with open(self.stamps / self.name, "wb") as f:
             self.lat.tofile(f)
         used = cpu_seconds() - (self.cpu or 0.0)
-        (self.stamps / f"{self.hop}.cpu").write_text(repr(used))
+        (self.stamps / self.cpu_file).write_text(repr(used))
+
+
+class HopStamper(_Latencies):
+    """An identity worker that keeps the latency of every message so far (the hops up to
+    here, for ``latency.py --detail``)."""
+
+    def __init__(self, stamps: str, hop: str) -> None:
+        super().__init__(stamps, hop, f"{hop}.cpu")
+
+    def __call__(self, value: float) -> float:
+        self._stamp(value)
+        return value
 
 
 def sleepy(value: Any, seconds: str = "0.01") -> Any:
@@ -88,24 +99,14 @@ def sleepy(value: Any, seconds: str = "0.01") -> Any:
     return value
 
 
-class LatencySink:
-    """Keeps dispatch→call latency of every message; writes them (float64) on close."""
+class LatencySink(_Latencies):
+    """Keeps dispatch→call latency of every message."""
 
     def __init__(self, stamps: str) -> None:
-        self.stamps = Path(stamps)
-        self.lat = array.array("d")
-        self.cpu: float | None = None  # at the first message
+        super().__init__(stamps, "latency", "sink.cpu")
 
     def __call__(self, value: float) -> None:
-        self.lat.append(time.monotonic() - value)
-        if self.cpu is None:
-            self.cpu = cpu_seconds()
-
-    def close(self) -> None:
-        with open(self.stamps / "latency", "wb") as f:
-            self.lat.tofile(f)
-        used = cpu_seconds() - (self.cpu or 0.0)
-        (self.stamps / "sink.cpu").write_text(repr(used))
+        self._stamp(value)
 
 
 class EndSink:
