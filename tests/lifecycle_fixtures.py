@@ -19,13 +19,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.procs import cmdline, pid_alive, processes_matching, rss_kb, session_members
+from tests.procs import (
+    cmdline,
+    interrupt,
+    pid_alive,
+    processes_matching,
+    rss_kb,
+    session_members,
+)
 
 __all__ = [
     "CLI",
     "TOPOLOGIES",
     "Clusterduck",
     "instance",
+    "interrupt",
     "pid_alive",
     "processes_matching",
     "rss_kb",

@@ -7,9 +7,35 @@ clusterduck's process handling cannot hide itself.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["cmdline", "pid_alive", "processes_matching", "rss_kb", "session_members"]
+__all__ = [
+    "cmdline",
+    "interrupt",
+    "pid_alive",
+    "processes_matching",
+    "rss_kb",
+    "session_members",
+]
+
+
+def interrupt(
+    proc: subprocess.Popen[Any], ready: Callable[[], object], timeout: float = 60
+) -> tuple[Any, Any]:
+    """Ctrl-C for a command once ``ready()`` returned (it waits, with a deadline, for the
+    moment to interrupt): its stdout and stderr. Killed if it outlives ``timeout``."""
+    try:
+        ready()
+        proc.send_signal(signal.SIGINT)
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def stat_fields(pid: int) -> list[str] | None:

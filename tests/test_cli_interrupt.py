@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -18,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.procs import interrupt
 
 STALL = '''
 import os, signal, sys
@@ -80,15 +81,13 @@ def test_ctrl_c_while_the_cli_imports_exits_130_without_a_traceback(
     inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *inherited]))
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    try:
-        assert child.stdout is not None
-        assert read_line(child.stdout.fileno(), 60) == b"importing click\n"
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    assert child.stdout is not None
+    stdout = child.stdout.fileno()
+
+    def importing() -> None:
+        assert read_line(stdout, 60) == b"importing click\n"
+
+    out, err = interrupt(child, importing)
     assert err.decode() == ""  # no traceback, no "KeyboardInterrupt"
     assert out == b""  # the help never ran: interrupted inside the import
     assert child.returncode == 130

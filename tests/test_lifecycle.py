@@ -22,6 +22,7 @@ from lifecycle_fixtures import (
     TOPOLOGIES,
     Clusterduck,
     instance,
+    interrupt,
     pid_alive,
     processes_matching,
     rss_kb,
@@ -211,24 +212,17 @@ def test_ctrl_c_during_start_is_recorded_as_stopped(duck: Clusterduck) -> None:
         text=True,
         cwd=duck.tmp,
     )
-    try:
 
-        def starting() -> bool:
-            try:
-                record = duck.record(name)
-            except (OSError, ValueError):
-                return False
-            return record["status"] == "starting" and pid_alive(
-                record["hosts"].get("localhost", {}).get("pid")
-            )
+    def starting() -> bool:
+        try:
+            record = duck.record(name)
+        except (OSError, ValueError):
+            return False
+        return record["status"] == "starting" and pid_alive(
+            record["hosts"].get("localhost", {}).get("pid")
+        )
 
-        wait_until(starting, what="the supervisor to be started")
-        up.send_signal(signal.SIGINT)
-        _, err = up.communicate(timeout=60)
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
+    _, err = interrupt(up, lambda: wait_until(starting, what="the supervisor to be started"))
     assert up.returncode == 130, err
     assert duck.record(name)["status"] == "stopped"
     status = duck.status(name)

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from clusterduck.protocol import (
 )
 from clusterduck.state import HostRecord, TopologyRecord
 from clusterduck.topology import Topology
-from tests.lifecycle_fixtures import CLI, Clusterduck, processes_matching, wait_until
+from tests.lifecycle_fixtures import CLI, Clusterduck, interrupt, processes_matching, wait_until
 
 HERE = Path(__file__).resolve().parent / "slurm"
 START = HERE / "start_slurm.sh"
@@ -435,13 +434,11 @@ def test_ctrl_c_while_queued_cancels_the_job(duck: Clusterduck, tmp_path: Path) 
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
+
+    def queued() -> None:
         wait_until(lambda: _jobs_of(name, duck.env), timeout=60, what="the job to be queued")
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
+    _, err = interrupt(proc, queued)
     assert proc.returncode == 130, err
     assert not _jobs_of(name, duck.env)
     assert not processes_matching(name)
