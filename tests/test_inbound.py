@@ -219,6 +219,25 @@ def test_oversized_frame_is_rejected_before_decoding() -> None:
     assert same(g.check(N0, data("numbers/0", b"x" * 10, 4)), "numbers/0", [(1, 1)], 4)
 
 
+def test_a_payload_is_decoded_once_even_when_it_is_rejected() -> None:
+    # The fast path decodes; a payload it cannot use is rejected there, not decoded
+    # again by the full check (with pickle, decoding runs the sender's code).
+    decoded: list[bytes] = []
+
+    def loads(payload: bytes) -> Any:
+        decoded.append(payload)
+        if payload == b"junk":
+            raise ValueError("not a batch")
+        return {"not": "columns"}
+
+    r = Rejections("w", log=Lines())
+    g = InboundGuard("w", EXPECTED, loads, r)
+    assert g.check(N0, data("numbers/0", b"junk", 4)) == Probe("numbers/0", 4)
+    assert g.check(N0, data("numbers/0", b"shape", 4)) == Probe("numbers/0", 4)
+    assert decoded == [b"junk", b"shape"]
+    assert r.counts[UNDECODABLE] == 1 and r.counts[SHAPE] == 1
+
+
 def test_grants_are_checked_and_the_rest_counted() -> None:
     r = Rejections("spout", log=Lines())
     good = Grant(3, 10, 0.001)

@@ -214,13 +214,8 @@ class InboundGuard:
                 and len(payload) <= self.max_frame
             ):
                 total = int.from_bytes(count, "little", signed=True)
-                try:
-                    decoded = self.decode(payload)
-                except Exception:  # noqa: BLE001 - the full path counts it
-                    decoded = None
-                cols = batch_columns(decoded)
-                if total >= 0 and cols is not None and len(cols[1]) <= total:
-                    return DataBatch(known[0], cols[0], cols[1], total)
+                if total >= 0:  # the payload is decoded once, here or in the full path
+                    return self._decoded(known[0], payload, total, None)
         return self._check(identity, frames, peer)
 
     def _check(
@@ -253,20 +248,27 @@ class InboundGuard:
                 OVERSIZED, f"{len(payload):,} bytes from {sender} (limit {self.max_frame:,})"
             )
             return Probe(sender, frame.total)
+        return self._decoded(sender, payload, frame.total, frame.anchor)
+
+    def _decoded(
+        self, sender: str, payload: bytes, total: int, anchor: Anchor | None
+    ) -> DataBatch | Probe:
+        """The batch a checked sender's payload holds; a Probe (its count still moves
+        on) when it does not decode to int seq ids and values within that count."""
         try:
             decoded = self.decode(payload)
         except Exception as exc:  # noqa: BLE001 - any codec failure is the peer's fault
             self._reject(UNDECODABLE, f"from {sender}: {type(exc).__name__}: {exc}"[:300])
-            return Probe(sender, frame.total)
+            return Probe(sender, total)
         cols = batch_columns(decoded)
-        if cols is None or len(cols[1]) > frame.total:
+        if cols is None or len(cols[1]) > total:
             self._reject(
                 SHAPE,
                 f"from {sender}: a {type(decoded).__name__}, not int seq ids and values "
                 "within its running count",
             )
-            return Probe(sender, frame.total)
-        return DataBatch(sender, cols[0], cols[1], frame.total, frame.anchor)
+            return Probe(sender, total)
+        return DataBatch(sender, cols[0], cols[1], total, anchor)
 
     def _reject(self, kind: str, detail: str) -> None:
         self.rejections.add(kind, detail)
