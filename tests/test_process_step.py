@@ -149,6 +149,28 @@ def test_results_are_held_for_company_no_longer_than_hold_seconds(
     ]
 
 
+def test_frames_of_hold_batch_messages_or_more_are_held_up_to_slice_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HOLD_SECONDS is for small frames only: a frame of HOLD_BATCH messages or more (a
+    flood) still waits up to SLICE_SECONDS for the next one's company."""
+    monkeypatch.setattr(process, "HOLD_SECONDS", 0.0)
+    monkeypatch.setattr(process, "HOLD_BATCH", 2)
+    monkeypatch.setattr(process, "SLICE_SECONDS", 60.0)
+    proc, inbox, downstream = make_process()
+    logic = WorkerLogic(proc.component, lambda v: 2 * v, metrics=proc.metrics)
+    senders = {"src": {"src/0"}}
+    for first in (0, 2):
+        batch = [(first, first), (first + 1, first + 1)]
+        inbox.inbox.append(
+            [b"src/0", data_header("src", 0), CODEC.dumps(batch), pack_count(first + 2)]
+        )
+    proc.worker_step(logic, InputGate(senders), senders, {"src"})
+    assert [[tuple(p) for p in CODEC.loads(f[1])] for f in downstream.sent] == [
+        [(0, 0), (1, 2), (2, 4), (3, 6)]
+    ]
+
+
 def test_end_of_stream_closes_the_input_and_bad_frames_are_counted() -> None:
     proc, inbox, downstream = make_process()
     logic = WorkerLogic(proc.component, lambda v: v)
