@@ -195,6 +195,18 @@ def _trouble(status: TopologyStatus) -> list[str]:
     return lines
 
 
+def _totals(status: TopologyStatus, record: TopologyRecord) -> str:
+    """What entered and what came out: the spouts' messages and the sinks'. (A sum of
+    every instance's ``received`` counted each message once per hop.)"""
+    spec = record.spec
+    spouts = {c.name for c in spec.components if c.kind == "spout"}
+    sinks = {c.name for c in spec.sinks()}
+    rows = [(comp.name, row) for comp in status.components for row in comp.instances]
+    dispatched = sum(row.emitted for name, row in rows if name in spouts)
+    sunk = sum(row.received for name, row in rows if name in sinks)
+    return f"spouts dispatched {dispatched:,}, sinks received {sunk:,}"
+
+
 def _follow(record: TopologyRecord, out: Console) -> TopologyStatus:
     """Refresh throughput until the topology ends; Ctrl-C runs a graceful down."""
     from ..deploy import stop_topology, topology_status
@@ -291,12 +303,12 @@ def down(name: str | None, timeout: float, force: bool) -> None:
     busy = err.status(f"stopping {record.name} …") if err.is_terminal else contextlib.nullcontext()
     with busy:
         final = stop_topology(record, 0 if force else timeout, force=force)
-    received = sum(r.received for r in final.instances())
     err.print(
-        f"[green]down[/] {record.name}: {final.state.value}; "
-        f"{received:,} messages received in total; logs kept "
-        f"(`clusterduck logs {record.name}`)"
+        f"[green]down[/] {record.name}: {final.state.value}; {_totals(final, record)}; "
+        f"logs kept (`clusterduck logs {record.name}`)"
     )
+    for line in _trouble(final):  # what `up --wait` says at its end, for a detached run
+        err.print(line, style="yellow", markup=False, highlight=False)
     for problem in final.problems:
         if problem.startswith("killed ") and not force:
             err.print(

@@ -64,6 +64,7 @@ from ..protocol import (
 from .forkserver import ChildProcess, Starter
 from .inbound import ControlGuard, Rejections
 from .procfs import sweep
+from .totals import Carried
 from .transport import DATA_LINGER_MS, Transport, poll, private_dir, request
 
 __all__ = ["main"]
@@ -99,7 +100,11 @@ class Instance:
         self.state = State.STARTING
         self.endpoints: dict[str, str] = {}
         self.ports: dict[str, int] = {}
-        self.report: InstanceReport | None = None
+        self.report: InstanceReport | None = None  # the current incarnation's last
+        # What the incarnations before it counted (a restarted process counts from 0).
+        self.carried = Carried()
+        # Upstream instances whose end of stream any incarnation received.
+        self.ended: set[str] = set()
         self.reported_at = 0.0  # time.monotonic() of the last report (0: none yet)
         self.ready = False
         self.restarts = 0
@@ -178,7 +183,13 @@ class Supervisor:
             state_dir=str(self.run_dir / "state"),
         )
         if restart:
-            ended = set(inst.report.ended if inst.report else ()) | self.finished_upstreams(inst)
+            if inst.report is not None:
+                # The last word of the incarnation that crashed: its counters go on in
+                # the new one's totals, the ends of stream it saw into its spec.
+                inst.carried.add(inst.report)
+                inst.ended.update(inst.report.ended)
+                inst.report = None
+            ended = inst.ended | self.finished_upstreams(inst)
             proc_spec = proc_spec.replace(
                 ports=inst.ports,
                 wiring=self.wiring,
@@ -412,7 +423,7 @@ class Supervisor:
                     replayed=rep.replayed,
                 )
             rows.append(
-                row.replace(
+                inst.carried.onto(row).replace(
                     pid=inst.popen.pid if inst.popen else (rep.pid if rep else None),
                     endpoint=next(iter(inst.endpoints.values()), None),
                     rate=row.rate if inst.state is State.RUNNING else 0.0,

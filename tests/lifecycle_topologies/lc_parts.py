@@ -46,6 +46,14 @@ def count_up_after(dispatch: Dispatch, go: str, count: int = 4) -> None:
     count_up(dispatch, int(count))
 
 
+def count_up_then_wait(dispatch: Dispatch, end: str, count: int = 100) -> None:
+    """Ids 0..count-1, then wait until the file ``end`` exists before the stream ends
+    (a test kills a worker meanwhile, knowing everything went through it)."""
+    count_up(dispatch, int(count))
+    while not Path(end).exists():
+        time.sleep(0.01)
+
+
 def count_up(dispatch: Dispatch, count: int = 20) -> None:
     """Ids 0..count-1, each with its own id as value; then the stream ends."""
     for i in range(count):

@@ -1,0 +1,77 @@
+"""A restarted instance keeps its totals, and ``down`` says what a detached run cost.
+
+Real processes through the CLI (``lifecycle_fixtures``): ``held.yaml`` sends 100 ids
+through one relay, then holds its stream open until the test creates a file, so the
+relay can be killed once everything has gone through it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lifecycle_fixtures import Clusterduck, instance, pid_alive, wait_until
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+
+COUNT = 100  # held.yaml's spout
+
+
+def _all_through(duck: Clusterduck, name: str) -> dict[str, Any] | None:
+    status = duck.status(name)
+    relay, sink = instance(status, "relay"), instance(status, "sink")
+    return relay if relay["received"] == COUNT and sink["received"] == COUNT else None
+
+
+def _kill_and_await_restart(duck: Clusterduck, name: str, old: int) -> None:
+    os.kill(old, signal.SIGKILL)
+
+    def restarted() -> bool:
+        row = instance(duck.status(name), "relay")
+        fresh = row["pid"] not in (None, old) and pid_alive(row["pid"])
+        return fresh and row["restarts"] == 1 and row["state"] == "running"
+
+    wait_until(restarted, what="relay/0 to be restarted with a new pid")
+
+
+def test_a_restarted_instance_keeps_counting_from_its_totals(duck: Clusterduck) -> None:
+    name, end = duck.name("totals"), duck.tmp / "end"
+    started = duck.up("held", name, env={"LC_END": str(end)})
+    assert started.returncode == 0, started.stderr
+    relay = wait_until(lambda: _all_through(duck, name), what="100 ids through relay/0")
+    _kill_and_await_restart(duck, name, relay["pid"])
+
+    end.touch()  # the stream ends; the new relay/0 received nothing of its own
+    final = wait_until(
+        lambda: (s := duck.status(name))["state"] in ("finished", "failed") and s,
+        what="the topology to finish",
+    )
+    assert final["state"] == "finished", final["problems"]
+    row = instance(final, "relay")
+    # Before: the new incarnation's counters alone (0 and 0), though 100 went through.
+    assert (row["received"], row["emitted"], row["restarts"]) == (COUNT, COUNT, 1), row
+    assert instance(final, "sink")["received"] == COUNT
+
+
+def test_down_of_a_detached_run_says_what_restarts_cost(duck: Clusterduck) -> None:
+    name = duck.name("downsum")
+    started = duck.up("endless", name)
+    assert started.returncode == 0, started.stderr
+    relay = wait_until(
+        lambda: (row := instance(duck.status(name), "relay"))["received"] > 0 and row,
+        what="relay/0 to receive",
+    )
+    _kill_and_await_restart(duck, name, relay["pid"])
+
+    stopped = duck.down(name)
+    assert stopped.returncode == 0, stopped.stderr
+    # The same line `up --wait` prints at its end (before: nothing about the restart).
+    assert "relay: 1 restart (exited with signal SIGKILL)" in stopped.stderr, stopped.stderr
+    assert f"see `clusterduck logs {name} relay`" in stopped.stderr
+    # Totals that mean something: what entered and what came out, not a sum over hops.
+    final = duck.status(name)
+    spouts, sinks = instance(final, "source")["emitted"], instance(final, "sink")["received"]
+    assert f"spouts dispatched {spouts:,}, sinks received {sinks:,}" in stopped.stderr
