@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["Progress", "Cluster", "start", "topology_status"]
+__all__ = ["Progress", "Cluster", "release", "start", "topology_status"]
 
 Progress = Callable[[str, str, str], None]  # (host, step, detail)
 
@@ -87,6 +87,9 @@ SAVE_EVERY = 0.5
 # How long `down` waits for a killed supervisor to close its control port (it exits
 # right after) before it sweeps that host over SSH.
 GONE_AFTER = 5.0
+# How long `up --wait` waits for the supervisors of a finished topology to exit: one may
+# still wait (runtime/supervisor.py, EXIT_GRACE) for processes whose sockets linger.
+RELEASE_WITHIN = 10.0
 
 
 def instance_names(topo: Topology) -> list[str]:
@@ -359,6 +362,25 @@ class Cluster:
         except ClusterduckError:
             pass
 
+    def release(self, within: float) -> None:
+        """Once the topology has ended: tell every supervisor it may exit now (it
+        lingers to answer late requests otherwise) and wait until it has, so that
+        ``up --wait`` returns with nothing of the topology running, as ``down`` does."""
+        self.each(lambda host: self._release(host, within))
+
+    def _release(self, host: str, within: float) -> None:
+        rec = self.record.hosts[host]
+        if not rec.control or (not rec.remote and not pid_alive(rec.pid)):
+            return
+        try:
+            self.request(host, ControlRequest(Op.LEAVE), timeout=1.0)
+        except ClusterduckError:
+            pass  # gone already, or it will go by itself: wait all the same
+        if rec.remote:
+            _gone(rec.control, within)
+        else:
+            _exited(rec.pid, within)
+
     def close(self) -> None:
         self.requester.close()
         for conn in self._conns.values():
@@ -387,6 +409,17 @@ def _gone(control: str, within: float) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
+    return True
+
+
+def _exited(pid: int | None, within: float) -> bool:
+    """Wait until a local process has exited (a zombie counts as gone); False at the
+    deadline."""
+    deadline = time.monotonic() + within
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
     return True
 
 
@@ -884,6 +917,15 @@ def topology_status(record: TopologyRecord) -> TopologyStatus:
     cluster = Cluster(record)
     try:
         return cluster.settle(cluster.status())
+    finally:
+        cluster.close()
+
+
+def release(record: TopologyRecord, within: float = RELEASE_WITHIN) -> None:
+    """A finished topology's supervisors exit now, and this returns once they have."""
+    cluster = Cluster(record)
+    try:
+        cluster.release(within)
     finally:
         cluster.close()
 

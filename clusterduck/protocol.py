@@ -999,6 +999,7 @@ class Op(str, Enum):
     STOP = "stop"
     KILL = "kill"
     ABORT = "abort"
+    LEAVE = "leave"  # the CLI has the final status: exit as soon as it is written
     # process → supervisor
     HELLO = "hello"
     FAILED = "failed"

@@ -1,4 +1,5 @@
-"""A restarted instance keeps its totals, and ``down`` says what a detached run cost.
+"""A restarted instance keeps its totals, ``down`` says what a detached run cost, and
+``up --wait`` returns with nothing left running.
 
 Real processes through the CLI (``lifecycle_fixtures``): ``held.yaml`` sends 100 ids
 through one relay, then holds its stream open until the test creates a file, so the
@@ -75,3 +76,14 @@ def test_down_of_a_detached_run_says_what_restarts_cost(duck: Clusterduck) -> No
     final = duck.status(name)
     spouts, sinks = instance(final, "source")["emitted"], instance(final, "sink")["received"]
     assert f"spouts dispatched {spouts:,}, sinks received {sinks:,}" in stopped.stderr
+
+
+def test_up_wait_returns_with_nothing_left_running(duck: Clusterduck) -> None:
+    name = duck.name("leaves")
+    done = duck.up("finite", name, "--wait")
+    assert done.returncode == 0, done.stderr
+    assert "printer done: count=20" in done.stdout
+    # At the moment it returns: no process of the topology, its supervisor included
+    # (before: the supervisor still lingered ~0.5 s to answer late requests).
+    assert not duck.leftovers(name), duck.leftovers(name)
+    assert duck.status(name)["state"] == "finished"  # its final status is kept

@@ -209,7 +209,7 @@ def _totals(status: TopologyStatus, record: TopologyRecord) -> str:
 
 def _follow(record: TopologyRecord, out: Console) -> TopologyStatus:
     """Refresh throughput until the topology ends; Ctrl-C runs a graceful down."""
-    from ..deploy import stop_topology, topology_status
+    from ..deploy import release, stop_topology, topology_status
     from .console import live_view, make_console, status_table, throughput_table
 
     status = topology_status(record)
@@ -233,7 +233,9 @@ def _follow(record: TopologyRecord, out: Console) -> TopologyStatus:
     if status.state is not State.FINISHED:
         stopped = stop_topology(record, 5, force=True)
         return stopped.replace(state=State.FAILED, problems=status.problems)
-    # Finished: topology_status recorded it (supervisors exit by themselves).
+    # Finished: topology_status recorded it. The supervisors exit by themselves after
+    # a moment; `leave` makes them go now, and `up` returns once they have.
+    release(record)
     return status
 
 

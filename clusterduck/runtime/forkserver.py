@@ -56,6 +56,8 @@ FORK = "fork"
 SPAWN = "spawn"
 # The fork server answers a start within this time, or it is taken for dead.
 REPLY_TIMEOUT = 30.0
+# How long a supervisor that ends waits for its fork server to leave.
+CLOSE_WITHIN = 2.0
 # Variables an interpreter reads only when it starts: a forked process would not see
 # them, so a host whose env sets one gets fresh interpreters (PYTHONPATH is applied).
 _START_ONLY = ("PYTHON", "LD_")
@@ -222,14 +224,20 @@ class Starter:
         popen.stdin.close()
         return popen
 
-    def close(self) -> None:
-        """Let the fork server go (it leaves at end of file) and reap it."""
+    def close(self, within: float = CLOSE_WITHIN) -> None:
+        """Let the fork server go (it leaves at end of file) and reap it, waiting up to
+        ``within`` seconds: a supervisor that exits leaves no fork server behind (one
+        that outlived it for a moment was still there when ``up --wait`` returned)."""
         if self._server is not None:
             self._server.close()
             self._server = None
         if self._server_pid is not None:
+            deadline = time.monotonic() + within
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(self._server_pid, os.WNOHANG)
+                while not os.waitpid(self._server_pid, os.WNOHANG)[0]:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.002)
             self._server_pid = None
 
 

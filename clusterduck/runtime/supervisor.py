@@ -19,10 +19,12 @@ a ROUTER socket:
 ``stop``   graceful: spouts stop, everything drains through end of stream
 ``kill``   kill every local process, sweep the session; the supervisor exits
 ``abort``  like kill, sent by a peer supervisor when ``on_error: stop`` fired
+``leave``  the CLI has what it needs: once ended, exit without lingering
 =========  ===================================================================
 
 When every local instance has finished (or failed for good) it writes ``final.json`` —
-what ``status`` shows afterwards — and exits.
+what ``status`` shows afterwards — answers late requests for a moment, and exits
+(at once after ``leave``: ``up --wait`` returns with nothing left running).
 
 ``python -m clusterduck.runtime.supervisor --sweep SID NAME`` kills what is left of
 topology NAME in a session (used by ``down`` also when the supervisor itself is gone).
@@ -83,6 +85,10 @@ SILENT_AFTER = 3.0
 # How long a process that said it finished may take to exit: its data sockets linger
 # until what it sent has left (transport.DATA_LINGER_MS), then a little more.
 EXIT_GRACE = DATA_LINGER_MS / 1000 + 2.0
+# How long a supervisor that ended answers late requests (with its final status) before
+# it exits, unless the CLI says `leave`.
+LINGER = 0.5
+REPLY_LINGER_MS = 500  # at most, for the last answers to leave: a connected peer takes them at once
 # The exit code of a process whose user code failed to load, or whose on_error: stop
 # fired: no restart (process.EXIT_USER_FAILURE; not imported, to keep this module light).
 EXIT_USER_FAILURE = 3
@@ -163,6 +169,7 @@ class Supervisor:
         self.greeted: set[str] = set()
         self.began = time.time()
         self._all_done_at: float | None = None  # when every instance had said it ended
+        self.leave = False  # `leave` came: no lingering after final.json
 
     # -- processes -----------------------------------------------------------------
 
@@ -485,6 +492,8 @@ class Supervisor:
                 self.send_to(inst, ControlRequest(Op.START))
         elif op is Op.STATUS:
             reply = self.status()
+        elif op is Op.LEAVE:
+            self.leave = True  # takes effect once everything here has ended
         elif op is Op.STOP:
             self.stopping = True
             for inst in self.instances.values():
@@ -608,21 +617,31 @@ class Supervisor:
         return now - self._all_done_at < EXIT_GRACE
 
     def write_final(self) -> None:
-        # Sweep before final.json appears: a host with a final status has nothing left.
+        # Sweep before final.json appears: a host with a final status has nothing left
+        # (the fork server included: reaped here, not left to exit after us).
         sweep(os.getsid(0), self.topology.name)
+        self.starter.close()
         final = self.status().to_dict()
         target = Path(self.layout.final_status)
         tmp = target.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(final))
         tmp.replace(target)
         log.info("all local instances done (%s); supervisor exits", final["state"])
-        # Answer anything still asking before leaving.
-        deadline = time.monotonic() + 0.5
-        while time.monotonic() < deadline:
-            readable, _ = poll([self.control], timeout=0.1)
-            if self.control in readable:
-                while (frames := self.control.recv(block=False)) is not None:
-                    self.control.send_json(final, prefix=[frames[0], b""])
+        # Answer anything still asking before leaving (what is queued even after
+        # `leave`); a `leave` ends the wait.
+        deadline = time.monotonic() + LINGER
+        while True:
+            while (frames := self.control.recv(block=False)) is not None:
+                self.control.send_json(final, prefix=[frames[0], b""])
+                asked = self.guard.decode(frames, ControlRequest.from_dict, min_frames=3)
+                self.leave = self.leave or (asked is not None and asked.op is Op.LEAVE)
+            left = deadline - time.monotonic()
+            if self.leave or left <= 0:
+                break
+            poll([self.control], timeout=min(0.1, left))
+        # The answers just sent must leave before the context ends (closing with no
+        # linger dropped them: the CLI then waited out its request timeout).
+        self.control.close(linger_ms=REPLY_LINGER_MS)
 
 
 def _describe_exit(code: int) -> str:
