@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["Progress", "Cluster", "release", "start", "topology_status"]
+__all__ = ["Progress", "Cluster", "refuse_running", "release", "start", "topology_status"]
 
 Progress = Callable[[str, str, str], None]  # (host, step, detail)
 
@@ -293,7 +293,7 @@ class Cluster:
         ]
         if killed:
             how = "with --force" if force else f"after the {timeout:g} s drain timeout"
-            final = final.replace(problems=(*final.problems, f"killed {how}: {', '.join(killed)}"))
+            final = final.replace(problems=(*final.problems, f"killed {how}: {_capped(killed)}"))
         if final.state is State.FAILED:
             record.status = State.FAILED.value
         elif record.status != State.FINISHED.value:  # still running: `down` stopped it
@@ -388,6 +388,18 @@ class Cluster:
         self._conns.clear()
 
 
+# A problem line names at most this many instances: `down --force` of a wide topology
+# named every one of hundreds, in `status` and on stderr.
+NAMED_AT_MOST = 8
+
+
+def _capped(names: list[str]) -> str:
+    """``a, b, c`` — or the first NAMED_AT_MOST and ``and N more``."""
+    if len(names) <= NAMED_AT_MOST:
+        return ", ".join(names)
+    return f"{', '.join(names[:NAMED_AT_MOST])} and {len(names) - NAMED_AT_MOST} more"
+
+
 def _swept(reply: dict[str, Any]) -> bool:
     """Whether a supervisor's answer to ``kill`` says its session is swept: a kill reply
     saying so, or its final status (it sweeps before writing that, then lingers)."""
@@ -461,6 +473,19 @@ def _host_model(connect: dict[str, Any]) -> Host:
 # -- up -------------------------------------------------------------------------------
 
 
+def refuse_running(name: str) -> None:
+    """StateError when a topology of that name runs (``up`` checks before it shows any
+    progress, and again in ``start``)."""
+    for rec in load_all():
+        if rec.name == name and rec.active:
+            state = topology_status(rec).state
+            if not (state.ended or state is State.BROKEN):
+                raise StateError(
+                    f"topology {name!r} is already running (started from {rec.file}); "
+                    f"stop it first with `clusterduck down {name}`"
+                )
+
+
 def start(
     tf: TopologyFile,
     *,
@@ -475,14 +500,7 @@ def start(
 
     ``early``: this machine's supervisor interpreter, already started (prestart.py)."""
     topo = tf.topology
-    for rec in load_all():
-        if rec.name == topo.name and rec.active:
-            state = topology_status(rec).state
-            if not (state.ended or state is State.BROKEN):
-                raise StateError(
-                    f"topology {topo.name!r} is already running (started from {rec.file}); "
-                    f"stop it first with `clusterduck down {topo.name}`"
-                )
+    refuse_running(topo.name)
     previous = next((r for r in load_all() if r.name == topo.name), None)
     past_runs: dict[str, dict[str, str]] = {}
     run = 1

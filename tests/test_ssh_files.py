@@ -5,6 +5,7 @@ again. No sshd needed: what is tested is what a connection would start from."""
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -109,6 +110,28 @@ def test_a_file_rewritten_within_one_clock_tick_is_read_again(tmp_path: Path) ->
     assert target_of(config) == "duck@10.1.0.7:2222"
     config.write_text(config_text("10.1.0.8"))
     age(config, mtime_ns=stamp)
+    assert target_of(config) == "duck@10.1.0.8:2222"
+
+
+def test_a_rewrite_that_puts_the_old_mtime_back_is_read_again(tmp_path: Path) -> None:
+    """Same size, same inode, the mtime restored (``cp -p``, ``rsync -t``, ``touch -r``):
+    only the ctime tells (before: the old parse was served)."""
+    config = tmp_path / "config"
+    config.write_text(config_text("10.1.0.7"))
+    age(config)
+    before = config.stat()
+    assert target_of(config) == "duck@10.1.0.7:2222"
+
+    def rewritten() -> bool:
+        config.write_text(config_text("10.1.0.8"))  # same size
+        age(config, mtime_ns=before.st_mtime_ns)
+        return config.stat().st_ctime_ns != before.st_ctime_ns  # a coarse clock: again
+
+    deadline = time.monotonic() + 10
+    while not rewritten():
+        assert time.monotonic() < deadline, "the ctime never moved"
+    assert config.stat().st_mtime_ns == before.st_mtime_ns
+    assert config.stat().st_size == before.st_size
     assert target_of(config) == "duck@10.1.0.8:2222"
 
 

@@ -4,10 +4,11 @@ the live throughput of ``up --wait``. The only module that uses rich.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import IO, Any, TextIO, cast
 
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
@@ -46,11 +47,45 @@ _STATE_STYLE = {
 PIPE_WIDTH = 4096
 
 
+class _Stripped:
+    """stdout or stderr (looked up at each write, as rich does), every line's trailing
+    blanks removed: a table pads its last column, which `diff`, `grep 'x$'` and
+    editors showing whitespace then see on every row of a piped `status` or `list`."""
+
+    def __init__(self, err: bool) -> None:
+        self.err = err
+        self.partial = ""
+
+    @property
+    def target(self) -> TextIO:
+        return sys.stderr if self.err else sys.stdout
+
+    def write(self, text: str) -> int:
+        *lines, self.partial = (self.partial + text).split("\n")
+        if lines:
+            self.target.write("".join(line.rstrip(" ") + "\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self.partial:
+            self.target.write(self.partial)
+            self.partial = ""
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+
 def make_console(err: bool = False) -> Console:
-    """A console on stdout (or stderr); a pipe or a file never truncates the table."""
+    """A console on stdout (or stderr); a pipe or a file never truncates the table, and
+    gets no trailing blanks."""
     console = Console(stderr=err, highlight=False, soft_wrap=False)
     if not console.is_terminal:
-        console = Console(stderr=err, highlight=False, soft_wrap=False, width=PIPE_WIDTH)
+        out = cast("IO[str]", _Stripped(err))  # the part of a text file rich uses
+        console = Console(file=out, highlight=False, soft_wrap=False, width=PIPE_WIDTH)
     return console
 
 

@@ -120,6 +120,7 @@ def up(
 
         tf = load(file)
         topo = tf.topology
+        deploy.refuse_running(topo.name)  # before any progress is shown
         out, err = make_console(), make_console(err=True)
         with HostProgress(err, topo.hosts_used()) as progress:
             record = deploy.start(

@@ -1,7 +1,9 @@
 """Parse a file once per version of it: ``up`` on many hosts reads ~/.ssh/config and
 known_hosts once, not once per host (about 2 ms per host, more with a long known_hosts).
 
-A file's version is its path, size, inode and mtime. Timestamps are as coarse as the
+A file's version is its path, size, inode, mtime and ctime: the ctime too, because a
+rewrite that keeps the size and puts the old mtime back (``cp -p``, ``rsync -t``,
+``touch -r``, unpacking an archive) changes only that. Timestamps are as coarse as the
 kernel's clock tick, so a file rewritten with the same size within one tick would keep
 its stamp; like git's "racily clean" index entries, a file whose mtime is less than
 ``RACY_NS`` before the moment it was parsed is parsed again on the next read.
@@ -29,12 +31,12 @@ class FileCache(Generic[T]):
         self._parse = parse
         self._lock = threading.Lock()
         # path -> (stamp, parsed value, whether the stamp can be trusted)
-        self._entries: dict[str, tuple[tuple[int, int, int, int], T, bool]] = {}
+        self._entries: dict[str, tuple[tuple[int, ...], T, bool]] = {}
 
     def get(self, path: str) -> T:
         """The parsed file; raises OSError (from ``os.stat`` or ``parse``) like a read."""
         st = os.stat(path)
-        stamp = (st.st_size, st.st_ino, st.st_dev, st.st_mtime_ns)
+        stamp = (st.st_size, st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns)
         with self._lock:
             hit = self._entries.get(path)
         if hit is not None and hit[0] == stamp and hit[2]:

@@ -1,0 +1,84 @@
+"""What the CLI prints for a running topology: piped tables without trailing blanks,
+``up`` of a running name refused before any progress, ``down --force`` naming a few of
+the instances it killed. Real processes through the CLI (``lifecycle_fixtures``)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from lifecycle_fixtures import CLI, TOPOLOGIES, Clusterduck, wait_until
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+
+
+def on_a_terminal(duck: Clusterduck, *args: str, env: dict[str, str]) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as stdout and stderr (rich then draws live
+    progress); its exit code and everything it wrote."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [*CLI, *args],
+        env={**duck.env, "TERM": "xterm", "COLUMNS": "160", **env},
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        cwd=duck.tmp,
+    )
+    os.close(follower)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: every writer has closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        code = proc.wait(timeout=60)
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return code, b"".join(chunks).decode(errors="replace")
+
+
+def test_running_topology_output(duck: Clusterduck) -> None:
+    name = duck.name("wide")
+    started = duck.up("wide", name)
+    assert started.returncode == 0, started.stderr
+    wait_until(
+        lambda: all(
+            r["state"] == "running" for c in duck.status(name)["components"] for r in c["instances"]
+        ),
+        what="every instance running",
+    )
+
+    # Piped tables: one line per row, none ending in blanks (rich pads the last column).
+    for args in (("status", name), ("list",)):
+        shown = duck.run(*args)
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        assert len(lines) >= 2 and any(name in line for line in lines), shown.stdout
+        assert [line for line in lines if line != line.rstrip()] == [], args
+
+    # `up` of the running name: the error, and no progress drawn before it.
+    code, text = on_a_terminal(duck, "up", str(TOPOLOGIES / "wide.yaml"), env={"LC_NAME": name})
+    assert code == 1, text
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).strip()
+    assert plain.startswith(f"error: topology '{name}' is already running"), plain
+    assert "connect" not in plain and "spawn" not in plain and "waiting" not in plain, plain
+
+    # `down --force` of twelve instances: the problem line names a few, counts the rest.
+    stopped = duck.down(name, "--force")
+    assert stopped.returncode == 0, stopped.stderr
+    problems = duck.status(name)["problems"]
+    killed = [p for p in problems if p.startswith("killed with --force: ")]
+    assert len(killed) == 1, problems
+    assert killed[0].endswith(" and 4 more"), killed[0]
+    assert killed[0].count("/") == 8, killed[0]
