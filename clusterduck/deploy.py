@@ -692,7 +692,12 @@ def _prepare_hosts(
     slurm = [h for h in names if topo.is_slurm(h)]
     deploy_slurm.start_groups(slurm, prepare, conns)
     try:
-        raise_first_error(in_parallel([h for h in names if h not in slurm], prepare))
+        results = in_parallel([h for h in names if h not in slurm], prepare)
+        # A remote host's own error first: this machine's start fails too when that
+        # host's address does not resolve (no route to guess an address from), and its
+        # error blamed localhost with a hint to set hosts.localhost.address.
+        remote_first = sorted(results, key=lambda h: not record.hosts[h].remote)
+        raise_first_error({h: results[h] for h in remote_first})
     finally:
         record.save()  # every supervisor that started, also when another one failed
 

@@ -82,3 +82,25 @@ def test_running_topology_output(duck: Clusterduck) -> None:
     assert len(killed) == 1, problems
     assert killed[0].endswith(" and 4 more"), killed[0]
     assert killed[0].count("/") == 8, killed[0]
+
+
+def test_a_remote_address_that_does_not_resolve_is_blamed_on_its_host(duck: Clusterduck) -> None:
+    name = duck.name("noresolve")
+    topology = duck.tmp / "noresolve.yaml"
+    topology.write_text(
+        f"name: {name}\n"
+        f"code: {TOPOLOGIES}\n"
+        "hosts:\n"
+        "  far: {address: no-such-host.invalid}\n"
+        "spouts:\n"
+        "  - {name: source, entry: 'lc_parts:count_up'}\n"
+        "workers:\n"
+        "  - {name: double, entry: 'lc_parts:double', inputs: [source], host: far}\n"
+    )
+    started = duck.run("up", str(topology))
+    assert started.returncode == 2, started.stderr
+    # Before: "host 'localhost': cannot tell which address remote hosts should use …
+    # set hosts.localhost.address", the real cause in parentheses.
+    assert started.stderr.startswith("error: host 'far': cannot resolve 'no-such-host.invalid'")
+    assert "hosts.far.address" in started.stderr
+    assert not duck.leftovers(name)

@@ -333,7 +333,8 @@ class SSHHost:
             raise HostUnreachable(
                 self.name,
                 f"cannot resolve {t.hostname!r}: {exc.strerror or exc}",
-                "fix the host's address (or HostName in ~/.ssh/config)",
+                f"fix hosts.{self.name}.address in the topology file (or HostName in "
+                "~/.ssh/config)",
                 address=t.hostname,
             ) from exc
         if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
