@@ -104,3 +104,18 @@ def test_a_remote_address_that_does_not_resolve_is_blamed_on_its_host(duck: Clus
     assert started.stderr.startswith("error: host 'far': cannot resolve 'no-such-host.invalid'")
     assert "hosts.far.address" in started.stderr
     assert not duck.leftovers(name)
+
+
+def test_logs_component_picks_the_only_known_topology_that_has_it(duck: Clusterduck) -> None:
+    first, second = duck.name("first"), duck.name("second")
+    assert duck.up("finite", first, "--wait").returncode == 0
+    end = duck.tmp / "end"
+    end.touch()  # held.yaml then ends as soon as its 100 ids are through
+    assert duck.up("held", second, "--wait", env={"LC_END": str(end)}).returncode == 0
+
+    # Two known, none running, only `first` has a printer (before: exit 1, "run
+    # `clusterduck logs <first> printer`").
+    shown = duck.run("logs", "printer")
+    assert shown.returncode == 0, shown.stderr
+    assert "printer done: count=20" in shown.stdout
+    assert f"(logs of {first}: the only topology with a component 'printer')" in shown.stderr
