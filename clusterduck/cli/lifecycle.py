@@ -429,15 +429,15 @@ def _logs_target(name: str | None, component: str | None) -> tuple[TopologyRecor
         except StateError:
             # Several known, none running: the one with that component, or say which
             # of them have it.
-            known = load_all()
-            owners = [r.name for r in known if name in [c.name for c in r.spec.components]]
+            records = load_all()
+            owners = [r.name for r in records if name in [c.name for c in r.spec.components]]
             if not owners:
                 raise exc from None
             if len(owners) == 1:  # only one has it: that is the one meant
                 click.echo(
                     f"(logs of {owners[0]}: the only topology with a component {name!r})", err=True
                 )
-                return next(r for r in known if r.name == owners[0]), name
+                return next(r for r in records if r.name == owners[0]), name
             runs = " or ".join(f"`clusterduck logs {owner} {name}`" for owner in owners)
             raise StateError(
                 f"{exc}; {name!r} is a component of {', '.join(owners)}: run {runs}"
