@@ -370,7 +370,14 @@ class Cluster:
 
     def _release(self, host: str, within: float) -> None:
         rec = self.record.hosts[host]
-        if not rec.control or (not rec.remote and not pid_alive(rec.pid)):
+        if not rec.control or host in self.unreachable:
+            return
+        # Gone already? (A request to an endpoint nobody listens on waits its timeout.)
+        if rec.remote:
+            there = probe(rec.control, UNREACHABLE_AFTER) == "open"
+        else:
+            there = pid_alive(rec.pid)
+        if not there:
             return
         try:
             self.request(host, ControlRequest(Op.LEAVE), timeout=1.0)
