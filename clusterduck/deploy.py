@@ -87,9 +87,13 @@ SAVE_EVERY = 0.5
 # How long `down` waits for a killed supervisor to close its control port (it exits
 # right after) before it sweeps that host over SSH.
 GONE_AFTER = 5.0
-# How long `up --wait` waits for the supervisors of a finished topology to exit: one may
-# still wait (runtime/supervisor.py, EXIT_GRACE) for processes whose sockets linger.
+# How long `up --wait` waits for the supervisors of a finished topology to exit. Once a
+# topology finished everything its processes sent was read, so they exit at once; only a
+# reader outside the topology that stopped reading (runtime/supervisor.py, EXIT_GRACE)
+# keeps one longer, and `up --wait` then says which host and how to end it.
 RELEASE_WITHIN = 10.0
+# How long the `leave` request waits for its (unused) reply.
+LEAVE_TIMEOUT = 0.2
 
 
 def instance_names(topo: Topology) -> list[str]:
@@ -362,31 +366,34 @@ class Cluster:
         except ClusterduckError:
             pass
 
-    def release(self, within: float) -> None:
+    def release(self, within: float) -> list[str]:
         """Once the topology has ended: tell every supervisor it may exit now (it
         lingers to answer late requests otherwise) and wait until it has, so that
-        ``up --wait`` returns with nothing of the topology running, as ``down`` does."""
-        self.each(lambda host: self._release(host, within))
+        ``up --wait`` returns with nothing of the topology running, as ``down`` does.
+        Returns the hosts whose supervisor is still there after ``within``."""
+        done = self.each(lambda host: self._release(host, within))
+        return sorted(host for host, gone in done.items() if gone is False)
 
-    def _release(self, host: str, within: float) -> None:
+    def _release(self, host: str, within: float) -> bool:
         rec = self.record.hosts[host]
         if not rec.control or host in self.unreachable:
-            return
+            return True
         # Gone already? (A request to an endpoint nobody listens on waits its timeout.)
         if rec.remote:
             there = probe(rec.control, UNREACHABLE_AFTER) == "open"
         else:
             there = pid_alive(rec.pid)
         if not there:
-            return
+            return True
         try:
-            self.request(host, ControlRequest(Op.LEAVE), timeout=1.0)
+            # The reply is not needed (the wait below is what counts), and one that
+            # exits between the check above and this request never answers.
+            self.request(host, ControlRequest(Op.LEAVE), timeout=LEAVE_TIMEOUT)
         except ClusterduckError:
             pass  # gone already, or it will go by itself: wait all the same
         if rec.remote:
-            _gone(rec.control, within)
-        else:
-            _exited(rec.pid, within)
+            return _gone(rec.control, within)
+        return _exited(rec.pid, within)
 
     def close(self) -> None:
         self.requester.close()
@@ -951,11 +958,12 @@ def topology_status(record: TopologyRecord) -> TopologyStatus:
         cluster.close()
 
 
-def release(record: TopologyRecord, within: float = RELEASE_WITHIN) -> None:
-    """A finished topology's supervisors exit now, and this returns once they have."""
+def release(record: TopologyRecord, within: float = RELEASE_WITHIN) -> list[str]:
+    """A finished topology's supervisors exit now, and this returns once they have;
+    the hosts whose supervisor is still there after ``within``."""
     cluster = Cluster(record)
     try:
-        cluster.release(within)
+        return cluster.release(within)
     finally:
         cluster.close()
 

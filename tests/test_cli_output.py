@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import pty
 import re
+import select
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -30,8 +32,11 @@ def on_a_terminal(duck: Clusterduck, *args: str, env: dict[str, str]) -> tuple[i
     )
     os.close(follower)
     chunks = []
+    deadline = time.monotonic() + 60
     try:
         while True:
+            if not select.select([leader], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise AssertionError(f"no end of output in 60 s: {b''.join(chunks)!r}")
             try:
                 chunk = os.read(leader, 65536)
             except OSError:  # EIO: every writer has closed the terminal
@@ -119,3 +124,30 @@ def test_logs_component_picks_the_only_known_topology_that_has_it(duck: Clusterd
     assert shown.returncode == 0, shown.stderr
     assert "printer done: count=20" in shown.stdout
     assert f"(logs of {first}: the only topology with a component 'printer')" in shown.stderr
+
+
+def test_what_a_sink_printed_is_shown_as_printed(duck: Clusterduck) -> None:
+    """`up --wait` shows the end of each sink's output: the user's own text, trailing
+    blanks included (the stripping of piped tables must not reach it)."""
+    name = duck.name("padded")
+    (duck.tmp / "padded_parts.py").write_text(
+        "def three(dispatch):\n"
+        "    for i in range(3):\n"
+        "        dispatch(i, i)\n"
+        "\n"
+        "def padded(value):\n"
+        "    print(f'row{value}   |   ', flush=True)\n"
+    )
+    topology = duck.tmp / "padded.yaml"
+    topology.write_text(
+        f"name: {name}\n"
+        f"code: {duck.tmp}\n"
+        "spouts:\n"
+        "  - {name: source, entry: 'padded_parts:three'}\n"
+        "workers:\n"
+        "  - {name: show, entry: 'padded_parts:padded', inputs: [source]}\n"
+    )
+    ran = duck.run("up", str(topology), "--wait")
+    assert ran.returncode == 0, ran.stderr
+    rows = [line for line in ran.stdout.splitlines() if line.startswith("row")]
+    assert sorted(rows) == [f"row{i}   |   " for i in range(3)], ran.stdout

@@ -149,7 +149,9 @@ def up(
     out.print(status_table(final))
     for name, text in _sink_output(record):
         out.print(f"[bold]── {name} printed ──[/]")
-        out.print(text, markup=False, highlight=False)
+        # As the sink printed it: not through the console, which strips a piped line's
+        # trailing blanks (tables pad them) and may wrap.
+        click.echo(text, nl=not text.endswith("\n"))
     for line in _trouble(final):
         err.print(line, style="yellow", markup=False, highlight=False)
     if final.state is not State.FINISHED:
@@ -236,7 +238,15 @@ def _follow(record: TopologyRecord, out: Console) -> TopologyStatus:
         return stopped.replace(state=State.FAILED, problems=status.problems)
     # Finished: topology_status recorded it. The supervisors exit by themselves after
     # a moment; `leave` makes them go now, and `up` returns once they have.
-    release(record)
+    for host in release(record):
+        make_console(err=True).print(
+            f"{host}: the supervisor of {record.spec.name} is still running "
+            f"(a process's sockets wait for a reader); `clusterduck down "
+            f"{record.spec.name}` ends it",
+            style="yellow",
+            markup=False,
+            highlight=False,
+        )
     return status
 
 
@@ -427,8 +437,8 @@ def _logs_target(name: str | None, component: str | None) -> tuple[TopologyRecor
         try:
             record = _find(None)
         except StateError:
-            # Several known, none running: the one with that component, or say which
-            # of them have it.
+            # Several topologies known (running or not): the one with that component
+            # is not ambiguous; several that have it are listed.
             records = load_all()
             owners = [r.name for r in records if name in [c.name for c in r.spec.components]]
             if not owners:

@@ -11,7 +11,8 @@ cannot say:
 * ``blocked``: the share of the last interval its instances spent waiting on a full
   downstream (``blocked_seconds``) — how hard its consumers push back.
 
-Counters that go down (an instance restarted) are treated as a fresh start, not as a
+Counters that go down (a restarted instance goes on from its crashed process's last
+report, so a few of its counts can be missing) are treated as a fresh start, not as a
 negative rate.
 """
 

@@ -2,8 +2,9 @@
 
 A restarted process counts from zero. Its supervisor keeps the last report of each
 incarnation that crashed and adds it to what the new one reports, so ``status``, the
-final status, ``down``'s totals and ``/metrics`` count every message an instance ever
-received, emitted or failed on, across restarts. Gauges (backlog, rate, in flight,
+final status, ``down``'s totals and ``/metrics`` go on from what the crashed process
+last reported (it reports every half second: what it counted after its last report, or
+before its first, is not carried). Gauges (backlog, rate, in flight,
 cost per message, uptime) describe the running process and are not carried.
 """
 
