@@ -328,6 +328,25 @@ def test_grants_are_absolute_so_old_ones_do_not_leak_credit() -> None:
     assert ledger.queue_seconds(0) == 0.0
 
 
+def test_short_once_an_instance_holds_under_half_its_window() -> None:
+    """What a spout's pump reads grants on (Outbox.grants_due): the receiver grants about
+    then, so a grant left unread since is read before the credit runs out."""
+    ledger = CreditLedger(2, initial=100)
+    ledger.take(1, 50)
+    assert not ledger.short()  # 50 of 100 left: half the window
+    ledger.take(1, 1)
+    assert ledger.short()  # under half, on any instance
+    ledger.grant(1, Grant(51, 151, 0.001))  # processed all: a full window again
+    assert not ledger.short()
+    ledger.grant(0, Grant(0, 40, 0.001))  # a smaller window, none of it in flight
+    assert not ledger.short()
+    ledger.take(0, 21)
+    assert ledger.short()
+    unlimited = CreditLedger(1, unlimited=True)
+    unlimited.take(0, MAX_CREDIT)
+    assert not unlimited.short()
+
+
 def test_probe_only_when_starved_and_at_most_every_interval() -> None:
     clock = FakeClock()
     ledger = CreditLedger(2, initial=1, clock=clock)

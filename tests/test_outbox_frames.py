@@ -84,3 +84,37 @@ def test_large_values_are_framed_a_few_at_a_time() -> None:
     assert len(sock.sent) > 1
     assert max(len(frames[1]) for frames in sock.sent) <= 2 * outbox_module.FRAME_BYTES
     assert sum(len(CODEC.loads(frames[1])) for frames in sock.sent) == 200
+
+
+class QuietSocket(RecordingSocket):
+    """A data socket on which no grant ever arrives."""
+
+    def recv(self, *, block: bool = True, check: bool = True) -> list[bytes] | None:
+        return None
+
+
+def test_grants_are_due_when_credit_runs_short_or_after_an_interval() -> None:
+    """A spout's pump reads the grant sockets only when ``grants_due`` (each read is two
+    system calls in libzmq): when something waits for credit, when an instance holds
+    under half its window (its grant is about due), or GRANT_READ_INTERVAL after the
+    last read. Never less often: a grant it leaves unread may be one the sleeping I/O
+    loop's FD edge no longer signals."""
+    sock = QuietSocket()
+    box = Outbox(
+        [Output(Route("w", 1, "all"), [sock], credit=True)],
+        CODEC,
+        data_header("src", 0),
+        eos_header("src", 0),
+        lambda seq, exc: None,
+    )
+    assert box.read_grants() == 0
+    read = box._grants_read
+    assert not box.grants_due(read)  # full credit, just read
+    assert box.grants_due(read + outbox_module.GRANT_READ_INTERVAL)
+    window = box.outputs[0].ledger.window(0)
+    box.emit_columns(range(window // 2), ["x"] * (window // 2))
+    assert box.flush() and not box.grants_due(read)  # half the window left: not yet
+    box.emit_columns([window // 2], ["x"])
+    assert box.flush() and box.grants_due(read)  # under half: the grant is about due
+    box.emit_columns(range(window), ["x"] * window)
+    assert not box.flush() and box.grants_due(read)  # waiting for credit

@@ -234,3 +234,54 @@ def test_ids_and_values_stay_paired_while_the_loop_takes_during_dispatch() -> No
         sys.setswitchinterval(interval)
     assert got_ids == list(range(n))
     assert got_values == [-i for i in got_ids]
+
+
+def test_the_pump_takes_without_shrinking_the_room() -> None:
+    """The pump runs in the spout's own thread, which dispatches nothing meanwhile: what
+    it takes leaves the room as the credit made it (no shrink, no set_limit to undo it)."""
+    bridge = SpoutBridge(3, Waker())
+    bridge.dispatch(0, "a")
+    bridge.dispatch(1, "b")
+    assert bridge.take(10, shrink=False) == ([0, 1], ["a", "b"])
+    assert bridge.limit == 3
+    for i in range(2, 5):  # room for three again, without waiting
+        bridge.dispatch(i, "c")
+    assert len(bridge) == 3
+
+
+def test_a_hand_off_returns_as_soon_as_the_loop_took_the_message() -> None:
+    """``take`` wakes a dispatch that waits for the hand-off (the Event is set only when
+    someone waits): with `handoff` a minute, a dispatch that missed it would hang.
+    (Fails if dispatch raises the flag after sending the wake-up, or take ignores it.)"""
+    waker = Waker()
+    bridge = SpoutBridge(100, waker, handoff=60.0)
+    bridge.idle()  # the I/O loop sleeps: dispatch hands over and waits for the take
+    spout = threading.Thread(target=bridge.dispatch, args=(0, "a"), daemon=True)
+    spout.start()
+    assert wait_for(lambda: waker.sent == 1)
+    assert bridge.take(10) == ([0], ["a"])
+    spout.join(timeout=10)
+    assert not spout.is_alive()
+
+
+def test_a_paced_spout_sends_in_place_while_the_io_loop_sleeps() -> None:
+    """Handing over to the sleeping loop would wake it and wait for its turn to end: a
+    paced spout sends itself instead, however soon after the one before (within `gap`,
+    `stale`). (Fails on the gate without the sleeping loop: handed over, woken.)"""
+    waker = Waker()
+    bridge = SpoutBridge(100, waker, gap=1000.0, stale=1000.0)
+    pump = Pump(bridge)
+    bridge.set_pump(pump)
+    bridge.dispatch(0, "a")  # the first comes alone
+    for i in range(1, 3):  # slow dispatches over two windows: a paced spout
+        time.sleep(PACED_WINDOW)
+        bridge.dispatch(i, "b")  # the I/O loop is busy: it takes them
+        bridge.take(100)
+        bridge.set_limit(100)
+    deadline = time.monotonic() + 0.001
+    while time.monotonic() < deadline:  # INLINE_GAP after the last one returned
+        pass
+    bridge.idle()  # the I/O loop sleeps
+    bridge.dispatch(3, "c")
+    assert pump.batches[-1] == [(3, "c")] and len(bridge) == 0
+    assert waker.sent == 0

@@ -131,6 +131,17 @@ class CreditLedger:
         self.cost[i] = grant.cost
         self._last_grant[i] = self._clock()
 
+    def short(self) -> bool:
+        """Some instance left us under half its window: its receiver grants about now,
+        and the sender should read the grant soon (a sender that reads grants only when
+        it needs them: a spout's pump, runtime/spout.py)."""
+        if self.unlimited:
+            return False
+        return any(
+            2 * (limit - sent) < limit - processed
+            for limit, sent, processed in zip(self.limit, self.sent, self.processed, strict=True)
+        )
+
     def holds_back(self, i: int, waiting: int) -> bool:
         """True when a frame to ``i`` should wait for its next grant: it is low on credit
         (under half its window) with more than that waiting and messages in flight.

@@ -35,6 +35,9 @@ __all__ = ["MAX_BATCH", "Outbox", "Output"]
 # ZeroMQ's I/O threads, which cost more than the messages once frames are a few hundred;
 # a slow consumer's credit keeps its frames small whatever this is.
 MAX_BATCH = 4000
+# A sender that reads grants only when it needs them (``Outbox.grants_due``) reads them
+# at least this often anyway: the receiver's window and cost change with its speed.
+GRANT_READ_INTERVAL = 0.01
 # ... and about this many bytes of payload at most (the last frame's bytes per message
 # sizes the next one), so large values still travel in frames far below the receivers'
 # MAX_FRAME_BYTES (a frame above it costs the whole connection) and memory stays bounded.
@@ -91,6 +94,7 @@ class Outbox:
         self._probe_at = 0.0  # when flush looks for instances to probe next
         # (output, instance) -> when we last asked it how far it got (ask_progress)
         self._asked: dict[tuple[int, int], float] = {}
+        self._grants_read = 0.0  # when read_grants last ran (grants_due)
         # at-least-once (runtime/guarantee.py): anchors for every frame, and what to do
         # with the acks and restart notices receivers send back. None: at-most-once.
         self.anchors: Anchoring | None = None
@@ -255,6 +259,8 @@ class Outbox:
         ``only``: read that socket only (a wait said something came on it)."""
         got = 0
         on_reply = self.on_reply
+        if only is None:
+            self._grants_read = time.monotonic()
         for o, out in enumerate(self.outputs):
             if not out.credit:
                 continue
@@ -270,6 +276,16 @@ class Outbox:
                     elif reply is not None and on_reply is not None:
                         on_reply(reply)
         return got
+
+    def grants_due(self, now: float) -> bool:
+        """Whether a sender that reads grants only when it needs them (a spout's pump:
+        reading a socket costs two system calls in libzmq, as much as a quarter of what
+        sending one message takes) should read them now: something waits for credit,
+        some instance left us under half its window (its receiver grants about then), or
+        they were not read for ``GRANT_READ_INTERVAL``."""
+        if self.queued_messages or now - self._grants_read >= GRANT_READ_INTERVAL:
+            return True
+        return any(out.ledger.short() for out in self.outputs if out.credit)
 
     def grant_sockets(self) -> list[Any]:
         """The sockets grants arrive on (to poll for input)."""

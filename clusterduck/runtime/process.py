@@ -715,17 +715,24 @@ class ComponentProcess:
         outbox, bridge = self.outbox, self.bridge
         assert outbox is not None and bridge is not None
         try:
-            # Grants are read after sending (below), not before: each read of a socket is
-            # two system calls in libzmq, and what we know of the credit is recent.
+            # Grants are read after sending (below), not before, and only when due: each
+            # read of a socket is two system calls in libzmq, and what we know of the
+            # credit is recent. A grant left unread meanwhile is read by a later pump
+            # (due at the latest when credit runs under half a window) or by the I/O
+            # loop, which a pump that leaves messages waiting wakes (runtime/spout.py).
             if not outbox.pending or outbox.flush():
-                seqs, values = bridge.take(MAX_BATCH)
+                # (no shrink: this thread dispatches nothing until the pump returns)
+                seqs, values = bridge.take(MAX_BATCH, shrink=False)
                 self.metrics.emitted += len(values)
                 outbox.emit_columns(seqs, values)
                 outbox.flush()
-            while outbox.read_grants():
-                if outbox.pending:
-                    outbox.flush()
-            bridge.set_limit(self._room_for_spout())
+            if outbox.grants_due(time.monotonic()):
+                while outbox.read_grants():
+                    if outbox.pending:
+                        outbox.flush()
+                bridge.set_limit(self._room_for_spout())
+            elif self.component.max_pending is not None:
+                bridge.set_limit(self._room_for_spout())  # what was sent counts
             return outbox.pending or bridge.limit == 0
         except FatalError as exc:
             # on_error: stop, for a message that could not be routed or encoded: the

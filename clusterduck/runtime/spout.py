@@ -28,7 +28,12 @@ Every zmq send, receive and poll gives the GIL up, and a spout thread that keeps
 (computing, or spinning to pace itself) makes the I/O loop wait for it at each of them, up
 to the interpreter's switch interval. So a paced spout that finds the loop in the middle
 of a turn waits for the turn to end (at most ``HANDOFF_WAIT``) rather than leaving its
-message behind; the flood keeps running alongside the loop.
+message behind; the flood keeps running alongside the loop. A paced spout that finds the
+loop asleep sends in place whatever the gap: a hand-off would wait for the loop's turn.
+
+The pump is kept cheap, as its cost gates it: the Events below are set only when a thread
+waits on them, the room is not shrunk and given back around the pump's own take, and
+grants are read only when due (:meth:`Outbox.grants_due`).
 
 Otherwise the I/O loop sleeps in a poll when there is nothing to send; ``dispatch`` wakes it
 through an inproc socket pair, but only when the loop said it is about to sleep
@@ -129,6 +134,13 @@ class SpoutBridge:
         self._room = threading.Event()
         self._done = threading.Event()
         self._taken = threading.Event()  # the I/O loop took what was handed over
+        # A thread waits for _room (dispatch) or _taken (a hand-off): only then are they
+        # set. An Event's set is a Condition's notify in Python, a few microseconds each
+        # that the pump and the I/O loop would otherwise pay on every message. The waiter
+        # raises its flag before it looks again (room: the limit; taken: nothing to look
+        # at, the wait is short), the setter writes before it reads the flag.
+        self._wants_room = False
+        self._wants_taken = False
         self._io_idle = False
         self._left = False  # a pump left messages waiting (for credit) since idle()
         self.stopping = False  # set by the I/O loop on a graceful down
@@ -161,6 +173,7 @@ class SpoutBridge:
         if self.stopping:
             raise SpoutStopped()
         while len(queue) >= self.limit:
+            self._wants_room = True
             self._room.clear()
             if len(queue) < self.limit:
                 break
@@ -202,7 +215,12 @@ class SpoutBridge:
             # ... and this dispatch comes INLINE_GAP after the one before returned: a
             # spout behind its pace (it waited here) catches up without waiting again.
             paced = self._paced and gap >= INLINE_GAP
-            if (gap >= self._gap or (paced and now - self._first >= self._stale)) and (
+            # A paced spout sends in place whenever the I/O loop sleeps, whatever the send
+            # costs: handing over would wake the loop and wait for its turn to end (below),
+            # the same work and the wake-ups on top, the GIL passed back and forth.
+            if (
+                gap >= self._gap or (paced and (self._io_idle or now - self._first >= self._stale))
+            ) and (
                 # A paced spout waits (a little) for the I/O loop's turn to end: waiting
                 # hands it the GIL, which it otherwise waits for at every system call.
                 self.lock.acquire(blocking=False)
@@ -238,17 +256,20 @@ class SpoutBridge:
             # waiting for credit: it then waits for grants itself (level-triggered), not
             # only on the sockets' FD edges, which the pump's reads may have consumed.
             self._io_idle = False
+            self._wants_taken = True
             self._taken.clear()
             self._wake.send((b"",), block=False)
             if queue:
                 # Give the idle I/O loop the GIL now: otherwise a spout that keeps
                 # computing holds it for the interpreter's switch interval.
                 self._taken.wait(self._handoff)
+                self._wants_taken = False
                 if paced and self.lock.acquire(timeout=self._handoff):
                     # ... and until it sent what it took, if the spout is not flooding:
                     # each send and poll of its turn gives the GIL up and waits for it.
                     self.lock.release()
                 self._last = time.monotonic()
+            self._wants_taken = False
 
     async def dispatch_async(self, seq: int, value: Any) -> None:
         """``dispatch`` for async spouts: the wait for room does not block the event loop."""
@@ -260,7 +281,10 @@ class SpoutBridge:
 
     def _wait_for_room(self) -> None:
         while len(self._queue) >= self.limit and not self.stopping:
+            self._wants_room = True
             self._room.clear()
+            if len(self._queue) < self.limit:
+                break
             self._room.wait(0.2)
 
     def run(self, call: Callable[..., Any], is_async: bool) -> None:
@@ -287,21 +311,25 @@ class SpoutBridge:
         """The spout function returned (or raised) and everything queued was taken."""
         return self._done.is_set() and not self._queue
 
-    def take(self, limit: int) -> Columns:
+    def take(self, limit: int, *, shrink: bool = True) -> Columns:
         """Up to ``limit`` queued messages, oldest first, as their ids and values.
 
         What leaves the queue is still pending downstream, so the room shrinks by it
         first: ``dispatch`` never sees the old limit with a shorter queue. The loop gives
-        the room back with :meth:`set_limit` once it sent them."""
+        the room back with :meth:`set_limit` once it sent them. ``shrink`` False: the
+        caller is the pump, in the spout's own thread, which dispatches nothing before
+        the pump is done; the room it leaves is the credit's, as it was."""
         queue = self._queue
         n = min(len(queue), limit)
-        self.limit = max(0, self.limit - n)
+        if shrink:
+            self.limit = max(0, self.limit - n)
         # popleft n times in C (map over a repeat): a Python loop here cost the I/O
         # thread about as much per message as pickling it. Pops, not a copy and a
         # clear: the spout thread may append meanwhile.
         seqs = list(map(deque.popleft, repeat(self._seqs, n)))
         values = list(map(deque.popleft, repeat(queue, n)))
-        self._taken.set()
+        if self._wants_taken:
+            self._taken.set()
         return seqs, values
 
     def set_pump(self, pump: Callable[[], bool] | None) -> None:
@@ -316,7 +344,9 @@ class SpoutBridge:
         """The room the loop gives the spout now (credit, ``max_pending``)."""
         if limit != self.limit:
             self.limit = limit
-            self._room.set()
+            if self._wants_room:
+                self._wants_room = False
+                self._room.set()
 
     def idle(self) -> bool:
         """The loop is about to sleep: True if it may (nothing queued, spout running, no
