@@ -285,3 +285,28 @@ def test_a_paced_spout_sends_in_place_while_the_io_loop_sleeps() -> None:
     bridge.dispatch(3, "c")
     assert pump.batches[-1] == [(3, "c")] and len(bridge) == 0
     assert waker.sent == 0
+
+
+def test_a_spout_that_waits_for_its_source_is_not_waited_for_after_a_down() -> None:
+    """A graceful down ends the stream of a spout that never calls dispatch again (it
+    sleeps, or blocks reading its source) once the grace is over; one that did call it
+    (and got SpoutStopped) is on its way out and is waited for."""
+    bridge = SpoutBridge(10, Waker(), grace=0.05)
+    bridge.dispatch(0, "a")
+    bridge.stop()
+    assert not bridge.done  # "a" is still queued
+    assert bridge.take(10) == ([0], ["a"])
+    deadline = bridge.stop_deadline()
+    assert deadline is not None
+    assert wait_for(lambda: bridge.done)  # before: only when the spout function returned
+    assert bridge.abandoned
+
+    back = SpoutBridge(10, Waker(), grace=0.05)
+    back.stop()
+    try:
+        back.dispatch(1, "b")
+    except SpoutStopped:
+        pass
+    assert back.stop_deadline() is None
+    assert not wait_for(lambda: back.done, timeout=0.3)  # its finally may take a while
+    assert not back.abandoned

@@ -61,7 +61,7 @@ from .intake import SLICE_SECONDS, Intake
 from .metrics import Metrics
 from .outbox import MAX_BATCH, Outbox, Output
 from .routing import Route
-from .spout import SWITCH_INTERVAL, SpoutBridge, SpoutStopped
+from .spout import STOP_GRACE, SWITCH_INTERVAL, SpoutBridge, SpoutStopped
 from .transport import Socket, Transport
 
 __all__ = ["ComponentProcess", "SpoutStopped", "main"]
@@ -643,6 +643,8 @@ class ComponentProcess:
             timeout = self._next_report - time.monotonic()
             if acks is not None and (due := acks.next_deadline()) is not None:
                 timeout = min(timeout, due - time.monotonic())
+            if (due := bridge.stop_deadline()) is not None:
+                timeout = min(timeout, due - time.monotonic())
             if inline:
                 readable = self.transport.poll_signals(
                     [self.control, wake_recv], signalling, timeout=max(0.0, timeout)
@@ -658,7 +660,18 @@ class ComponentProcess:
             if self.control in readable:
                 with bridge.lock:
                     self.handle_control()
-        thread.join()
+        if bridge.abandoned:
+            # Waiting for its source (a sleep, a blocking read) since the down: nothing it
+            # could still dispatch would be taken. close() runs all the same (a class
+            # spout may close its source there); the thread ends with the process.
+            log.warning(
+                "spout %s did not call dispatch within %g s of the graceful down: "
+                "its stream ends without it",
+                self.name,
+                STOP_GRACE,
+            )
+        else:
+            thread.join()
         if bridge.error is not None:
             exc = bridge.error
             self.metrics.errors += 1

@@ -64,6 +64,7 @@ __all__ = [
     "INLINE_MAX_GAP",
     "INLINE_STALE",
     "PACED_WINDOW",
+    "STOP_GRACE",
     "SWITCH_INTERVAL",
     "SpoutBridge",
     "SpoutStopped",
@@ -99,6 +100,13 @@ INLINE_STALE = 0.0002
 PACED_WINDOW = 0.005
 
 
+#: After a graceful ``down``, how long a spout that has not called ``dispatch`` since (it
+#: waits for its source: a sleep, a blocking read, a poll) is given before its stream
+#: ends without it: anything it dispatched from then on would be refused anyway. Only
+#: covers a ``dispatch`` that had begun when the down came (microseconds), with margin.
+STOP_GRACE = 1.0
+
+
 class SpoutStopped(BaseException):
     """Raised inside ``dispatch`` on a graceful ``down``: the spout's stream ends here.
 
@@ -125,6 +133,7 @@ class SpoutBridge:
         max_gap: float = INLINE_MAX_GAP,
         stale: float = INLINE_STALE,
         handoff: float = HANDOFF_WAIT,
+        grace: float = STOP_GRACE,
     ) -> None:
         self.limit = limit
         self._wake = wake
@@ -144,6 +153,11 @@ class SpoutBridge:
         self._io_idle = False
         self._left = False  # a pump left messages waiting (for credit) since idle()
         self.stopping = False  # set by the I/O loop on a graceful down
+        self._stop_at = math.inf  # when the stream ends without the spout (stop())
+        self._grace = grace
+        # dispatch refused a message since the down: the spout's thread is back in its
+        # own code on the way out (a finally, a close of its source): waited for.
+        self._refused = False
         self.error: BaseException | None = None  # what the spout raised, if anything
         #: Held by whoever uses the I/O loop's state and sockets (the loop, or a pump).
         self.lock = threading.Lock()
@@ -171,7 +185,7 @@ class SpoutBridge:
         """Queue one message, waiting while the queue is full."""
         queue = self._queue
         if self.stopping:
-            raise SpoutStopped()
+            raise self._refuse()
         while len(queue) >= self.limit:
             self._wants_room = True
             self._room.clear()
@@ -179,7 +193,7 @@ class SpoutBridge:
                 break
             self._room.wait(0.2)
             if self.stopping:
-                raise SpoutStopped()
+                raise self._refuse()
         self._seqs.append(seq)
         queue.append(value)
         # A flood, and the I/O loop is busy (it takes what queued at its next turn):
@@ -271,6 +285,10 @@ class SpoutBridge:
                 self._last = time.monotonic()
             self._wants_taken = False
 
+    def _refuse(self) -> SpoutStopped:
+        self._refused = True
+        return SpoutStopped()
+
     async def dispatch_async(self, seq: int, value: Any) -> None:
         """``dispatch`` for async spouts: the wait for room does not block the event loop."""
         if len(self._queue) >= self.limit and not self.stopping:
@@ -308,8 +326,24 @@ class SpoutBridge:
 
     @property
     def done(self) -> bool:
-        """The spout function returned (or raised) and everything queued was taken."""
-        return self._done.is_set() and not self._queue
+        """Everything queued was taken, and the spout function returned (or raised), or
+        it has not called ``dispatch`` for ``STOP_GRACE`` since a graceful down
+        (:attr:`abandoned`)."""
+        return not self._queue and (self._done.is_set() or self.abandoned)
+
+    @property
+    def abandoned(self) -> bool:
+        """A graceful down came ``STOP_GRACE`` ago and the spout's thread, still in its
+        own code, has not called ``dispatch`` since (which would have ended it): it waits
+        for its source. Its stream ends without it; the thread ends with the process."""
+        return not self._done.is_set() and not self._refused and time.monotonic() >= self._stop_at
+
+    def stop_deadline(self) -> float | None:
+        """When the loop must look at :attr:`done` again although nothing arrives (the
+        grace after a graceful down); None when no down is under way."""
+        if not self.stopping or self._refused or self._done.is_set():
+            return None
+        return self._stop_at
 
     def take(self, limit: int, *, shrink: bool = True) -> Columns:
         """Up to ``limit`` queued messages, oldest first, as their ids and values.
@@ -362,6 +396,9 @@ class SpoutBridge:
         self._io_idle = False
 
     def stop(self) -> None:
-        """A graceful down: the next dispatch raises SpoutStopped."""
+        """A graceful down: the next dispatch raises SpoutStopped; a spout that does not
+        come back to ``dispatch`` within ``STOP_GRACE`` has its stream ended without it."""
+        if not self.stopping:
+            self._stop_at = time.monotonic() + self._grace
         self.stopping = True
         self._room.set()
