@@ -35,4 +35,4 @@ def test_down_ends_a_spout_that_waits_for_its_source(duck: Clusterduck) -> None:
     assert instance(final, "sink")["received"] == 100
     assert not duck.leftovers(name)
     log = duck.run("logs", name, "source")
-    assert "did not call dispatch within 1 s of the graceful down" in log.stdout + log.stderr
+    assert "did not call dispatch within 5 s of the graceful down" in log.stdout + log.stderr

@@ -102,9 +102,10 @@ PACED_WINDOW = 0.005
 
 #: After a graceful ``down``, how long a spout that has not called ``dispatch`` since (it
 #: waits for its source: a sleep, a blocking read, a poll) is given before its stream
-#: ends without it: anything it dispatched from then on would be refused anyway. Only
-#: covers a ``dispatch`` that had begun when the down came (microseconds), with margin.
-STOP_GRACE = 1.0
+#: ends without it: anything it dispatched from then on would be refused anyway. Long
+#: enough for a consumer's long poll (a Kafka-style ``poll(timeout)``) to come back,
+#: reach ``dispatch`` and run its ``finally`` (committing what it read).
+STOP_GRACE = 5.0
 
 
 class SpoutStopped(BaseException):
