@@ -310,3 +310,49 @@ def test_a_spout_that_waits_for_its_source_is_not_waited_for_after_a_down() -> N
     assert back.stop_deadline() is None
     assert not wait_for(lambda: back.done, timeout=0.3)  # its finally may take a while
     assert not back.abandoned
+
+
+class WatchedEvent(threading.Event):
+    """An Event that runs ``on_clear`` once, just before its first clear (the other
+    thread's move at that instant), says when someone waits, and records whether each
+    wait was ended by a set (True) or by its timeout (False)."""
+
+    def __init__(self, on_clear: Callable[[], None]) -> None:
+        super().__init__()
+        self.on_clear: Callable[[], None] | None = on_clear
+        self.waiting = threading.Event()
+        self.waits: list[bool] = []
+
+    def clear(self) -> None:
+        hook, self.on_clear = self.on_clear, None
+        if hook is not None:
+            hook()
+        super().clear()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting.set()
+        got = super().wait(timeout)
+        self.waits.append(got)
+        return got
+
+
+def test_room_given_while_dispatch_starts_waiting_is_not_missed() -> None:
+    """The I/O loop moves the limit (still full) just as dispatch starts waiting for
+    room, then gives room: dispatch is woken by that, not by its 0.2 s poll (with the
+    flag raised before the clear, the first set_limit lowered it and set the Event,
+    the clear wiped that, and the room given later woke nobody)."""
+    bridge = SpoutBridge(2, Waker())
+    bridge.dispatch(0, "a")
+    bridge.dispatch(1, "b")
+    room = bridge._room = WatchedEvent(lambda: bridge.set_limit(1))
+
+    def loop() -> None:
+        room.waiting.wait(10)
+        bridge.take(2)
+        bridge.set_limit(5)
+
+    other = threading.Thread(target=loop, daemon=True)
+    other.start()
+    bridge.dispatch(2, "c")
+    other.join(10)
+    assert room.waits == [True]

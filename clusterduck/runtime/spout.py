@@ -147,8 +147,9 @@ class SpoutBridge:
         # A thread waits for _room (dispatch) or _taken (a hand-off): only then are they
         # set. An Event's set is a Condition's notify in Python, a few microseconds each
         # that the pump and the I/O loop would otherwise pay on every message. The waiter
-        # raises its flag before it looks again (room: the limit; taken: nothing to look
-        # at, the wait is short), the setter writes before it reads the flag.
+        # clears the Event, then raises its flag, then looks again (room: the limit;
+        # taken: nothing to look at, the wait is short); the setter writes before it
+        # reads the flag.
         self._wants_room = False
         self._wants_taken = False
         self._io_idle = False
@@ -188,8 +189,13 @@ class SpoutBridge:
         if self.stopping:
             raise self._refuse()
         while len(queue) >= self.limit:
-            self._wants_room = True
+            # Clear, raise the flag, look again (in that order: a set_limit that saw
+            # the flag down wrote its limit before the look; one that saw it up sets
+            # the Event after the clear). stop() sets it unconditionally.
             self._room.clear()
+            self._wants_room = True
+            if self.stopping:
+                raise self._refuse()
             if len(queue) < self.limit:
                 break
             self._room.wait(0.2)
@@ -300,9 +306,9 @@ class SpoutBridge:
 
     def _wait_for_room(self) -> None:
         while len(self._queue) >= self.limit and not self.stopping:
+            self._room.clear()  # then the flag, then look again (see dispatch)
             self._wants_room = True
-            self._room.clear()
-            if len(self._queue) < self.limit:
+            if self.stopping or len(self._queue) < self.limit:
                 break
             self._room.wait(0.2)
 
