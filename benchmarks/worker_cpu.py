@@ -96,9 +96,16 @@ def _feeder(n: int, frame: int, serializer: str, sink: bool, tree: str, q: Any, 
                 elif sock is down:
                     if frames[1][:1] == b"E":
                         eos_seen = True
-                    elif frames[1][:1] == b"D":
-                        total = int.from_bytes(frames[3], "little")
-                        delivered += len(codec.loads_columns(frames[2])[1])
+                    elif frames[1][:1] in (b"D", b"d"):  # three parts, or one (small)
+                        if len(frames) == 2:
+                            from clusterduck.protocol import split_data_part  # newer trees
+
+                            split = split_data_part(frames[1])
+                            assert split is not None
+                            _, total, payload = split
+                        else:
+                            total, payload = int.from_bytes(frames[3], "little"), frames[2]
+                        delivered += len(codec.loads_columns(payload)[1])
                         grant = Grant(total, total + 10_000, 0.0)
                         down.send_multipart([frames[0], grant_frame(grant)])
                     elif frames[1][:1] == b"P":

@@ -5,6 +5,7 @@ clusterduck.protocol builds them (data: header, payload, running count)."""
 from __future__ import annotations
 
 import pickle
+import struct
 from typing import Any
 
 from hypothesis import given, settings
@@ -15,6 +16,7 @@ from clusterduck.protocol import (
     Grant,
     Op,
     data_header,
+    data_part,
     eos_header,
     grant_frame,
     pack_count,
@@ -93,9 +95,20 @@ def same(
 PICKLE = get_codec("pickle")
 
 
-def data(sender: str, payload: bytes, total: int) -> list[bytes]:
+def data(sender: str, payload: bytes, total: int, *, one_part: bool = False) -> list[bytes]:
     comp, _, index = sender.partition("/")
+    if one_part:
+        part = data_part(data_header(comp, int(index)), total, payload)
+        assert part is not None
+        return [part]
     return [data_header(comp, int(index)), payload, pack_count(total)]
+
+
+def raw_part(header: bytes, total: int, payload: bytes, *, length: int | None = None) -> bytes:
+    """A one-part data frame laid out by hand (``length``: a lying length byte)."""
+    name = header[1:]
+    n = len(name) if length is None else length
+    return struct.pack("<cqB", b"d", total, n) + name + payload
 
 
 def test_good_batch_probe_and_end_of_stream_pass() -> None:
@@ -238,6 +251,43 @@ def test_a_payload_is_decoded_once_even_when_it_is_rejected() -> None:
     assert r.counts[UNDECODABLE] == 1 and r.counts[SHAPE] == 1
 
 
+def test_a_one_part_data_frame_passes_and_its_faults_are_counted() -> None:
+    """Small frames travel in one part (protocol.data_part): checked like three parts,
+    and each way to get one wrong is counted under the kind three parts would be."""
+    g, r = guard()
+    batch = [(7, "a"), (8, "b")]
+    payload = PICKLE.dumps(batch)
+    assert same(
+        g.check(N0 + b"@tok", data("numbers/0", payload, 9, one_part=True)), "numbers/0", batch, 9
+    )
+    assert same(
+        g._check(b"numbers/1", data("numbers/1", payload, 2, one_part=True), None),
+        "numbers/1",
+        batch,
+        2,
+    )
+    assert r.as_dict() == {}
+    header = data_header("numbers", 0)
+    cases = [
+        (N0, [raw_part(data_header("numbers", 9), 2, payload)], SENDER),
+        (b"numbers/1", [raw_part(header, 2, payload)], SENDER),
+        (N0, [raw_part(header, 2, payload), b"more"], FRAME_COUNT),
+        (N0, [raw_part(header, 2, b"", length=200)], HEADER),
+        (N0, [b"d\x01\x02"], HEADER),
+        (N0, [raw_part(b"Dnumbers", 2, payload)], HEADER),
+        (N0, [raw_part(header, -1, payload)], COUNT),
+        (N0, [raw_part(header, 2, b"junk")], UNDECODABLE),
+        (N0, [raw_part(header, 1, payload)], SHAPE),  # two messages within a count of 1
+    ]
+    for identity, frames, kind in cases:
+        before = r.counts[kind]
+        got = g.check(identity, frames)
+        assert r.counts[kind] == before + 1, (frames, kind, r.as_dict())
+        assert got is None or isinstance(got, Probe)
+    assert g.check(N0, [raw_part(header, 2, payload)], peer="numbers/1") is None
+    assert r.counts[PEER] == 1
+
+
 def test_grants_are_checked_and_the_rest_counted() -> None:
     r = Rejections("spout", log=Lines())
     good = Grant(3, 10, 0.001)
@@ -282,7 +332,13 @@ _headers = st.one_of(
     ),
 )
 _counts = st.one_of(st.integers(0, 2**62).map(pack_count), st.binary(max_size=9))
-_frames = st.lists(st.one_of(_headers, _pickles, _counts, st.binary(max_size=64)), max_size=4)
+_frames = st.one_of(
+    st.lists(st.one_of(_headers, _pickles, _counts, st.binary(max_size=64)), max_size=4),
+    st.tuples(_headers, st.integers(-2, 2**62), _pickles).map(
+        lambda t: [raw_part(t[0], t[1], t[2])]
+    ),
+    st.binary(max_size=24).map(lambda b: [b"d" + b]),
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -329,6 +385,10 @@ _data_headers = st.sampled_from(["numbers/0", "numbers/1", "numbers/9", "x/0"]).
             st.one_of(_pickles, _batches),
             st.one_of(st.integers(0, 8).map(pack_count), _counts),
         ).map(list),
+        st.tuples(
+            _data_headers, st.integers(-2, 8), st.one_of(_pickles, _batches), st.booleans()
+        ).map(lambda t: [raw_part(t[0], t[1], t[2], length=None if t[3] else 200)]),
+        st.binary(max_size=24).map(lambda b: [b"d" + b]),
     ),
     st.sampled_from([None, "numbers/0", "numbers/1"]),
     st.booleans(),
@@ -369,7 +429,9 @@ def test_well_formed_frames_from_expected_senders_always_pass(
     g, r = guard()
     total = before + len(batch)
     ident = sender.encode()
-    assert same(g.check(ident, data(sender, PICKLE.dumps(batch), total)), sender, batch, total)
+    for one_part in (False, True):
+        frames = data(sender, PICKLE.dumps(batch), total, one_part=one_part)
+        assert same(g.check(ident, frames), sender, batch, total)
     comp, _, index = sender.partition("/")
     assert g.check(ident, [eos_header(comp, int(index))], peer=sender) == EndOfStream(sender)
     assert r.as_dict() == {}

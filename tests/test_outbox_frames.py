@@ -3,22 +3,25 @@
 Frames are large under a flood (fewer sends, receives and grants per message), yet a
 frame of large values must stay far below what receivers accept (MAX_FRAME_BYTES: above
 it libzmq drops the whole connection). The sockets here record what was sent: the outbox
-is a pure object over whatever ``send`` it is given.
+is a pure object over whatever ``send`` it is given; the last test sends over real ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clusterduck.protocol import data_header, eos_header
+from clusterduck.protocol import ONE_PART_BELOW, data_header, eos_header
 from clusterduck.runtime import outbox as outbox_module
 from clusterduck.runtime.codec import get_codec
+from clusterduck.runtime.inbound import DataBatch, InboundGuard, Rejections
 from clusterduck.runtime.outbox import MAX_BATCH, Outbox, Output
 from clusterduck.runtime.routing import Route
+from clusterduck.runtime.transport import Transport, generate_curve_keys
 
 CODEC = get_codec("pickle")
 
@@ -118,3 +121,46 @@ def test_grants_are_due_when_credit_runs_short_or_after_an_interval() -> None:
     assert box.flush() and box.grants_due(read)  # under half: the grant is about due
     box.emit_columns(range(window), ["x"] * window)
     assert not box.flush() and box.grants_due(read)  # waiting for credit
+
+
+@pytest.mark.parametrize("security", ["ipc", "curve"])
+def test_over_real_sockets_small_frames_are_one_part_and_the_inbox_takes_both_kinds(
+    security: str, tmp_path: Path
+) -> None:
+    """A frame under ONE_PART_BELOW bytes leaves as one ZeroMQ part (a send and a
+    receive instead of three each), a larger one as header, payload and count; the
+    receiver's guard accepts both from the sender the connection (and with CURVE, its
+    key) belongs to. Fails with three parts for every frame (the inbox then reads four)."""
+    keys = generate_curve_keys(["src/0", "w/0"]) if security == "curve" else None
+    ipc = str(tmp_path) if security == "ipc" else None
+    inbound = Transport(keys.for_instance("w/0") if keys else None, ipc_dir=ipc, me="w/0")
+    outbound = Transport(keys.for_instance("src/0") if keys else None, ipc_dir=ipc, me="src/0")
+    try:
+        inbox = inbound.receiver("127.0.0.1", "127.0.0.1", name="inbox")
+        sock = outbound.sender(inbox.endpoint, "src/0", "w/0")
+        assert outbound.wait_connected([sock], 10) == []
+        box = Outbox(
+            [Output(Route("w", 1, "all"), [sock])],
+            CODEC,
+            data_header("src", 0),
+            eos_header("src", 0),
+            lambda seq, exc: None,
+        )
+        guard = InboundGuard("w/0 <- src", ["src/0"], CODEC.decode, Rejections("w/0"))
+        big = "x" * ONE_PART_BELOW
+        got = []
+        for seqs, values in ((range(2), ["a", "b"]), (range(2, 3), [big])):
+            box.emit_columns(seqs, values)
+            assert box.flush()
+            assert inbox.raw.poll(10_000)
+            frames = inbox.recv(block=False)
+            assert frames is not None
+            got.append(len(frames))
+            item = guard.check(frames[0], frames[1:], inbox.peer)
+            assert isinstance(item, DataBatch)
+            assert (list(item.seqs), item.values, item.total) == (list(seqs), values, seqs[-1] + 1)
+        assert got == [2, 4]  # the ROUTER's identity, then one part; or three
+        assert guard.rejections.as_dict() == {}
+    finally:
+        inbound.close(linger_ms=0)
+        outbound.close(linger_ms=0)

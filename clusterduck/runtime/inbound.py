@@ -48,6 +48,7 @@ from ..protocol import (
     parse_grant,
     parse_reply,
     read_frame,
+    split_data_part,
 )
 
 __all__ = [
@@ -74,7 +75,7 @@ MAX_FRAME_BYTES = 256 * 1024 * 1024
 LOG_INTERVAL = 10.0
 
 # Every kind of rejected data-path frame, as counted and shown by ``status``.
-FRAME_COUNT = BAD_FRAME_COUNT  # not 3 frames for data, 2 for a probe, 1 for EOS
+FRAME_COUNT = BAD_FRAME_COUNT  # not 3 (or 1) frames for data, 2 for a probe, 1 for EOS
 HEADER = BAD_HEADER  # empty, unknown kind letter, not UTF-8, not component/index
 COUNT = BAD_COUNT  # the running total is not a non-negative int64
 SENDER = "sender"  # names no instance of this inbox's input, or not the connection's
@@ -187,6 +188,8 @@ class InboundGuard:
         # The data header of every expected sender -> (sender, its name as bytes): the
         # fast path of ``check`` for the frames that make up a flood.
         self._data = {b"D" + s.encode(): (s, s.encode()) for s in self.expected}
+        # ... and of a one-part data frame (protocol.data_part), by the sender's name.
+        self._names = {s.encode(): (s, s.encode()) for s in self.expected}
 
     def check(
         self, identity: bytes | None, frames: Sequence[bytes], peer: str | None = None
@@ -203,7 +206,19 @@ class InboundGuard:
         dict lookup of its header instead of parsing it: per frame, that parsing cost as
         much as decoding a hundred small messages); anything else, or anything the fast
         path doubts, takes the full path below, which decides and counts."""
-        if len(frames) == 3 and type(head := frames[0]) is bytes:
+        if len(frames) == 1 and type(part := frames[0]) is bytes and part[:1] == b"d":
+            split = split_data_part(part)
+            known = None if split is None else self._names.get(split[0])
+            if (
+                known is not None
+                and split is not None
+                and (identity is None or (identity.rpartition(b"@")[0] or identity) == known[1])
+                and (peer is None or peer == known[0])
+                and len(split[2]) <= self.max_frame
+                and split[1] >= 0
+            ):
+                return self._decoded(known[0], split[2], split[1], None)
+        elif len(frames) == 3 and type(head := frames[0]) is bytes:
             known = self._data.get(head)
             count, payload = frames[2], frames[1]
             if (
