@@ -279,6 +279,12 @@ class Cluster:
                 pause = min(0.5, pause * 1.5)
         if final is None:
             final = self.status()
+        elif all(s.ended for s in final.hosts.values()):
+            # Drained: let each supervisor write its final.json and exit, as `up --wait`
+            # does; the sweep below then only finds what should not be there. (Swept at
+            # once, a supervisor was killed while it wrote final.json or waited for its
+            # processes' last frames to leave.)
+            self.release(GONE_AFTER)
         self.each(self._kill_host)
         self.record.drop_keys()  # nothing is left that needs them
         return final
