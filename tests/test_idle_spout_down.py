@@ -9,6 +9,7 @@ ids, then sleeps until a file appears; the test never creates it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lifecycle_fixtures import Clusterduck, instance, wait_until
@@ -36,3 +37,24 @@ def test_down_ends_a_spout_that_waits_for_its_source(duck: Clusterduck) -> None:
     assert not duck.leftovers(name)
     log = duck.run("logs", name, "source")
     assert "did not call dispatch within 5 s of the graceful down" in log.stdout + log.stderr
+
+
+def test_nothing_shows_in_flight_once_an_idle_topology_processed_everything(
+    duck: Clusterduck,
+) -> None:
+    """A receiver tells its senders how far it got even when no further frame comes to
+    carry the grant: before, an edge whose last grant was not due yet (over half the
+    share left) showed 34 messages in flight for as long as the spout stayed idle."""
+    name = duck.name("settled")
+    started = duck.up("held", name, env={"LC_END": str(duck.tmp / "never")})
+    assert started.returncode == 0, started.stderr
+
+    def settled() -> dict[str, Any] | None:
+        status = duck.status(name)
+        if instance(status, "sink")["received"] != 100:
+            return None
+        edges = [e for c in ("source", "relay") for e in instance(status, c)["edges"]]
+        return status if edges and all(e["in_flight"] == 0 for e in edges) else None
+
+    wait_until(settled, what="every edge to show nothing in flight")
+    assert duck.down(name).returncode == 0

@@ -57,7 +57,7 @@ from .credit import PROBE_INTERVAL
 from .gate import InputGate
 from .guarantee import DEFAULT_MAX_PENDING, SpoutAcks, WorkerAcks, load_resume
 from .inbound import ControlGuard, DataBatch, EndOfStream, InboundGuard, Probe, Rejections
-from .intake import SLICE_SECONDS, Intake
+from .intake import GRANT_EVERY, SLICE_SECONDS, Intake
 from .metrics import Metrics
 from .outbox import MAX_BATCH, Outbox, Output
 from .routing import Route
@@ -136,6 +136,11 @@ class ComponentProcess:
             senders = sum(self.topology.component(n).parallelism for n in self.component.inputs)
             self.intake = Intake(max(1, senders))
         self._owed: dict[bytes, tuple[Socket, int, int]] = {}
+        # Progress a sender has not heard of (its grant was not due yet: Intake), told
+        # at _settle_at even if no frame comes to carry it, so that an idle edge shows
+        # nothing in flight and a spout's max_pending sees what is done.
+        self._unsettled: dict[bytes, tuple[Socket, int, int]] = {}
+        self._settle_at = 0.0
         # at-least-once (runtime/guarantee.py); both None under at-most-once.
         self.spout_acks: SpoutAcks | None = None
         self.worker_acks: WorkerAcks | None = None
@@ -434,8 +439,15 @@ class ComponentProcess:
             if logic.sequencer is not None:
                 saving = acks.next_due(logic.sequencer.cursor)
                 due = saving if due is None else due if saving is None else min(due, saving)
-            deadline = due if deadline is None or due is None else min(due, deadline)
+            if due is not None:
+                deadline = due if deadline is None else min(due, deadline)
         now = time.monotonic()
+        wake = deadline  # when to look again although nothing arrives
+        if self._unsettled:
+            if now >= self._settle_at:
+                self._settle(now)
+                return
+            wake = self._settle_at if deadline is None else min(deadline, self._settle_at)
         if deadline is not None and now >= deadline:
             if acks is None:
                 outbox.emit(logic.poll_timers())
@@ -444,8 +456,8 @@ class ComponentProcess:
             return
         reading = gate.plan(open_inputs, logic.should_pause)
         timeout = self._next_report - now
-        if deadline is not None:
-            timeout = min(timeout, deadline - now)
+        if wake is not None:
+            timeout = min(timeout, wake - now)
         inbox_of = self.inbox_of
         # transport.wait, not poll: every socket given is read here until empty (or left
         # dirty), which saves most of zmq_poll's system calls per wake-up.
@@ -588,11 +600,26 @@ class ComponentProcess:
             self._owed[identity] = (sock, processed, total)
             return
         self._owed.pop(identity, None)
-        grant = intake.grant_frame(
-            identity, processed, total, time.monotonic(), force=messages == 0
-        )
+        now = time.monotonic()
+        grant = intake.grant_frame(identity, processed, total, now, force=messages == 0)
         if grant is not None:
             sock.send((identity, grant), block=False)
+            if self._unsettled:
+                self._unsettled.pop(identity, None)
+        else:
+            if not self._unsettled:
+                self._settle_at = now + GRANT_EVERY
+            self._unsettled[identity] = (sock, processed, total)
+
+    def _settle(self, now: float) -> None:
+        """Tell every sender the progress it has not heard of (see ``_unsettled``)."""
+        intake = self.intake
+        assert intake is not None
+        for identity, (sock, processed, total) in self._unsettled.items():
+            grant = intake.grant_frame(identity, processed, total, now, force=True)
+            if grant is not None:
+                sock.send((identity, grant), block=False)
+        self._unsettled.clear()
 
     def _pay_owed(self) -> None:
         """The grants held back while our output waited, now that it flows again."""
@@ -602,6 +629,7 @@ class ComponentProcess:
                 grant = self.intake.grant_frame(identity, processed, total, now, force=True)
                 if grant is not None:
                     sock.send((identity, grant), block=False)
+                self._unsettled.pop(identity, None)
             self._owed.clear()
 
     # -- spouts ----------------------------------------------------------------------
