@@ -405,10 +405,11 @@ def read_frame(frames: Sequence[bytes]) -> Frame | str:
     ``BAD_ANCHOR``). Never raises."""
     if not frames or len(frames) > 4:
         return BAD_FRAME_COUNT
-    if frames[0][:1] == _DATA_PART:
+    first = bytes(frames[0])
+    if first[:1] == _DATA_PART:
         if len(frames) != 1:
             return BAD_FRAME_COUNT
-        split = split_data_part(bytes(frames[0]))
+        split = split_data_part(first)
         if split is None:
             return BAD_HEADER
         name, total, payload = split
@@ -416,7 +417,7 @@ def read_frame(frames: Sequence[bytes]) -> Frame | str:
         if header is None:
             return BAD_HEADER
         return BAD_COUNT if total < 0 else Frame(header, payload, total)
-    header = _parse_header(bytes(frames[0]), (_DATA, _EOS, _PROBE))
+    header = _parse_header(first, (_DATA, _EOS, _PROBE))
     if header is None:
         return BAD_HEADER
     if header.eos:

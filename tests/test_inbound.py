@@ -8,7 +8,7 @@ import pickle
 import struct
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from clusterduck.protocol import (
@@ -393,6 +393,11 @@ _data_headers = st.sampled_from(["numbers/0", "numbers/1", "numbers/9", "x/0"]).
     st.sampled_from([None, "numbers/0", "numbers/1"]),
     st.booleans(),
 )
+# One-part frames right in every way but one, which random draws combine rarely: a
+# negative total, a payload over max_frame (each is a check the fast path must make).
+@example(N0, [raw_part(b"Dnumbers/0", -1, pickle.dumps([[0], [5]]))], "numbers/0", False)
+@example(None, [raw_part(b"Dnumbers/0", -1, pickle.dumps([[0], [5]]))], None, False)
+@example(N0, [raw_part(b"Dnumbers/0", 1, pickle.dumps([[0], [5]]))], "numbers/0", True)
 def test_the_fast_path_decides_as_the_full_check_does(
     identity: bytes | None, frames: list[bytes], peer: str | None, small: bool
 ) -> None:
