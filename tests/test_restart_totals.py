@@ -73,6 +73,10 @@ def test_down_of_a_detached_run_says_what_restarts_cost(duck: Clusterduck) -> No
     # The same line `up --wait` prints at its end (before: nothing about the restart).
     assert "relay: 1 restart (exited with signal SIGKILL)" in stopped.stderr, stopped.stderr
     assert f"see `clusterduck logs {name} relay`" in stopped.stderr
+    # ... and that log says it (before: nothing of the crash there, only in the
+    # supervisor's log).
+    shown = duck.run("logs", name, "relay")
+    assert "relay/0 exited with signal SIGKILL (clusterduck supervisor)" in shown.stdout
     # Totals that mean something: what entered and what came out, not a sum over hops.
     final = duck.status(name)
     spouts, sinks = instance(final, "source")["emitted"], instance(final, "sink")["received"]

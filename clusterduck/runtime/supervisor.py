@@ -300,6 +300,7 @@ class Supervisor:
                 continue
             why = f"exited with {_describe_exit(code)}"
             log.warning("%s %s", inst.name, why)
+            _note_in_log(inst.log_path, f"{inst.name} {why} (clusterduck supervisor)")
             inst.error = why
             if not self.started or self.killed:
                 # A crash while starting fails `up` instead of looping on restarts.
@@ -642,6 +643,16 @@ class Supervisor:
         # The answers just sent must leave before the context ends (closing with no
         # linger dropped them: the CLI then waited out its request timeout).
         self.control.close(linger_ms=REPLY_LINGER_MS)
+
+
+def _note_in_log(path: Path, line: str) -> None:
+    """A line in an instance's own log: `logs NAME COMPONENT`, where a restart's hint
+    points, then shows why the process ended (a SIGKILL leaves nothing there itself)."""
+    try:
+        with open(path, "a", encoding="utf-8") as log_file:
+            log_file.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}\n")
+    except OSError:
+        pass  # the log is a convenience; the supervisor's own log has the line too
 
 
 def _describe_exit(code: int) -> str:
