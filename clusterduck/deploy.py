@@ -84,8 +84,8 @@ UNREACHABLE_AFTER = 2.5
 # this often: writing it after each host's start cost O(hosts²) CPU (issue 12); it is
 # written once more when every supervisor is up.
 SAVE_EVERY = 0.5
-# How long `down` waits for a killed supervisor to close its control port (it exits
-# right after) before it sweeps that host over SSH.
+# How long `down` waits for a drained or killed supervisor to write its final.json and
+# exit before it sweeps that host (over SSH for a remote one).
 GONE_AFTER = 5.0
 # How long `up --wait` waits for the supervisors of a finished topology to exit. Once a
 # topology finished everything its processes sent was read, so they exit at once; only a
@@ -279,12 +279,13 @@ class Cluster:
                 pause = min(0.5, pause * 1.5)
         if final is None:
             final = self.status()
-        elif all(s.ended for s in final.hosts.values()):
-            # Drained: let each supervisor write its final.json and exit, as `up --wait`
-            # does; the sweep below then only finds what should not be there. (Swept at
-            # once, a supervisor was killed while it wrote final.json or waited for its
-            # processes' last frames to leave.)
-            self.release(GONE_AFTER)
+        else:
+            # Each host that drained: let its supervisor write its final.json and exit,
+            # as `up --wait` does; the kill below then only finds what should not be
+            # there. (Swept at once, a supervisor was killed while it wrote final.json or
+            # waited for its processes' last frames to leave.)
+            drained = [host for host, state in final.hosts.items() if state.ended]
+            in_parallel(drained, lambda host: self._release(host, GONE_AFTER))
         self.each(self._kill_host)
         self.record.drop_keys()  # nothing is left that needs them
         return final
@@ -349,13 +350,15 @@ class Cluster:
             deploy_slurm.cancel(self, host)
             return
         if not rec.remote:
+            if swept:  # it killed its processes; it writes final.json on its way out
+                self._release(host, GONE_AFTER)
             sweep(rec.pid, self.record.name)
             if rec.ipc_dir:  # the supervisor removes it, unless it was killed
                 shutil.rmtree(rec.ipc_dir, ignore_errors=True)
             return
         if host in self.unreachable:
             return  # what no TCP connect reaches, SSH does not reach either
-        if (swept or host in self.ended) and _gone(rec.control, GONE_AFTER):
+        if (swept or host in self.ended) and self._release(host, GONE_AFTER):
             return  # it swept its session and exited: nothing left on that host
         try:
             self.conn(host).run(

@@ -58,3 +58,46 @@ def test_nothing_shows_in_flight_once_an_idle_topology_processed_everything(
 
     wait_until(settled, what="every edge to show nothing in flight")
     assert duck.down(name).returncode == 0
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_down_ends_an_async_spout_that_awaits_a_thread(duck: Clusterduck, start: str) -> None:
+    """An async spout that reads a blocking source through ``asyncio.to_thread`` (the
+    usual way) is left behind after the grace, and its process still exits: an ordinary
+    interpreter exit joined the executor's thread (120 s here), so the supervisor waited
+    for it, `down` swept the supervisor, and the run folder had no final.json."""
+    name = duck.name(f"athread-{start}")
+    (duck.tmp / "athread_parts.py").write_text(
+        "import asyncio, time\n"
+        "\n"
+        "async def ten_then_block(dispatch):\n"
+        "    for i in range(10):\n"
+        "        await dispatch(i, i)\n"
+        "    await asyncio.to_thread(time.sleep, 120)\n"
+        "\n"
+        "def keep(value):\n"
+        "    return value\n"
+    )
+    topology = duck.tmp / f"athread-{start}.yaml"
+    topology.write_text(
+        f"name: {name}\n"
+        f"code: {duck.tmp}\n"
+        "spouts:\n"
+        "  - {name: source, entry: 'athread_parts:ten_then_block'}\n"
+        "workers:\n"
+        "  - {name: sink, entry: 'athread_parts:keep', inputs: [source]}\n"
+    )
+    env = {"CLUSTERDUCK_START": start}
+    assert duck.run("up", str(topology), env=env).returncode == 0
+    duck.names.append(name)
+    wait_until(
+        lambda: instance(duck.status(name), "sink")["received"] == 10,
+        what="the 10 ids at the sink",
+    )
+    stopped = duck.down(name, "--timeout", "60")
+    assert stopped.returncode == 0, stopped.stderr
+    final = duck.status(name)
+    assert not [p for p in final["problems"] if "killed" in p], final["problems"]
+    run_dir = Path(duck.record(name)["hosts"]["localhost"]["run_dir"])
+    assert (run_dir / "final.json").exists()
+    assert not duck.leftovers(name)

@@ -124,6 +124,7 @@ class ComponentProcess:
         self.outbox: Outbox | None = None
         self.logic: WorkerLogic | None = None
         self.bridge: SpoutBridge | None = None
+        self.abandoned = False  # a spout's thread left behind after a graceful down
         self.ended: set[str] = set(spec.ended)
         self.started = spec.start
         self.stopping = spec.stop  # restarted during a graceful down
@@ -691,7 +692,9 @@ class ComponentProcess:
         if bridge.abandoned:
             # Waiting for its source (a sleep, a blocking read) since the down: nothing it
             # could still dispatch would be taken. close() runs all the same (a class
-            # spout may close its source there); the thread ends with the process.
+            # spout may close its source there); the thread ends with the process, which
+            # leaves without waiting for it (main).
+            bridge.closed = self.abandoned = True
             log.warning(
                 "spout %s did not call dispatch within %g s of the graceful down: "
                 "its stream ends without it",
@@ -834,6 +837,13 @@ def main() -> int:
     proc = ComponentProcess(spec, transport)
     code = proc.run()
     transport.close()
+    if proc.abandoned:
+        # The spout's thread still runs user code: an ordinary exit waits for it (the
+        # interpreter joins the threads of asyncio.to_thread and executors) and the
+        # supervisor for the process, past down's patience. Leave now, flushed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

@@ -146,10 +146,10 @@ class SpoutBridge:
         self._taken = threading.Event()  # the I/O loop took what was handed over
         # A thread waits for _room (dispatch) or _taken (a hand-off): only then are they
         # set. An Event's set is a Condition's notify in Python, a few microseconds each
-        # that the pump and the I/O loop would otherwise pay on every message. The waiter
-        # clears the Event, then raises its flag, then looks again (room: the limit;
-        # taken: nothing to look at, the wait is short); the setter writes before it
-        # reads the flag.
+        # that the pump and the I/O loop would otherwise pay on every message. The room's
+        # waiter clears the Event, then raises its flag, then looks again at the limit;
+        # the hand-off's raises its flag, then clears (nothing to look at: a set it
+        # misses costs one short HANDOFF_WAIT). The setter writes before it reads.
         self._wants_room = False
         self._wants_taken = False
         self._io_idle = False
@@ -160,6 +160,9 @@ class SpoutBridge:
         # dispatch refused a message since the down: the spout's thread is back in its
         # own code on the way out (a finally, a close of its source): waited for.
         self._refused = False
+        #: Set by the I/O loop when it leaves an abandoned spout's thread behind: the
+        #: wake-up socket is about to close.
+        self.closed = False
         self.error: BaseException | None = None  # what the spout raised, if anything
         #: Held by whoever uses the I/O loop's state and sockets (the loop, or a pump).
         self.lock = threading.Lock()
@@ -327,7 +330,11 @@ class SpoutBridge:
             self.error = exc
         finally:
             self._done.set()
-            self._wake.send((b"",), block=False)
+            if not self.closed:  # (abandoned: the process may be closing its sockets)
+                try:
+                    self._wake.send((b"",), block=False)
+                except Exception:  # noqa: BLE001 - closed meanwhile: nobody to wake
+                    pass
 
     # -- the I/O loop ----------------------------------------------------------------
 
@@ -343,7 +350,12 @@ class SpoutBridge:
         """A graceful down came ``STOP_GRACE`` ago and the spout's thread, still in its
         own code, has not called ``dispatch`` since (which would have ended it): it waits
         for its source. Its stream ends without it; the thread ends with the process."""
-        return not self._done.is_set() and not self._refused and time.monotonic() >= self._stop_at
+        return (
+            self.stopping
+            and not self._done.is_set()
+            and not self._refused
+            and time.monotonic() >= self._stop_at
+        )
 
     def stop_deadline(self) -> float | None:
         """When the loop must look at :attr:`done` again although nothing arrives (the

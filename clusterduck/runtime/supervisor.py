@@ -300,7 +300,7 @@ class Supervisor:
                 continue
             why = f"exited with {_describe_exit(code)}"
             log.warning("%s %s", inst.name, why)
-            _note_in_log(inst.log_path, f"{inst.name} {why} (clusterduck supervisor)")
+            _note_in_log(inst.log_path, f"WARNING [{inst.name}] {why} (clusterduck supervisor)")
             inst.error = why
             if not self.started or self.killed:
                 # A crash while starting fails `up` instead of looping on restarts.
@@ -648,9 +648,12 @@ class Supervisor:
 def _note_in_log(path: Path, line: str) -> None:
     """A line in an instance's own log: `logs NAME COMPONENT`, where a restart's hint
     points, then shows why the process ended (a SIGKILL leaves nothing there itself)."""
+    # In the process's own log format (runtime/process.py), so that readers of the log
+    # (the dashboard's events) see a line of its own, not part of a traceback.
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S") + f",{int(time.time() * 1000) % 1000:03d}"
     try:
         with open(path, "a", encoding="utf-8") as log_file:
-            log_file.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}\n")
+            log_file.write(f"{stamp} {line}\n")
     except OSError:
         pass  # the log is a convenience; the supervisor's own log has the line too
 
