@@ -138,6 +138,8 @@ class Cluster:
         # ended host is not asked again, and `down` needs no SSH for either.
         self.unreachable: set[str] = set()
         self.ended: dict[str, HostStatus] = {}
+        # Hosts whose drained supervisor `down` let exit (it swept its own session).
+        self.released: set[str] = set()
         # One control connection per supervisor, kept for the next request (`up` makes
         # three per host, `down` more): a new one is a CURVE handshake on both sides.
         self.requester = Requester(self.curve)
@@ -285,7 +287,8 @@ class Cluster:
             # there. (Swept at once, a supervisor was killed while it wrote final.json or
             # waited for its processes' last frames to leave.)
             drained = [host for host, state in final.hosts.items() if state.ended]
-            in_parallel(drained, lambda host: self._release(host, GONE_AFTER))
+            gone = in_parallel(drained, lambda host: self._release(host, GONE_AFTER))
+            self.released.update(host for host, left in gone.items() if left is True)
         self.each(self._kill_host)
         self.record.drop_keys()  # nothing is left that needs them
         return final
@@ -338,8 +341,8 @@ class Cluster:
     def _kill_host(self, host: str) -> None:
         """Kill what runs on ``host``; SSH only when its supervisor could not do it."""
         rec = self.record.hosts[host]
-        swept = False
-        if rec.control and host not in self.unreachable and host not in self.ended:
+        swept = host in self.released
+        if rec.control and not swept and host not in self.unreachable and host not in self.ended:
             if rec.remote or pid_alive(rec.pid):
                 try:
                     # The supervisor kills its processes and sweeps its session.
