@@ -17,21 +17,27 @@ from lifecycle_fixtures import Clusterduck, instance, wait_until
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 
 
+def _down_once_through(duck: Clusterduck, name: str, count: int) -> dict[str, Any]:
+    """Once the sink has all ``count`` ids: a graceful down, which must end without
+    killing anything; the final status."""
+    wait_until(
+        lambda: instance(duck.status(name), "sink")["received"] == count,
+        what=f"the {count} ids at the sink",
+    )
+    stopped = duck.down(name, "--timeout", "30")
+    assert stopped.returncode == 0, stopped.stderr
+    final = duck.status(name)
+    assert not [p for p in final["problems"] if "killed" in p], final["problems"]
+    return final
+
+
 def test_down_ends_a_spout_that_waits_for_its_source(duck: Clusterduck) -> None:
     name = duck.name("idle")
     started = duck.up("held", name, env={"LC_END": str(duck.tmp / "never")})
     assert started.returncode == 0, started.stderr
-    wait_until(
-        lambda: instance(duck.status(name), "sink")["received"] == 100,
-        what="the 100 ids at the sink",
-    )
-
-    stopped = duck.down(name, "--timeout", "20")
-    assert stopped.returncode == 0, stopped.stderr
-    final = duck.status(name)
-    # Before: the spout never came back to dispatch, so the drain waited the whole 20 s
-    # and killed every process ("killed after the 20 s drain timeout").
-    assert not [p for p in final["problems"] if "killed" in p], final["problems"]
+    # Before: the spout never came back to dispatch, so the drain waited the whole 30 s
+    # and killed every process ("killed after the 30 s drain timeout").
+    final = _down_once_through(duck, name, 100)
     assert [r["state"] for c in final["components"] for r in c["instances"]] == ["finished"] * 3
     assert instance(final, "sink")["received"] == 100
     assert not duck.leftovers(name)
@@ -90,14 +96,7 @@ def test_down_ends_an_async_spout_that_awaits_a_thread(duck: Clusterduck, start:
     env = {"CLUSTERDUCK_START": start}
     assert duck.run("up", str(topology), env=env).returncode == 0
     duck.names.append(name)
-    wait_until(
-        lambda: instance(duck.status(name), "sink")["received"] == 10,
-        what="the 10 ids at the sink",
-    )
-    stopped = duck.down(name, "--timeout", "60")
-    assert stopped.returncode == 0, stopped.stderr
-    final = duck.status(name)
-    assert not [p for p in final["problems"] if "killed" in p], final["problems"]
+    _down_once_through(duck, name, 10)
     run_dir = Path(duck.record(name)["hosts"]["localhost"]["run_dir"])
     assert (run_dir / "final.json").exists()
     assert not duck.leftovers(name)

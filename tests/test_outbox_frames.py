@@ -35,10 +35,14 @@ class RecordingSocket:
         return True
 
 
-def make_outbox() -> tuple[Outbox, RecordingSocket]:
-    sock = RecordingSocket()
+def make_outbox(
+    sock: RecordingSocket | None = None, *, credit: bool = False
+) -> tuple[Outbox, RecordingSocket]:
+    """An outbox of ``src/0`` with one output of one instance (a collector's, unless
+    ``credit``)."""
+    sock = RecordingSocket() if sock is None else sock
     box = Outbox(
-        [Output(Route("(collector)", 1, "all"), [sock], credit=False)],
+        [Output(Route("w" if credit else "(collector)", 1, "all"), [sock], credit=credit)],
         CODEC,
         data_header("src", 0),
         eos_header("src", 0),
@@ -102,14 +106,7 @@ def test_grants_are_due_when_credit_runs_short_or_after_an_interval() -> None:
     under half its window (its grant is about due), or GRANT_READ_INTERVAL after the
     last read. Never less often: a grant it leaves unread may be one the sleeping I/O
     loop's FD edge no longer signals."""
-    sock = QuietSocket()
-    box = Outbox(
-        [Output(Route("w", 1, "all"), [sock], credit=True)],
-        CODEC,
-        data_header("src", 0),
-        eos_header("src", 0),
-        lambda seq, exc: None,
-    )
+    box, _ = make_outbox(QuietSocket(), credit=True)
     assert box.read_grants() == 0
     read = box._grants_read
     assert not box.grants_due(read)  # full credit, just read
