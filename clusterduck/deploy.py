@@ -442,22 +442,23 @@ def _swept(reply: dict[str, Any]) -> bool:
 def _gone(control: str, within: float) -> bool:
     """Wait until a supervisor told to end has closed its control port (it exits right
     after), so `down` returns with nothing left; False when it is still there."""
-    deadline = time.monotonic() + within
-    while probe(control, 1.0) == "open":
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return _until_not(lambda: probe(control, 1.0) == "open", within, 0.05)
 
 
 def _exited(pid: int | None, within: float) -> bool:
     """Wait until a local process has exited (a zombie counts as gone); False at the
     deadline."""
+    return _until_not(lambda: pid_alive(pid), within, 0.01)
+
+
+def _until_not(there: Callable[[], bool], within: float, pause: float) -> bool:
+    """Poll ``there`` every ``pause`` until it is False (True) or ``within`` ends
+    (False)."""
     deadline = time.monotonic() + within
-    while pid_alive(pid):
+    while there():
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.01)
+        time.sleep(pause)
     return True
 
 
@@ -521,12 +522,16 @@ def start(
     curve: CurveKeys | None = None,
     wait_for_allocation: float | None = None,
     early: EarlySupervisor | None = None,
+    checked: bool = False,
 ) -> TopologyRecord:
     """Start every process of the topology; on any failure nothing stays running.
 
-    ``early``: this machine's supervisor interpreter, already started (prestart.py)."""
+    ``early``: this machine's supervisor interpreter, already started (prestart.py).
+    ``checked``: the caller ran :func:`refuse_running` just before (each check asks a
+    running record's hosts for their status: seconds for an unreachable one)."""
     topo = tf.topology
-    refuse_running(topo.name)
+    if not checked:
+        refuse_running(topo.name)
     previous = next((r for r in load_all() if r.name == topo.name), None)
     past_runs: dict[str, dict[str, str]] = {}
     run = 1

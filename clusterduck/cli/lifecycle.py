@@ -129,6 +129,7 @@ def up(
                 accept_new_host_keys=accept_new_host_keys,
                 wait_for_allocation=wait_for_allocation,
                 early=early,
+                checked=True,
             )
     finally:
         if early is not None:

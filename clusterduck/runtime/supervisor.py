@@ -650,7 +650,9 @@ def _note_in_log(path: Path, line: str) -> None:
     points, then shows why the process ended (a SIGKILL leaves nothing there itself)."""
     # In the process's own log format (runtime/process.py), so that readers of the log
     # (the dashboard's events) see a line of its own, not part of a traceback.
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S") + f",{int(time.time() * 1000) % 1000:03d}"
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+    stamp += f",{int(now * 1000) % 1000:03d}"
     try:
         with open(path, "a", encoding="utf-8") as log_file:
             log_file.write(f"{stamp} {line}\n")
