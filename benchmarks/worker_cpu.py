@@ -81,7 +81,7 @@ def _feeder(
     values = [(i, "x") for i in range(n)]
     header, eos = data_header("src", 0), eos_header("src", 0)
     sent, limit, processed = 0, 100, 0  # INITIAL_CREDIT until the first grant
-    delivered, eos_seen = 0, sink
+    delivered, eos_seen, granted = 0, sink, 0
     poller = zmq.Poller()
     for sock in (control, down, up):
         poller.register(sock, zmq.POLLIN)
@@ -136,11 +136,16 @@ def _feeder(
                         else:
                             total, payload = int.from_bytes(frames[3], "little"), frames[2]
                         delivered += len(codec.loads_columns(payload)[1])
-                        grant = Grant(total, total + 10_000, 0.0)
-                        down.send_multipart([frames[0], grant_frame(grant)])
+                        # As a real receiver does: a grant once the worker holds under
+                        # half its credit (not one per frame, which a trickle never gets).
+                        if granted - total < 5_000:
+                            granted = total + 10_000
+                            grant = Grant(total, granted, 0.0)
+                            down.send_multipart([frames[0], grant_frame(grant)])
                     elif frames[1][:1] == b"P":
                         total = int.from_bytes(frames[2], "little")
-                        grant = Grant(total, total + 10_000, 0.0)
+                        granted = total + 10_000
+                        grant = Grant(total, granted, 0.0)
                         down.send_multipart([frames[0], grant_frame(grant)])
     q.put(("delivered", delivered))
     for sock in (control, down, up):
