@@ -80,7 +80,7 @@ def _feeder(
     up.connect(inbox)
     values = [(i, "x") for i in range(n)]
     header, eos = data_header("src", 0), eos_header("src", 0)
-    sent, limit, processed = 0, 100, 0  # INITIAL_CREDIT until the first grant
+    sent, limit, processed = 0, 1, 0  # INITIAL_CREDIT until the first grant
     delivered, eos_seen, granted = 0, sink, 0
     poller = zmq.Poller()
     for sock in (control, down, up):

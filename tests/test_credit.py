@@ -216,7 +216,7 @@ def test_slow_work_spreads_one_message_at_a_time() -> None:
 
 def test_shuffle_prefers_the_least_loaded_instance() -> None:
     """Nothing measured yet (no cost): the fewest messages in flight is the least load."""
-    ledger = CreditLedger(3)
+    ledger = CreditLedger(3, initial=100)
     ledger.take(0, 90)
     ledger.take(2, 50)
     assert ledger.choose() == 1
@@ -497,3 +497,24 @@ def test_an_early_grant_never_repeats_a_limit() -> None:
     assert intake.early_grant(b"s", 120, 120 + 30, 0.0) is not None
     # the same position again adds no credit
     assert intake.early_grant(b"s", 120, 120 + 30, 0.0) is None
+
+
+def test_an_unmeasured_worker_works_one_message_first_then_slices_by_its_cost() -> None:
+    """A worker that has not measured itself (a restarted one, whose senders may still
+    hold credit its predecessor granted) works one message, whose result goes out at
+    once, then slices the rest by what that cost. Before, the first frame was one slice:
+    a hundred 200 ms messages gave no result for 20 s."""
+    from clusterduck.runtime.intake import SLICE_SECONDS, Intake
+
+    intake = Intake(1)
+    slices = intake.slices(25)
+    assert next(slices) == (0, 1)
+    intake.grantor.record(1, SLICE_SECONDS / 10)  # ten messages a slice
+    assert list(slices) == [(1, 11), (11, 21), (21, 25)]
+
+
+def test_a_sender_may_send_an_unmeasured_instance_one_message() -> None:
+    """INITIAL_CREDIT: the consumer's speed is unknown until its first grant."""
+    ledger = CreditLedger(4)
+    assert [ledger.free(i) for i in range(4)] == [1, 1, 1, 1]
+    assert CreditGrantor(3).window() == 3  # one per sender, until measured

@@ -15,16 +15,17 @@ from typing import Any
 from lifecycle_fixtures import Clusterduck, instance, wait_until
 
 from clusterduck.loader import load
-from clusterduck.runtime.credit import INITIAL_CREDIT
 from clusterduck.testing import run_processes
 
 TOPOLOGIES = Path(__file__).resolve().parent / "topologies"
 
-# spout -> slow worker -> sink holds at most: the spout's hand-off (never more than the
-# credit it holds, <= INITIAL_CREDIT before the first grant), the credit window of each of
-# the two edges (<= INITIAL_CREDIT until the consumer measured itself, then ~20 ms of its
-# work), and the frame the worker is working through. README "Flow control".
-IN_FLIGHT_BOUND = 4 * INITIAL_CREDIT
+# spout -> slow worker (5 ms, 200 msgs/s) -> sink holds at most: the worker's credit
+# window (~20 ms of its work: 4 messages; 1 before it measured itself), the spout's
+# hand-off (never more than the credit it holds), what the worker sent the sink since
+# the sink's last grant (<= GRANT_EVERY, 50 ms: ~10 messages), and the frame the worker
+# is working through. The samples come from reports up to 0.5 s apart, which adds up to
+# 100 messages of skew. README "Flow control". (Before credit: ~200,000 here.)
+IN_FLIGHT_BOUND = 200
 
 
 def run(name: str, **env: str) -> Any:
@@ -112,6 +113,32 @@ def test_max_pending_caps_what_a_spout_has_unprocessed(tmp_path: Path) -> None:
     ahead = result.values("work")
     assert len(ahead) == 300
     # Dispatched but not processed by the worker, seen at each call: never past the cap
-    # of 8 (without it, the first frame alone would carry INITIAL_CREDIT messages).
+    # of 8 (without it, the worker's credit, ~20 ms of its 1 ms work, lets 20-40 ahead).
     assert max(ahead) <= 8, max(ahead)
     assert max(ahead) >= 2  # the cap, not a lock-step spout, is what held it
+
+
+def test_a_slow_worker_drains_at_once_from_its_start(duck: Clusterduck, tmp_path: Path) -> None:
+    """A sender may send an instance that has not measured itself one message: four
+    instances of a 200 ms worker each start on their own message (not one frame of a
+    hundred, 20 s of work, each), and a graceful down as soon as all four work drains
+    within its timeout and loses nothing. With a hundred, this down is killed at 10 s."""
+    name = duck.name("slowdrain")
+    dispatched_file, ids_file = tmp_path / "dispatched", tmp_path / "ids"
+    env = {"LC_DISPATCHED": str(dispatched_file), "LC_IDS": str(ids_file)}
+    started = duck.up("slow_drain", name, env=env)
+    assert started.returncode == 0, started.stderr
+
+    def every_instance_works() -> bool:
+        status = duck.status(name)
+        return all(instance(status, "slow", i)["received"] > 0 for i in range(4))
+
+    wait_until(every_instance_works, timeout=60, interval=0.2, what="all four instances to work")
+    stopped = duck.down(name, "--timeout", "10")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "killed" not in stopped.stdout + stopped.stderr, stopped.stdout + stopped.stderr
+    wait_until(ids_file.exists, what="the sink's ids")
+    ids = [int(x) for x in ids_file.read_text().split()]
+    dispatched = int(dispatched_file.read_text())
+    assert sorted(ids) == list(range(len(ids))), "the sink must hold exactly 0..k-1"
+    assert len(ids) >= dispatched, (len(ids), dispatched)

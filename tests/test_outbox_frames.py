@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clusterduck.protocol import ONE_PART_BELOW, data_header, eos_header
+from clusterduck.protocol import ONE_PART_BELOW, Grant, data_header, eos_header
 from clusterduck.runtime import outbox as outbox_module
 from clusterduck.runtime.codec import get_codec
 from clusterduck.runtime.inbound import DataBatch, InboundGuard, Rejections
@@ -143,6 +143,7 @@ def test_over_real_sockets_small_frames_are_one_part_and_the_inbox_takes_both_ki
             eos_header("src", 0),
             lambda seq, exc: None,
         )
+        box.outputs[0].ledger.grant(0, Grant(0, 100, 0.0))  # as the receiver would have
         guard = InboundGuard("w/0 <- src", ["src/0"], CODEC.decode, Rejections("w/0"))
         big = "x" * ONE_PART_BELOW
         got = []

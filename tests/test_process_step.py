@@ -15,6 +15,7 @@ import pytest
 from clusterduck.protocol import (
     ComponentSpec,
     Frame,
+    Grant,
     ProcessSpec,
     TopologySpec,
     data_header,
@@ -76,7 +77,7 @@ class FakeTransport:
         return [s for s in readers if s.inbox]
 
 
-def make_process() -> tuple[ComponentProcess, FakeSocket, FakeSocket]:
+def make_process(*, measured: bool = True) -> tuple[ComponentProcess, FakeSocket, FakeSocket]:
     topo = TopologySpec(
         "t",
         (
@@ -96,6 +97,12 @@ def make_process() -> tuple[ComponentProcess, FakeSocket, FakeSocket]:
         eos_header("double", 0),
         lambda seq, exc: None,
     )
+    # As if both had run a while: the sink granted (credit before: one message), and the
+    # worker measured itself (before, its first slice is one message: Intake.slices).
+    proc.outbox.outputs[0].ledger.grant(0, Grant(0, 1000, 0.0))
+    assert proc.intake is not None
+    if measured:
+        proc.intake.grantor.record(1, 1e-6)
     return proc, inbox, downstream
 
 
@@ -203,7 +210,7 @@ def test_the_measured_cost_counts_decoding_the_frame() -> None:
     follows the measured cost per message, and without the decode a sink of 1 MiB values
     was granted the most credit there is. Here decoding takes at least 20 ms (a sleep)
     and the call nothing, so the cost measured is at least 20 ms over the frame."""
-    proc, inbox, downstream = make_process()
+    proc, inbox, downstream = make_process(measured=False)
     logic = WorkerLogic(proc.component, lambda v: None, metrics=proc.metrics)
     senders = {"src": {"src/0"}}
     guard = proc.guards[inbox]  # type: ignore[index]

@@ -56,8 +56,13 @@ __all__ = [
 TARGET_QUEUE = 0.02
 #: The most credit one instance grants (all its senders together), in messages.
 MAX_CREDIT = 10_000
-#: Credit a sender assumes before the first grant (the consumer's speed is unknown).
-INITIAL_CREDIT = 100
+#: Credit a sender assumes before the first grant: one message, as the consumer's speed
+#: is unknown. A guess of more queued that many messages of work before the consumer had
+#: measured itself: with 100 and half a second per message, 50 s of work per instance
+#: that a graceful down had to drain, and the first frame went whole to one instance of
+#: several. The first grant (after that message) sizes the window from the measurement,
+#: so a fast consumer pays one round trip, once.
+INITIAL_CREDIT = 1
 #: How often a sender without credit asks again (covers a restarted consumer).
 PROBE_INTERVAL = 0.5
 # Weight of the newest measurement in the moving average of seconds per message.

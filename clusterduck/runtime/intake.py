@@ -35,11 +35,14 @@ class Intake:
 
     def slices(self, n: int) -> Iterator[tuple[int, int]]:
         """``(start, end)`` index ranges covering ``n`` messages, each about
-        ``SLICE_SECONDS`` of work at the measured cost (re-read between slices)."""
+        ``SLICE_SECONDS`` of work at the measured cost (re-read between slices). Before
+        anything was measured (a restarted worker, whose senders may still hold the
+        credit its predecessor granted) the first slice is one message: the next ones
+        are sized by what it cost, and its result goes out at once."""
         start = 0
         while start < n:
             cost = self.grantor.cost
-            size = n if not cost else max(1, int(SLICE_SECONDS / cost))
+            size = 1 if cost is None else n if not cost else max(1, int(SLICE_SECONDS / cost))
             end = min(n, start + size)
             yield start, end
             start = end
