@@ -149,16 +149,22 @@ def test_killed_worker_is_restarted_and_delivery_goes_on(duck: Clusterduck) -> N
 # -- 4 ------------------------------------------------------------------------------------
 
 
-def test_killed_supervisor_shows_broken_and_down_kills_everything(duck: Clusterduck) -> None:
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_killed_supervisor_takes_its_processes_shows_broken_and_down_ends_it(
+    duck: Clusterduck, start: str
+) -> None:
+    """Processes die with their supervisor (nothing would restart, report for or stop
+    them, and status could not see them): forked ones and fresh interpreters alike.
+    Before, they ran on as orphans until `down` swept them."""
     name = duck.name("orphans")
-    started = duck.up("endless", name)
+    started = duck.up("endless", name, env={"CLUSTERDUCK_START": start})
     assert started.returncode == 0, started.stderr
     pids = pids_of(duck.status(name))
     supervisor = duck.supervisor_pid(name)
 
     os.kill(supervisor, signal.SIGKILL)
     wait_until(lambda: not pid_alive(supervisor), what="the supervisor to die")
-    assert all(pid_alive(p) for p in pids)  # its processes are orphans now, still running
+    wait_until(lambda: all_gone(pids), timeout=10, what=f"its processes {pids} to die with it")
 
     status = duck.status(name)
     assert status["state"] == "broken", status

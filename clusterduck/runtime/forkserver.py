@@ -48,7 +48,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["ChildProcess", "ForkedProcess", "Starter", "choose_mode"]
+__all__ = [
+    "SUPERVISOR_PID",
+    "ChildProcess",
+    "ForkedProcess",
+    "Starter",
+    "choose_mode",
+    "die_with_supervisor",
+]
 
 log = logging.getLogger("clusterduck.supervisor")
 
@@ -63,6 +70,10 @@ CLOSE_WITHIN = 2.0
 _START_ONLY = ("PYTHON", "LD_")
 _APPLIED = {"PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_PDEATHSIG = 1
+#: The supervisor's pid, in the environment of every process it starts
+#: (:func:`die_with_supervisor`).
+SUPERVISOR_PID = "CLUSTERDUCK_SUPERVISOR_PID"
 _MAX_MESSAGE = 1 << 20  # a request: a name, paths, the host's env
 
 
@@ -174,7 +185,7 @@ class Starter:
             request: dict[str, Any] = {
                 "name": name,
                 "cwd": cwd,
-                "env": {**self.env, "PYTHONUNBUFFERED": "1"},
+                "env": {**self.env, "PYTHONUNBUFFERED": "1", SUPERVISOR_PID: str(os.getpid())},
                 "argv": [*marker, name],
             }
             log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -209,7 +220,7 @@ class Starter:
         """The fallback: a fresh interpreter, the spec on its stdin."""
         import subprocess  # only here: forked processes need none of it
 
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", SUPERVISOR_PID: str(os.getpid())}
         with open(log_path, "ab", opener=_private) as logfile:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "clusterduck.runtime.process", *marker, name],
@@ -248,6 +259,39 @@ def _describe(mode: str) -> str:
 def _private(path: str, flags: int) -> int:
     """Open a new log file readable by its owner only (logs hold data and tracebacks)."""
     return os.open(path, flags, 0o600)
+
+
+def die_with_supervisor(within: float = 5.0) -> None:
+    """Have the kernel kill this process (SIGKILL) when its supervisor dies, on Linux:
+    nothing would restart it, report for it or stop it gracefully any more, and
+    ``status`` could not see it (it kept running, unseen, until ``down`` swept it).
+
+    A forked process becomes the supervisor's child only once the fork server's middle
+    process has left (the death signal follows the parent of the moment), so this waits
+    for that first, up to ``within`` seconds. A supervisor already gone: the process
+    leaves. Not on Linux, or without ``SUPERVISOR_PID`` (a process started by hand):
+    nothing."""
+    wanted = os.environ.get(SUPERVISOR_PID)
+    if not wanted or not sys.platform.startswith("linux"):
+        return
+    supervisor = int(wanted)
+    deadline = time.monotonic() + within
+    while os.getppid() != supervisor:
+        try:
+            os.kill(supervisor, 0)
+        except ProcessLookupError:
+            os._exit(1)  # gone before we were its child: re-parented elsewhere
+        if time.monotonic() > deadline:
+            return  # not its child (no subreaper): left as it was
+        time.sleep(0.001)
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        return
+    if os.getppid() != supervisor:  # it died before the prctl: no signal will come
+        os._exit(1)
 
 
 def _become_subreaper() -> None:

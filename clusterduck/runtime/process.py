@@ -54,6 +54,7 @@ from .codec import get_codec
 from .component import UserCode, WorkerLogic, load_user_code, message_failed
 from .context import InstanceContext, set_context
 from .credit import PROBE_INTERVAL
+from .forkserver import die_with_supervisor
 from .gate import InputGate
 from .guarantee import DEFAULT_MAX_PENDING, SpoutAcks, WorkerAcks, load_resume
 from .inbound import ControlGuard, DataBatch, EndOfStream, InboundGuard, Probe, Rejections
@@ -829,6 +830,7 @@ def _setup_logging(name: str) -> None:
 
 
 def main() -> int:
+    die_with_supervisor()  # an unsupervised process would run on unseen (forkserver.py)
     spec = ProcessSpec.from_dict(decode_json(sys.stdin.read()))
     _setup_logging(spec.name)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
