@@ -275,23 +275,41 @@ def die_with_supervisor(within: float = 5.0) -> None:
     if not wanted or not sys.platform.startswith("linux"):
         return
     supervisor = int(wanted)
+    first = os.getppid()  # the fork server's middle process, or the supervisor itself
     deadline = time.monotonic() + within
-    while os.getppid() != supervisor:
-        try:
-            os.kill(supervisor, 0)
-        except ProcessLookupError:
-            os._exit(1)  # gone before we were its child: re-parented elsewhere
+    while (parent := os.getppid()) != supervisor:
+        if parent != first or not _alive(supervisor):
+            # Re-parented, but not to the supervisor, or it died (a dead process, even
+            # one not reaped yet, adopts nobody): it is gone.
+            os._exit(1)
         if time.monotonic() > deadline:
-            return  # not its child (no subreaper): left as it was
+            _say(f"still the child of pid {parent}, not of the supervisor {supervisor}")
+            return
         time.sleep(0.001)
     import ctypes
     import signal
 
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        _say(f"prctl(PR_SET_PDEATHSIG): {os.strerror(ctypes.get_errno())}")
         return
     if os.getppid() != supervisor:  # it died before the prctl: no signal will come
         os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` runs (a zombie does not: it died and waits to be reaped). Linux."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
+def _say(why: str) -> None:
+    """die_with_supervisor could not arrange it: the process runs on; its log says so."""
+    sys.stderr.write(f"clusterduck: this process will outlive its supervisor ({why})\n")
 
 
 def _become_subreaper() -> None:

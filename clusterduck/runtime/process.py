@@ -538,11 +538,18 @@ class ComponentProcess:
                     sock.send((identity, early), block=False)
             # The first slice's time counts decoding the frame: a consumer of large values
             # spends its time there, and measured without it would look free and be
-            # granted far more bytes than it can take.
-            began = received
+            # granted far more bytes than it can take. Unmeasured, the first slice is one
+            # message (Intake.slices): then each slice is charged its share of decoding,
+            # or a restarted worker's first large frame would make one message look as
+            # dear as decoding thousands.
+            began, share = received, 0.0
+            if n > 1 and intake.grantor.cost is None:
+                decoded = time.perf_counter()
+                share = (decoded - received) / n
+                began = decoded - share
             for start, end in intake.slices(n):
                 if start:
-                    began = time.perf_counter()
+                    began = time.perf_counter() - share * (end - start)
                 if end - start == n:
                     ids, part = seqs, values
                 else:
