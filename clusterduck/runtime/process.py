@@ -61,7 +61,7 @@ from .intake import GRANT_EVERY, SLICE_SECONDS, Intake
 from .metrics import Metrics
 from .outbox import MAX_BATCH, Outbox, Output
 from .routing import Route
-from .spout import STOP_GRACE, SWITCH_INTERVAL, SpoutBridge, SpoutStopped
+from .spout import STOP_GRACE, SWITCH_INTERVAL, SpoutBridge, SpoutStopped, threads_left
 from .transport import Socket, Transport
 
 __all__ = ["ComponentProcess", "SpoutStopped", "main"]
@@ -659,6 +659,7 @@ class ComponentProcess:
             sock.signal_fd()  # read here, before the spout thread may use the socket
         if inline:
             bridge.set_pump(self._pump_spout)
+        before = set(threading.enumerate())
         thread.start()
         while True:
             with bridge.lock:
@@ -703,6 +704,24 @@ class ComponentProcess:
             )
         else:
             thread.join()
+            # Threads the spout started that still run after a down: the executor's of
+            # an async spout cancelled while it awaited asyncio.to_thread (that read goes
+            # on), or its own. They get what is left of the grace; an ordinary exit would
+            # wait for them without end (the interpreter joins executors' threads), so
+            # the process leaves without them, as for an abandoned spout (main).
+            left = threads_left(before, thread) if self.stopping else []
+            for other in left:
+                other.join(timeout=bridge.grace_left())
+            left = [t for t in left if t.is_alive()]
+            if left:
+                self.abandoned = True
+                log.warning(
+                    "spout %s left %d thread(s) running after the graceful down (%s): "
+                    "the process leaves without waiting for them",
+                    self.name,
+                    len(left),
+                    ", ".join(t.name for t in left),
+                )
         if bridge.error is not None:
             exc = bridge.error
             self.metrics.errors += 1
