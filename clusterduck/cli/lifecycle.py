@@ -384,6 +384,7 @@ def logs(
 
     With one topology running (or known), NAME may be left out: `logs COMPONENT`."""
     from ..deploy import Cluster
+    from .logview import LOOK_BACK, last_records
 
     record, component = _logs_target(name, component)
     names = [c.name for c in record.spec.components]
@@ -413,7 +414,9 @@ def logs(
                 if host not in record.hosts:
                     continue  # a host the latest run no longer uses: no way to reach it
                 for label, path in entries:
-                    text = _tail(cluster, host, path, lines).rstrip("\n")
+                    # From the start of a record: never among a traceback's frames.
+                    end = _tail(cluster, host, path, lines + LOOK_BACK).splitlines()
+                    text = "\n".join(last_records(end, lines)).rstrip("\n")
                     if not text and component is None and lines:
                         quiet.append(label)
                         continue
