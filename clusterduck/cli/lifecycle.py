@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 __all__ = ["down", "list_topologies", "logs", "status", "up"]
 
 DOWN_TIMEOUT = 30.0
+#: An error lists at most this many components (a wide topology's ran over the screen).
+LISTED_AT_MOST = 8
 
 
 def _find(name: str | None) -> TopologyRecord:
@@ -299,7 +301,9 @@ def down(name: str | None, timeout: float, force: bool) -> None:
     from ..deploy import Cluster, stop_topology
     from .console import make_console
 
-    err = make_console(err=True)
+    # What it did (the summary) on stdout, as `status` prints its table: a script reads
+    # it, `2>/dev/null` keeps it; progress, notices and warnings on stderr.
+    out, err = make_console(), make_console(err=True)
     record = _find(name)  # SPEC: without NAME, exit 1 listing the candidates
     if not record.active:
         # Nothing runs: sweep anyway (a crash may have left something), but keep the
@@ -317,7 +321,7 @@ def down(name: str | None, timeout: float, force: bool) -> None:
     busy = err.status(f"stopping {record.name} …") if err.is_terminal else contextlib.nullcontext()
     with busy:
         final = stop_topology(record, 0 if force else timeout, force=force)
-    err.print(
+    out.print(
         f"[green]down[/] {record.name}: {final.state.value}; {_totals(final, record)}; "
         f"logs kept (`clusterduck logs {record.name}`)"
     )
@@ -391,7 +395,7 @@ def logs(
     if component is not None and component not in names + ["supervisor"]:
         raise ClusterduckError(
             f"topology {record.name} has no component {component!r} "
-            f"(components: {', '.join(names)}, or 'supervisor')"
+            f"({_components(component, names)})"
         )
     known = record.runs()
     if run is not None and run not in known:
@@ -452,18 +456,37 @@ def _logs_target(name: str | None, component: str | None) -> tuple[TopologyRecor
                     f"(logs of {owners[0]}: the only topology with a component {name!r})", err=True
                 )
                 return next(r for r in records if r.name == owners[0]), name
-            runs = " or ".join(f"`clusterduck logs {owner} {name}`" for owner in owners)
+            runs = [f"`clusterduck logs {owner} {name}`" for owner in owners]
             raise StateError(
-                f"{exc}; {name!r} is a component of {', '.join(owners)}: run {runs}"
+                f"{exc}; {name!r} is a component of {_capped(owners)}: run "
+                + " or ".join(runs[:LISTED_AT_MOST])
+                + (" …" if len(runs) > LISTED_AT_MOST else "")
             ) from None
         names = [c.name for c in record.spec.components]
         if name in [*names, "supervisor"]:
             return record, name
-        known = ", ".join(r.name for r in load_all())
+        known = _capped([r.name for r in load_all()])
         raise StateError(
             f"no topology named {name!r} is known (known: {known}), and {record.name} "
-            f"has no component {name!r} (components: {', '.join(names)}, or 'supervisor')"
+            f"has no component {name!r} ({_components(name, names)})"
         ) from None
+
+
+def _capped(names: list[str]) -> str:
+    """``a, b, c``, or the first LISTED_AT_MOST of them and ``and N more``."""
+    if len(names) <= LISTED_AT_MOST:
+        return ", ".join(names)
+    return f"{', '.join(names[:LISTED_AT_MOST])} and {len(names) - LISTED_AT_MOST} more"
+
+
+def _components(wanted: str, names: list[str]) -> str:
+    """What an error says a topology's components are: the closest to ``wanted`` first,
+    at most LISTED_AT_MOST (``status NAME`` lists them all)."""
+    import difflib  # an error's path only
+
+    close = difflib.get_close_matches(wanted, names + ["supervisor"], n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}components: {_capped(names)}, or 'supervisor'"
 
 
 def _log_files(
