@@ -47,6 +47,17 @@ async def ten_then_sleep(dispatch, out):
         note(out, "finally")
 
 
+async def cleanup_never_ends(dispatch, out):
+    """Its finally awaits something that never comes: the down waits the grace, no more."""
+    for i in range(10):
+        await dispatch(i, i)
+    try:
+        await asyncio.sleep(3600)
+    finally:
+        note(out, "finally")
+        await asyncio.Event().wait()
+
+
 class Consumer:
     """Stands for a client with an async context manager (aiokafka's and the like)."""
 
@@ -127,6 +138,14 @@ def test_down_runs_an_async_class_spouts_async_with_exit_then_close(duck: Cluste
     written, log = _run(duck, "aqueue", "QueueSpout")
     assert written == ["aexit CancelledError", "close"]
     assert "did not call dispatch" not in log
+
+
+def test_a_cancelled_spout_whose_cleanup_never_ends_is_left_after_the_grace(
+    duck: Clusterduck,
+) -> None:
+    written, log = _run(duck, "astuck", "cleanup_never_ends")
+    assert written == ["finally"]
+    assert "did not end after it was cancelled within 5 s of the graceful down" in log
 
 
 # -- the bridge alone (no sockets: a waker that wakes nobody) --------------------------------

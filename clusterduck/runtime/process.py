@@ -697,9 +697,13 @@ class ComponentProcess:
             # leaves without waiting for it (main).
             bridge.closed = self.abandoned = True
             log.warning(
-                "spout %s did not call dispatch within %g s of the graceful down: "
-                "its stream ends without it",
+                "spout %s %s within %g s of the graceful down: its stream ends without it",
                 self.name,
+                # An async spout was cancelled: its finally blocks still run (or it
+                # swallowed the CancelledError and awaits on).
+                "did not end after it was cancelled"
+                if bridge.cancelled
+                else "did not call dispatch",
                 STOP_GRACE,
             )
         else:

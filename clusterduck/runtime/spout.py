@@ -422,6 +422,11 @@ class SpoutBridge:
                 asyncio.set_event_loop(None)
                 loop.close()  # (the executor, if any, is shut down without waiting)
 
+    @property
+    def cancelled(self) -> bool:
+        """An async spout's task was cancelled by a graceful down."""
+        return self._cancelled
+
     def _cancel_task(self) -> None:
         """Cancel an async spout's task, once (a second cancel would interrupt its
         cleanup); a no-op for a sync spout, or before the task runs (it then cancels
