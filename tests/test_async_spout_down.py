@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lifecycle_fixtures import Clusterduck, instance, wait_until
+from lifecycle_fixtures import Clusterduck, instance
+from test_idle_spout_down import _down_once_through
+from topology_files import write_topology
 
 from clusterduck.runtime.spout import EXECUTOR_SUFFIX, SpoutBridge, threads_left
 
@@ -97,28 +99,18 @@ def keep(value):
 def _run(duck: Clusterduck, label: str, entry: str) -> tuple[list[str], str]:
     """``up`` a spout → sink topology, ``down`` once the sink has the ten ids; the lines
     the spout wrote, and the spout's log."""
-    name = duck.name(label)
     (duck.tmp / "async_down_parts.py").write_text(PARTS)
     out = duck.tmp / f"{label}.out"
-    topology = duck.tmp / f"{label}.yaml"
-    topology.write_text(
-        f"name: {name}\n"
-        f"code: {duck.tmp}\n"
-        "spouts:\n"
-        f"  - {{name: source, entry: 'async_down_parts:{entry}', args: {{out: '{out}'}}}}\n"
-        "workers:\n"
-        "  - {name: sink, entry: 'async_down_parts:keep', inputs: [source]}\n"
+    name, topology = write_topology(
+        duck,
+        label,
+        duck.tmp,
+        [f"{{name: source, entry: 'async_down_parts:{entry}', args: {{out: '{out}'}}}}"],
+        ["{name: sink, entry: 'async_down_parts:keep', inputs: [source]}"],
     )
     started = duck.run("up", str(topology))
     assert started.returncode == 0, started.stderr
-    wait_until(
-        lambda: instance(duck.status(name), "sink")["received"] == 10,
-        what="the ten ids at the sink",
-    )
-    stopped = duck.down(name, "--timeout", "30")
-    assert stopped.returncode == 0, stopped.stderr
-    final = duck.status(name)
-    assert not [p for p in final["problems"] if "killed" in p], final["problems"]
+    final = _down_once_through(duck, name, 10)  # (and nothing killed)
     assert [r["state"] for c in final["components"] for r in c["instances"]] == ["finished"] * 2
     assert instance(final, "sink")["received"] == 10
     assert instance(final, "source")["errors"] == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from lifecycle_fixtures import TOPOLOGIES, Clusterduck, instance, wait_until
+from topology_files import write_topology
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 
@@ -23,7 +24,7 @@ def test_downs_summary_goes_to_stdout(duck: Clusterduck) -> None:
         lambda: instance(duck.status(name), "sink")["received"] == 100,
         what="the 100 ids at the sink",
     )
-    stopped = duck.down(name, "--timeout", "30")
+    stopped = duck.down(name)
     assert stopped.returncode == 0, stopped.stderr
     summary = f"down {name}: stopped; spouts dispatched 100, sinks received 100"
     assert summary in stopped.stdout, (stopped.stdout, stopped.stderr)
@@ -35,19 +36,13 @@ def test_downs_summary_goes_to_stdout(duck: Clusterduck) -> None:
 
 
 def test_logs_of_an_unknown_component_names_a_few_and_the_closest(duck: Clusterduck) -> None:
-    name = duck.name("many")
     relays = [f"relay{i:02d}" for i in range(14)]
-    topology = duck.tmp / "many.yaml"
-    topology.write_text(
-        f"name: {name}\n"
-        f"code: {TOPOLOGIES}\n"
-        "spouts:\n"
-        "  - {name: source, entry: 'lc_parts:count_up', args: {count: 3}}\n"
-        "workers:\n"
-        + "".join(
-            f"  - {{name: {relay}, entry: 'lc_parts:relay', inputs: [source]}}\n"
-            for relay in relays
-        )
+    name, topology = write_topology(
+        duck,
+        "many",
+        TOPOLOGIES,
+        ["{name: source, entry: 'lc_parts:count_up', args: {count: 3}}"],
+        [f"{{name: {relay}, entry: 'lc_parts:relay', inputs: [source]}}" for relay in relays],
     )
     done = duck.run("up", str(topology), "--wait")
     assert done.returncode == 0, done.stderr

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lifecycle_fixtures import Clusterduck
 from rich.console import Console
+from topology_files import write_topology
 
 from clusterduck.cli.console import status_table
 from clusterduck.cli.logview import LOOK_BACK, last_records, may_begin
@@ -174,15 +175,12 @@ def test_logs_n_never_begins_among_a_tracebacks_frames(duck: Clusterduck) -> Non
     """The worker logs a traceback (a head line, ``Traceback``, four frame lines, the
     exception) for every tenth message: each ``-n`` from 1 to 8 used to begin inside one
     for most values (``    raise ValueError(...)`` as the first line shown)."""
-    name = duck.name("tb")
-    topology = duck.tmp / "tb.yaml"
-    topology.write_text(
-        f"name: {name}\n"
-        f"code: {HERE / 'topologies'}\n"
-        "spouts:\n"
-        "  - {name: numbers, entry: 'cases:count_up', args: {count: 100}}\n"
-        "workers:\n"
-        "  - {name: flaky, entry: 'cases:fail_every_tenth', inputs: [numbers]}\n"
+    name, topology = write_topology(
+        duck,
+        "tb",
+        HERE / "topologies",
+        ["{name: numbers, entry: 'cases:count_up', args: {count: 100}}"],
+        ["{name: flaky, entry: 'cases:fail_every_tenth', inputs: [numbers]}"],
     )
     done = duck.run("up", str(topology), "--wait")
     assert done.returncode == 0, done.stderr

@@ -141,6 +141,30 @@ def no_restarts(result: TopologyResult) -> None:
         assert row.restarts == 0 and row.state is State.FINISHED, row
 
 
+def relay_counts(live: Live, expected: dict[str, int]) -> None:
+    """Wait until the relay counted exactly ``expected`` rejected frames (else say what
+    it counted)."""
+    seen: list[dict[str, int]] = [{}]
+
+    def counted() -> bool:
+        seen[0] = dict(live.relay().rejected_frames)
+        return seen[0] == expected
+
+    try:
+        wait_until(counted, 60, 0.1, f"the relay to count {expected}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; it counted {seen[0]}") from None
+
+
+def finished_exact(live: Live, expected: dict[str, int]) -> None:
+    """Open the gate: the stream arrives exact (nothing forged in it), nothing restarted,
+    and the relay's final counts are ``expected``."""
+    result = live.open_gate_and_finish()
+    exact(result)
+    no_restarts(result)
+    assert result.status.component("relay").instances[0].rejected_frames == expected
+
+
 # ---------------------------------------------------------------------- another local user
 
 
@@ -473,24 +497,12 @@ def test_with_curve_a_member_cannot_speak_as_another_instance(
                     sock.send_multipart(frames)
                 socks.append(sock)
             expected = {"peer": 4 * len(forged)}  # the stranger's were never read
-            seen: list[dict[str, int]] = [{}]
-
-            def counted() -> bool:
-                seen[0] = dict(live.relay().rejected_frames)
-                return seen[0] == expected
-
-            try:
-                wait_until(counted, 60, 0.1, f"the relay to count {expected}")
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}; it counted {seen[0]}") from None
+            relay_counts(live, expected)
             for sock in socks:
                 sock.close(linger=0)
         finally:
             ctx.destroy(linger=0)
-        result = live.open_gate_and_finish()
-    exact(result)
-    no_restarts(result)
-    assert result.status.component("relay").instances[0].rejected_frames == expected
+        finished_exact(live, expected)
 
 
 # ------------------------------------------------- without keys: the connection's name
@@ -535,24 +547,12 @@ def test_one_part_frames_that_claim_another_sender_are_counted_and_dropped(
                     sock.send_multipart(frames)
                 socks.append(sock)
             expected = {"sender": len(NOT_THE_SPOUT) * len(forged)}
-            seen: list[dict[str, int]] = [{}]
-
-            def counted() -> bool:
-                seen[0] = dict(live.relay().rejected_frames)
-                return seen[0] == expected
-
-            try:
-                wait_until(counted, 60, 0.1, f"the relay to count {expected}")
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}; it counted {seen[0]}") from None
+            relay_counts(live, expected)
             for sock in socks:
                 sock.close(linger=0)
         finally:
             ctx.destroy(linger=0)
-        result = live.open_gate_and_finish()
-    exact(result)  # (the forged ids, 10**6 on, would be there)
-    no_restarts(result)
-    assert result.status.component("relay").instances[0].rejected_frames == expected
+        finished_exact(live, expected)  # (the forged ids, 10**6 on, would be there)
 
 
 # ---------------------------------------------------------------------- keys
