@@ -246,3 +246,26 @@ def test_threads_left_names_the_executors_threads_still_reading() -> None:
         release.set()
     left[0].join(10)
     assert threads_left(before, thread) == []
+
+
+def test_a_task_of_the_spout_that_raises_at_its_end_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The spout's other tasks are cancelled when it ends, as under ``asyncio.run``; one
+    that raises then is logged (asyncio's exception handler), not lost."""
+    bridge = SpoutBridge(10, Waker())
+
+    async def spout(dispatch: Callable[[int, Any], Awaitable[None]]) -> None:
+        async def background() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                raise RuntimeError("closing the client failed")
+
+        asyncio.ensure_future(background())
+        await asyncio.sleep(0)
+
+    thread = _spout_thread(bridge, spout)
+    thread.join(10)
+    assert not thread.is_alive() and bridge.error is None
+    assert "closing the client failed" in caplog.text

@@ -414,6 +414,15 @@ class SpoutBridge:
                     task.cancel()
                 if rest:
                     loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+                for task in rest:  # one that raised on its way out is logged, as there
+                    if not task.cancelled() and task.exception() is not None:
+                        loop.call_exception_handler(
+                            {
+                                "message": "a task of the spout raised at its end",
+                                "exception": task.exception(),
+                                "task": task,
+                            }
+                        )
                 loop.run_until_complete(loop.shutdown_asyncgens())
                 if not self.stopping:
                     loop.run_until_complete(loop.shutdown_default_executor())
