@@ -184,6 +184,10 @@ def test_logs_n_never_begins_among_a_tracebacks_frames(duck: Clusterduck) -> Non
     )
     done = duck.run("up", str(topology), "--wait")
     assert done.returncode == 0, done.stderr
+    # `up --wait` shows the end of what each sink wrote (15 lines): from a record's start.
+    shown = done.stdout.splitlines()
+    first = shown[shown.index("── flaky/0 printed ──") + 1]
+    assert HEAD.match(first), f"up --wait shows flaky/0 from {first!r}"
     run_dir = Path(duck.record(name)["hosts"]["localhost"]["run_dir"])
     log = (run_dir / "logs" / "flaky.0.log").read_text().splitlines()
     assert sum("Traceback (most recent call last):" in line for line in log) == 10

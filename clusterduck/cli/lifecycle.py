@@ -51,8 +51,10 @@ def _find(name: str | None) -> TopologyRecord:
 
 
 def _sink_output(record: TopologyRecord, lines: int = 15) -> list[tuple[str, str]]:
-    """The last lines each sink instance printed: what a finished topology produced."""
+    """The last lines each sink instance printed: what a finished topology produced
+    (from the start of a record, as ``logs -n``)."""
     from ..deploy import Cluster
+    from .logview import LOOK_BACK, last_records
 
     spec = record.spec
     cluster = Cluster(record)
@@ -63,9 +65,10 @@ def _sink_output(record: TopologyRecord, lines: int = 15) -> list[tuple[str, str
                 host = record.holder(comp.name, i)
                 path = RunLayout(record.hosts[host].run_dir).instance_log(comp.name, i)
                 try:
-                    text = _tail(cluster, host, path, lines)
+                    end = _tail(cluster, host, path, lines + LOOK_BACK).splitlines(True)
                 except ClusterduckError:
                     continue
+                text = "".join(last_records(end, lines))
                 if text.strip():
                     shown.append((f"{comp.name}/{i}", text))
     finally:
