@@ -1,7 +1,7 @@
 """``logs -n N`` begins at the start of a log record, never among a traceback's frames;
 ``status`` shows ``0s``, not ``-``, for an instance that has run under a second.
 
-The view is a pure function (cli/logview.py), tested over generated logs (hypothesis)
+The view is a pure function (clusterduck/logview.py), tested over generated logs (hypothesis)
 whose record starts are known; then through the real CLI on a worker that logs a
 traceback for every tenth message.
 """
@@ -19,7 +19,8 @@ from rich.console import Console
 from topology_files import write_topology
 
 from clusterduck.cli.console import status_table
-from clusterduck.cli.logview import LOOK_BACK, last_records, may_begin
+from clusterduck.dashboard.status_source import log_tail
+from clusterduck.logview import LOOK_BACK, last_records, may_begin
 from clusterduck.protocol import ComponentStatus, InstanceStatus, State, TopologyStatus
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
@@ -171,7 +172,9 @@ def test_an_instance_that_has_run_under_a_second_shows_0s() -> None:
 # -- through the CLI -------------------------------------------------------------------
 
 
-def test_logs_n_never_begins_among_a_tracebacks_frames(duck: Clusterduck) -> None:
+def test_logs_n_never_begins_among_a_tracebacks_frames(
+    duck: Clusterduck, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The worker logs a traceback (a head line, ``Traceback``, four frame lines, the
     exception) for every tenth message: each ``-n`` from 1 to 8 used to begin inside one
     for most values (``    raise ValueError(...)`` as the first line shown)."""
@@ -198,3 +201,9 @@ def test_logs_n_never_begins_among_a_tracebacks_frames(duck: Clusterduck) -> Non
         assert header.startswith("==> flaky/0 "), out.stdout
         assert HEAD.match(body[0]), f"-n {n} begins with {body[0]!r}"
         assert len(body) >= n and body == log[len(log) - len(body) :], (n, body)
+    # The dashboard's log view (its /api/.../log) shows the same lines.
+    monkeypatch.setenv("CLUSTERDUCK_HOME", str(duck.home))
+    for n in range(1, 9):
+        text = log_tail(name, "flaky", 0, n)
+        assert HEAD.match(text), f"the dashboard's -n {n} begins with {text[:40]!r}"
+        assert text.splitlines() == log[len(log) - len(text.splitlines()) :]

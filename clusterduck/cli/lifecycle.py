@@ -54,7 +54,7 @@ def _sink_output(record: TopologyRecord, lines: int = 15) -> list[tuple[str, str
     """The last lines each sink instance printed: what a finished topology produced
     (from the start of a record, as ``logs -n``)."""
     from ..deploy import Cluster
-    from .logview import LOOK_BACK, last_records
+    from ..logview import LOOK_BACK, last_records
 
     spec = record.spec
     cluster = Cluster(record)
@@ -391,7 +391,7 @@ def logs(
 
     With one topology running (or known), NAME may be left out: `logs COMPONENT`."""
     from ..deploy import Cluster
-    from .logview import LOOK_BACK, last_records
+    from ..logview import LOOK_BACK, last_records
 
     record, component = _logs_target(name, component)
     names = [c.name for c in record.spec.components]
