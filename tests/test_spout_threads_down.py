@@ -1,4 +1,6 @@
-"""A spout that leaves a thread running (not a daemon: an ordinary exit waits for it)
+"""How a spout's process ends at a graceful ``down``, besides its function's end.
+
+A spout that leaves a thread running (not a daemon: an ordinary exit waits for it)
 still lets a graceful ``down`` end its process: the thread gets what is left of the 5 s
 grace, then the process leaves without it and its log names it. Before, the process
 waited for the thread after it reported the end of its stream; its supervisor waited for
@@ -9,6 +11,8 @@ Real processes through the CLI (``lifecycle_fixtures``).
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -80,4 +84,68 @@ def test_a_thread_the_spout_left_running_does_not_hold_the_down(duck: Clusterduc
     assert (run_dir / "final.json").exists()
     log = duck.run("logs", name, "source")
     assert "left 1 thread(s) running after the graceful down (own-flusher)" in log.stdout
+    assert not duck.leftovers(name)
+
+
+RESTART_PARTS = '''\
+import os, time
+
+
+def counted_then_wait(dispatch, calls):
+    """Notes each call, sends ten ids, then waits for a source that never answers."""
+    with open(calls, "a") as f:
+        f.write("called\\n")
+    for i in range(10):
+        dispatch(i, i)
+    while True:
+        time.sleep(0.05)
+
+
+def keep(value):
+    return value
+'''
+
+
+def test_a_spout_restarted_during_a_down_is_not_called_again(duck: Clusterduck) -> None:
+    """Its stream is over before it begins: calling the function again opened its source
+    for nothing (its first dispatch was refused; one that waits for its source first held
+    the down for the 5 s grace)."""
+    (duck.tmp / "restart_parts.py").write_text(RESTART_PARTS)
+    calls = duck.tmp / "calls"
+    name, topology = write_topology(
+        duck,
+        "rdown",
+        duck.tmp,
+        [f"{{name: source, entry: 'restart_parts:counted_then_wait', args: {{calls: '{calls}'}}}}"],
+        ["{name: sink, entry: 'restart_parts:keep', inputs: [source]}"],
+    )
+    started = duck.run("up", str(topology))
+    assert started.returncode == 0, started.stderr
+    source = wait_until(
+        lambda: (s := duck.status(name)) and instance(s, "sink")["received"] == 10 and s,
+        what="the ten ids at the sink",
+    )
+    pid = instance(source, "source")["pid"]
+    down = subprocess.Popen(
+        [*CLI, "down", name, "--timeout", "30"],
+        env=duck.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=duck.tmp,
+    )
+    # The spout waits for its source: the down's grace holds it for 5 s, time enough to
+    # kill it; its supervisor restarts it with the down under way.
+    wait_until(
+        lambda: instance(duck.status(name), "source")["state"] == "draining",
+        what="the spout to hear of the down",
+    )
+    os.kill(pid, signal.SIGKILL)
+    out, err = down.communicate(timeout=120)
+    assert down.returncode == 0, err
+    final = duck.status(name)
+    row = instance(final, "source")
+    assert row["restarts"] == 1 and row["state"] == "finished", row
+    assert instance(final, "sink")["received"] == 10
+    assert calls.read_text().splitlines() == ["called"]  # before: called twice
     assert not duck.leftovers(name)

@@ -641,8 +641,12 @@ class ComponentProcess:
         sys.setswitchinterval(SWITCH_INTERVAL)
         wake_recv, wake_send = self.transport.pair_signal(f"wake-{os.getpid()}")
         bridge = self.bridge = SpoutBridge(self._room_for_spout(), wake_send)
-        if self.stopping:
-            bridge.stop()
+        # Started (or restarted after a crash) once a graceful down came: the stream is
+        # over before it began. The user's function is not called: it would open its
+        # source again only to have its first dispatch refused.
+        skipped = self.stopping
+        if skipped:
+            bridge.skip()
         thread = threading.Thread(
             target=bridge.run, args=(code.call, code.is_async), name=f"spout-{self.name}"
         )
@@ -660,7 +664,8 @@ class ComponentProcess:
         if inline:
             bridge.set_pump(self._pump_spout)
         before = set(threading.enumerate())
-        thread.start()
+        if not skipped:
+            thread.start()
         while True:
             with bridge.lock:
                 if self._pump_fatal is not None:
@@ -706,7 +711,7 @@ class ComponentProcess:
                 else "did not call dispatch",
                 STOP_GRACE,
             )
-        else:
+        elif not skipped:
             thread.join()
             # Threads the spout started that still run after a down: the executor's of
             # an async spout cancelled while it awaited asyncio.to_thread (that read goes

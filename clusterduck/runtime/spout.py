@@ -532,6 +532,12 @@ class SpoutBridge:
     def awake(self) -> None:
         self._io_idle = False
 
+    def skip(self) -> None:
+        """The stream ends before the spout's function is called (its process started
+        after a graceful down came): nothing for the I/O loop to wait for."""
+        self.stop()
+        self._done.set()
+
     def stop(self) -> None:
         """A graceful down: the next dispatch raises SpoutStopped, an async spout's task is
         cancelled; a spout that neither comes back to ``dispatch`` nor ends within
