@@ -80,7 +80,7 @@ def test_down_of_a_detached_run_says_what_restarts_cost(duck: Clusterduck) -> No
     # Totals that mean something: what entered and what came out, not a sum over hops.
     final = duck.status(name)
     spouts, sinks = instance(final, "source")["emitted"], instance(final, "sink")["received"]
-    assert f"spouts dispatched {spouts:,}, sinks received {sinks:,}" in stopped.stderr
+    assert f"spouts dispatched {spouts:,}, sinks received {sinks:,}" in stopped.stdout
 
 
 def test_up_wait_returns_with_nothing_left_running(duck: Clusterduck) -> None:

@@ -30,7 +30,13 @@ from zmq.utils.monitor import recv_monitor_message
 
 from clusterduck import deploy
 from clusterduck.loader import load
-from clusterduck.protocol import InstanceStatus, State, TopologyStatus, pack_count
+from clusterduck.protocol import (
+    InstanceStatus,
+    State,
+    TopologyStatus,
+    data_part,
+    pack_count,
+)
 from clusterduck.runtime.codec import get_codec
 from clusterduck.runtime.inbound import MAX_FRAME_BYTES, InboundGuard, Rejections
 from clusterduck.state import TopologyRecord, load_all
@@ -133,6 +139,30 @@ def exact(result: TopologyResult) -> None:
 def no_restarts(result: TopologyResult) -> None:
     for row in result.status.instances():
         assert row.restarts == 0 and row.state is State.FINISHED, row
+
+
+def relay_counts(live: Live, expected: dict[str, int]) -> None:
+    """Wait until the relay counted exactly ``expected`` rejected frames (else say what
+    it counted)."""
+    seen: list[dict[str, int]] = [{}]
+
+    def counted() -> bool:
+        seen[0] = dict(live.relay().rejected_frames)
+        return seen[0] == expected
+
+    try:
+        wait_until(counted, 60, 0.1, f"the relay to count {expected}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; it counted {seen[0]}") from None
+
+
+def finished_exact(live: Live, expected: dict[str, int]) -> None:
+    """Open the gate: the stream arrives exact (nothing forged in it), nothing restarted,
+    and the relay's final counts are ``expected``."""
+    result = live.open_gate_and_finish()
+    exact(result)
+    no_restarts(result)
+    assert result.status.component("relay").instances[0].rejected_frames == expected
 
 
 # ---------------------------------------------------------------------- another local user
@@ -277,14 +307,46 @@ IDENTITY = b"\x00\x80\x00\x00\x29"
 # spout's is random, so this takes nothing over): it passes the connection check, and
 # its payloads reach the decoder and the shape check.
 ACCESS = b"numbers/0@hostile"
-# Batches that are not batches, from ACCESS: undecodable, and decoded but wrongly shaped.
+# Batches that are not batches, from ACCESS: undecodable, and decoded but wrongly shaped
+# (in three parts, and in one: the guard has a fast path for each).
 FORGED_PAYLOADS = [[b"Dnumbers/0", b"\x80not a pickle", pack_count(5)],
                    [b"Dnumbers/0", pickle.dumps([1, 2]), pack_count(5)],
                    [b"Dnumbers/0", pickle.dumps({"a": 1}), pack_count(5)],
-                   [b"Dnumbers/0", OVER_COUNT, pack_count(2)]]  # fmt: skip
+                   [b"Dnumbers/0", OVER_COUNT, pack_count(2)],
+                   [data_part(b"Dnumbers/0", 5, b"\x80not a pickle")],
+                   [data_part(b"Dnumbers/0", 5, pickle.dumps([1, 2]))],
+                   [data_part(b"Dnumbers/0", 2, OVER_COUNT)]]  # fmt: skip
 _payload_message = st.tuples(
-    st.one_of(_pickled, st.binary(max_size=32)), st.integers(1, 2**40)
-).map(lambda t: [b"Dnumbers/0", t[0], pack_count(t[1])])
+    st.one_of(_pickled, st.binary(max_size=32)), st.integers(1, 2**40), st.booleans()
+).map(
+    lambda t: (
+        [data_part(b"Dnumbers/0", t[1], t[0])] if t[2] else [b"Dnumbers/0", t[0], pack_count(t[1])]
+    )
+)
+# Since protocol 3 a small data frame travels as ONE part (protocol.data_part: ``d``, the
+# running total, the sender's name and the payload), which the guard takes on a fast path
+# of its own. A well-formed batch that claims numbers/0 (ids no real message has: were it
+# taken, the relay's output would show them), from a connection that is not the spout's;
+# one that names a sender that does not exist; and malformed ones: a head cut short, a
+# name longer than the frame, a negative running total, a name that is not an instance,
+# a second part.
+FORGED_BATCH = get_codec("pickle").dumps([(10**6, -1), (10**6 + 1, -2)])
+FORGED_ONE_PART = [[data_part(b"Dnumbers/0", 2, FORGED_BATCH)],
+                   [data_part(b"Dnumbers/0", 10**9, FORGED_BATCH)],
+                   [data_part(b"Dnumbers/1", 2, FORGED_BATCH)],
+                   [data_part(b"Drelay/0", 2, FORGED_BATCH)],
+                   [b"d\x02\x00"],
+                   [b"d" + pack_count(2) + bytes([200]) + b"numbers/0"],
+                   [data_part(b"Dnumbers/0", -1, FORGED_BATCH)],
+                   [data_part(b"Dnumbers", 2, FORGED_BATCH)],
+                   [data_part(b"D", 2, FORGED_BATCH)],
+                   [data_part(b"Dnumbers/0", 2, FORGED_BATCH), b"second part"]]  # fmt: skip
+_one_part = st.builds(
+    lambda name, total, payload: [data_part(b"D" + name.encode(), total, payload)],
+    st.sampled_from(["numbers/0", "numbers/1", "numbers/-1", "relay/0", "", "numbers/0\x00"]),
+    st.integers(-(2**62), 2**62),
+    st.one_of(_pickled, st.binary(max_size=32)),
+)
 
 
 @settings(max_examples=1, deadline=None, suppress_health_check=list(HealthCheck))
@@ -293,7 +355,9 @@ def test_hostile_frames_from_a_peer_with_access_are_counted_and_dropped(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
 ) -> None:
     tmp_path = tmp_path_factory.mktemp("hostile")
-    messages = FORGED_EOS + FORGED_DATA + data.draw(st.lists(_message, min_size=80, max_size=150))
+    messages = FORGED_EOS + FORGED_DATA + FORGED_ONE_PART
+    messages += data.draw(st.lists(_message, min_size=80, max_size=150))
+    messages += data.draw(st.lists(_one_part, min_size=20, max_size=40))
     control_frames = data.draw(st.lists(_control, min_size=20, max_size=40))
     # The oracle: the same guard, with what the relay expects. Frames it would accept
     # (a well-formed batch or end of stream of numbers/0) are forgeries the transport's
@@ -315,7 +379,8 @@ def test_hostile_frames_from_a_peer_with_access_are_counted_and_dropped(
         if sum(counted.counts.values()) == before + 1:
             payloads.append(message)
     expected = Counter(counted.counts)
-    assert expected["undecodable"] >= 1 and expected["shape"] >= 2
+    assert expected["undecodable"] >= 2 and expected["shape"] >= 4
+    assert expected["sender"] >= 4  # the one-part frames that claim numbers/0 among them
     with (
         pytest.MonkeyPatch.context() as monkeypatch,
         running(tmp_path, monkeypatch, "auto") as live,
@@ -401,6 +466,7 @@ def test_with_curve_a_member_cannot_speak_as_another_instance(
         [b"Enumbers/0"],
         [b"Dnumbers/0", get_codec("pickle").dumps([(10**6, 1)]), pack_count(1)],
         [b"Pnumbers/0", pack_count(0)],
+        [data_part(b"Dnumbers/0", 2, FORGED_BATCH)],  # one part (protocol 3)
     ]
     with running(tmp_path, monkeypatch, "curve") as live:
         keys = json.loads((live.home / "topologies" / "gated" / "keys.json").read_text())
@@ -431,24 +497,62 @@ def test_with_curve_a_member_cannot_speak_as_another_instance(
                     sock.send_multipart(frames)
                 socks.append(sock)
             expected = {"peer": 4 * len(forged)}  # the stranger's were never read
-            seen: list[dict[str, int]] = [{}]
-
-            def counted() -> bool:
-                seen[0] = dict(live.relay().rejected_frames)
-                return seen[0] == expected
-
-            try:
-                wait_until(counted, 60, 0.1, f"the relay to count {expected}")
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}; it counted {seen[0]}") from None
+            relay_counts(live, expected)
             for sock in socks:
                 sock.close(linger=0)
         finally:
             ctx.destroy(linger=0)
-        result = live.open_gate_and_finish()
-    exact(result)
-    no_restarts(result)
-    assert result.status.component("relay").instances[0].rejected_frames == expected
+        finished_exact(live, expected)
+
+
+# ------------------------------------------------- without keys: the connection's name
+
+
+# Connections that are not the spout's, named or not: a ROUTER without an identity of its
+# own, another instance, a sender that does not exist, and names that only look like the
+# spout's (the guard compares what precedes the last ``@`` with the sender's name).
+NOT_THE_SPOUT = [None, b"relay/0@1", b"numbers/1@2", b"numbers/00@3", b"@numbers/0",
+                 b"numbers/0x", b"numbers/0@4@5", b"xnumbers/0@6"]  # fmt: skip
+
+
+@pytest.mark.parametrize("security", ["auto", "none"])
+def test_one_part_frames_that_claim_another_sender_are_counted_and_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, security: str
+) -> None:
+    """Without CURVE (ipc on this machine under ``auto``, tcp under ``none``) the relay
+    checks the sender a frame names against the name of the connection it came on.
+    One-part data frames (protocol 3, the guard's fast path) that claim numbers/0, or
+    name a sender that does not exist, from connections that are not the spout's: each is
+    counted as ``sender`` and dropped (their ids never reach the relay's output), and the
+    real stream is exact."""
+    with running(tmp_path, monkeypatch, security) as live:
+        endpoint = live.relay().endpoint
+        assert endpoint is not None
+        assert endpoint.startswith("ipc://" if security == "auto" else "tcp://127.0.0.1:")
+        forged = [
+            [data_part(b"Dnumbers/0", 2, FORGED_BATCH)],
+            [data_part(b"Dnumbers/0", 10**9, FORGED_BATCH)],
+            [data_part(b"Dnumbers/1", 2, FORGED_BATCH)],
+        ]
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        try:
+            socks = []
+            for identity in NOT_THE_SPOUT:
+                sock = ctx.socket(zmq.DEALER)
+                sock.linger = 0
+                if identity is not None:
+                    sock.identity = identity
+                sock.connect(endpoint)
+                for frames in forged:
+                    sock.send_multipart(frames)
+                socks.append(sock)
+            expected = {"sender": len(NOT_THE_SPOUT) * len(forged)}
+            relay_counts(live, expected)
+            for sock in socks:
+                sock.close(linger=0)
+        finally:
+            ctx.destroy(linger=0)
+        finished_exact(live, expected)  # (the forged ids, 10**6 on, would be there)
 
 
 # ---------------------------------------------------------------------- keys

@@ -107,15 +107,25 @@ def _state(state: State | str) -> Text:
     return Text(text, style=_STATE_STYLE.get(text, ""))
 
 
-def _duration(seconds: float | None) -> str:
-    if not seconds:
-        return "-"
+def _duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+# States in which an instance has reported (its uptime is known, if under a second).
+_REPORTED = frozenset({State.RUNNING, State.DRAINING, State.FINISHED})
+
+
+def _uptime(row: InstanceStatus) -> str:
+    """``0s`` for an instance that has run under a second; ``-`` only while nothing
+    is known (not started, or no report yet)."""
+    if row.uptime or (row.pid and row.state in _REPORTED):
+        return _duration(row.uptime)
+    return "-"
 
 
 def _anomalies(anomalies: Mapping[str, int]) -> str:
@@ -305,7 +315,7 @@ def status_table(status: TopologyStatus) -> Group:
                     f"{row.rate:,.0f}",
                     str(row.restarts),
                     *((f"{row.lost:,}",) if lost else ()),
-                    _duration(row.uptime),
+                    _uptime(row),
                     (row.last_error or "")[:60],
                     *((f"{row.pending:,}", f"{row.replayed:,}") if alo else ()),
                 ]

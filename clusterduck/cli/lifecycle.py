@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 __all__ = ["down", "list_topologies", "logs", "status", "up"]
 
 DOWN_TIMEOUT = 30.0
+#: An error lists at most this many components (a wide topology's ran over the screen).
+LISTED_AT_MOST = 8
 
 
 def _find(name: str | None) -> TopologyRecord:
@@ -49,8 +51,10 @@ def _find(name: str | None) -> TopologyRecord:
 
 
 def _sink_output(record: TopologyRecord, lines: int = 15) -> list[tuple[str, str]]:
-    """The last lines each sink instance printed: what a finished topology produced."""
+    """The last lines each sink instance printed: what a finished topology produced
+    (from the start of a record, as ``logs -n``)."""
     from ..deploy import Cluster
+    from ..logview import LOOK_BACK, last_records
 
     spec = record.spec
     cluster = Cluster(record)
@@ -61,9 +65,10 @@ def _sink_output(record: TopologyRecord, lines: int = 15) -> list[tuple[str, str
                 host = record.holder(comp.name, i)
                 path = RunLayout(record.hosts[host].run_dir).instance_log(comp.name, i)
                 try:
-                    text = _tail(cluster, host, path, lines)
+                    end = _tail(cluster, host, path, lines + LOOK_BACK).splitlines(True)
                 except ClusterduckError:
                     continue
+                text = "".join(last_records(end, lines))
                 if text.strip():
                     shown.append((f"{comp.name}/{i}", text))
     finally:
@@ -299,7 +304,9 @@ def down(name: str | None, timeout: float, force: bool) -> None:
     from ..deploy import Cluster, stop_topology
     from .console import make_console
 
-    err = make_console(err=True)
+    # What it did (the summary) on stdout, as `status` prints its table: a script reads
+    # it, `2>/dev/null` keeps it; progress, notices and warnings on stderr.
+    out, err = make_console(), make_console(err=True)
     record = _find(name)  # SPEC: without NAME, exit 1 listing the candidates
     if not record.active:
         # Nothing runs: sweep anyway (a crash may have left something), but keep the
@@ -317,7 +324,7 @@ def down(name: str | None, timeout: float, force: bool) -> None:
     busy = err.status(f"stopping {record.name} …") if err.is_terminal else contextlib.nullcontext()
     with busy:
         final = stop_topology(record, 0 if force else timeout, force=force)
-    err.print(
+    out.print(
         f"[green]down[/] {record.name}: {final.state.value}; {_totals(final, record)}; "
         f"logs kept (`clusterduck logs {record.name}`)"
     )
@@ -384,13 +391,14 @@ def logs(
 
     With one topology running (or known), NAME may be left out: `logs COMPONENT`."""
     from ..deploy import Cluster
+    from ..logview import LOOK_BACK, last_records
 
     record, component = _logs_target(name, component)
     names = [c.name for c in record.spec.components]
     if component is not None and component not in names + ["supervisor"]:
         raise ClusterduckError(
             f"topology {record.name} has no component {component!r} "
-            f"(components: {', '.join(names)}, or 'supervisor')"
+            f"({_components(component, names)})"
         )
     known = record.runs()
     if run is not None and run not in known:
@@ -413,7 +421,9 @@ def logs(
                 if host not in record.hosts:
                     continue  # a host the latest run no longer uses: no way to reach it
                 for label, path in entries:
-                    text = _tail(cluster, host, path, lines).rstrip("\n")
+                    # From the start of a record: never among a traceback's frames.
+                    end = _tail(cluster, host, path, lines + LOOK_BACK).splitlines()
+                    text = "\n".join(last_records(end, lines)).rstrip("\n")
                     if not text and component is None and lines:
                         quiet.append(label)
                         continue
@@ -449,18 +459,37 @@ def _logs_target(name: str | None, component: str | None) -> tuple[TopologyRecor
                     f"(logs of {owners[0]}: the only topology with a component {name!r})", err=True
                 )
                 return next(r for r in records if r.name == owners[0]), name
-            runs = " or ".join(f"`clusterduck logs {owner} {name}`" for owner in owners)
+            runs = [f"`clusterduck logs {owner} {name}`" for owner in owners]
             raise StateError(
-                f"{exc}; {name!r} is a component of {', '.join(owners)}: run {runs}"
+                f"{exc}; {name!r} is a component of {_capped(owners)}: run "
+                + " or ".join(runs[:LISTED_AT_MOST])
+                + (" …" if len(runs) > LISTED_AT_MOST else "")
             ) from None
         names = [c.name for c in record.spec.components]
         if name in [*names, "supervisor"]:
             return record, name
-        known = ", ".join(r.name for r in load_all())
+        known = _capped([r.name for r in load_all()])
         raise StateError(
             f"no topology named {name!r} is known (known: {known}), and {record.name} "
-            f"has no component {name!r} (components: {', '.join(names)}, or 'supervisor')"
+            f"has no component {name!r} ({_components(name, names)})"
         ) from None
+
+
+def _capped(names: list[str]) -> str:
+    """``a, b, c``, or the first LISTED_AT_MOST of them and ``and N more``."""
+    if len(names) <= LISTED_AT_MOST:
+        return ", ".join(names)
+    return f"{', '.join(names[:LISTED_AT_MOST])} and {len(names) - LISTED_AT_MOST} more"
+
+
+def _components(wanted: str, names: list[str]) -> str:
+    """What an error says a topology's components are: the closest to ``wanted`` first,
+    at most LISTED_AT_MOST (``status NAME`` lists them all)."""
+    import difflib  # an error's path only
+
+    close = difflib.get_close_matches(wanted, names + ["supervisor"], n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}components: {_capped(names)}, or 'supervisor'"
 
 
 def _log_files(

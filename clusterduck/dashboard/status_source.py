@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import deploy
 from ..exceptions import ClusterduckError, StateError
+from ..logview import LOOK_BACK, last_records
 from ..protocol import RunLayout
 from ..state import TopologyRecord, find, load_all
 
@@ -120,7 +121,8 @@ def _instances(record: TopologyRecord) -> list[tuple[str, int, str]]:
 
 def log_tail(name: str, component: str, index: int, lines: int) -> str:
     """The last ``lines`` lines of one instance's log, as ``logs NAME COMPONENT -n``
-    shows them (``tail`` on its host)."""
+    shows them (``tail`` on its host; from the start of a record, never among a
+    traceback's frames: logview)."""
     record = _record(name)
     hosts = {(c, i): h for c, i, h in _instances(record)}
     if (component, index) not in hosts:
@@ -130,14 +132,12 @@ def log_tail(name: str, component: str, index: int, lines: int) -> str:
         )
     host = hosts[(component, index)]
     cluster = deploy.Cluster(record)
+    path = _log_path(record, component, index, host)
     try:
-        return (
-            cluster.conn(host)
-            .run(["tail", "-n", str(lines), _log_path(record, component, index, host)], timeout=10)
-            .stdout
-        )
+        end = cluster.conn(host).run(["tail", "-n", str(lines + LOOK_BACK), path], timeout=10)
     finally:
         cluster.close()
+    return "".join(last_records(end.stdout.splitlines(True), lines))
 
 
 @dataclass(frozen=True)

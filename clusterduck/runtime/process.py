@@ -62,7 +62,7 @@ from .intake import GRANT_EVERY, SLICE_SECONDS, Intake
 from .metrics import Metrics
 from .outbox import MAX_BATCH, Outbox, Output
 from .routing import Route
-from .spout import STOP_GRACE, SWITCH_INTERVAL, SpoutBridge, SpoutStopped
+from .spout import STOP_GRACE, SWITCH_INTERVAL, SpoutBridge, SpoutStopped, threads_left
 from .transport import Socket, Transport
 
 __all__ = ["ComponentProcess", "SpoutStopped", "main"]
@@ -649,8 +649,12 @@ class ComponentProcess:
         sys.setswitchinterval(SWITCH_INTERVAL)
         wake_recv, wake_send = self.transport.pair_signal(f"wake-{os.getpid()}")
         bridge = self.bridge = SpoutBridge(self._room_for_spout(), wake_send)
-        if self.stopping:
-            bridge.stop()
+        # Started (or restarted after a crash) once a graceful down came: the stream is
+        # over before it began. The user's function is not called: it would open its
+        # source again only to have its first dispatch refused.
+        skipped = self.stopping
+        if skipped:
+            bridge.skip()
         thread = threading.Thread(
             target=bridge.run, args=(code.call, code.is_async), name=f"spout-{self.name}"
         )
@@ -667,7 +671,9 @@ class ComponentProcess:
             sock.signal_fd()  # read here, before the spout thread may use the socket
         if inline:
             bridge.set_pump(self._pump_spout)
-        thread.start()
+        before = set(threading.enumerate())
+        if not skipped:
+            thread.start()
         while True:
             with bridge.lock:
                 if self._pump_fatal is not None:
@@ -704,13 +710,35 @@ class ComponentProcess:
             # leaves without waiting for it (main).
             bridge.closed = self.abandoned = True
             log.warning(
-                "spout %s did not call dispatch within %g s of the graceful down: "
-                "its stream ends without it",
+                "spout %s %s within %g s of the graceful down: its stream ends without it",
                 self.name,
+                # An async spout was cancelled: its finally blocks still run (or it
+                # swallowed the CancelledError and awaits on).
+                "did not end after it was cancelled"
+                if bridge.cancelled
+                else "did not call dispatch",
                 STOP_GRACE,
             )
-        else:
+        elif not skipped:
             thread.join()
+            # Threads the spout started that still run after a down: the executor's of
+            # an async spout cancelled while it awaited asyncio.to_thread (that read goes
+            # on), or its own. They get what is left of the grace; an ordinary exit would
+            # wait for them without end (the interpreter joins executors' threads), so
+            # the process leaves without them, as for an abandoned spout (main).
+            left = threads_left(before, thread) if self.stopping else []
+            for other in left:
+                other.join(timeout=bridge.grace_left())
+            left = [t for t in left if t.is_alive()]
+            if left:
+                self.abandoned = True
+                log.warning(
+                    "spout %s left %d thread(s) running after the graceful down (%s): "
+                    "the process leaves without waiting for them",
+                    self.name,
+                    len(left),
+                    ", ".join(t.name for t in left),
+                )
         if bridge.error is not None:
             exc = bridge.error
             self.metrics.errors += 1

@@ -7,7 +7,10 @@ between them is bounded (``limit``): a spout that runs ahead of the network wait
 with the credit its outputs hold and the spout's ``max_pending`` (:meth:`set_limit`; 0
 holds ``dispatch``), so a graceful ``down`` drains within about one credit window. A
 graceful ``down`` makes the next ``dispatch`` raise :class:`SpoutStopped`, which ends the
-spout's stream.
+spout's stream. An ``async def`` spout's task is also cancelled at the down, from its own
+event loop's thread (as any asyncio service is at shutdown): one that awaits its source
+gets ``CancelledError`` there, which ends its stream, so its ``finally`` and
+``async with`` blocks run (:meth:`SpoutBridge.stop`, :meth:`SpoutBridge.run`).
 
 A message that comes alone is sent by the spout's own thread, inside ``dispatch``
 (:meth:`SpoutBridge.set_pump`): the I/O loop's state and sockets are guarded by
@@ -58,6 +61,7 @@ from typing import Any, Protocol
 from ..protocol import Columns
 
 __all__ = [
+    "EXECUTOR_SUFFIX",
     "HANDOFF_WAIT",
     "INLINE_FACTOR",
     "INLINE_GAP",
@@ -68,6 +72,7 @@ __all__ = [
     "SWITCH_INTERVAL",
     "SpoutBridge",
     "SpoutStopped",
+    "threads_left",
 ]
 
 #: The longest ``dispatch`` waits for the idle I/O loop to take a message over.
@@ -104,8 +109,29 @@ PACED_WINDOW = 0.005
 #: waits for its source: a sleep, a blocking read, a poll) is given before its stream
 #: ends without it: anything it dispatched from then on would be refused anyway. Long
 #: enough for a consumer's long poll (a Kafka-style ``poll(timeout)``) to come back,
-#: reach ``dispatch`` and run its ``finally`` (committing what it read).
+#: reach ``dispatch`` and run its ``finally`` (committing what it read). An async spout,
+#: cancelled at the down, has as long for its ``finally`` and ``async with`` exits.
 STOP_GRACE = 5.0
+
+
+#: The default executor's threads of an async spout are named after the spout's thread
+#: with this suffix (and a number).
+EXECUTOR_SUFFIX = "-to_thread"
+
+
+def threads_left(before: set[threading.Thread], spout: threading.Thread) -> list[threading.Thread]:
+    """The threads a spout's code started (not in ``before``) that an ordinary exit of the
+    process would wait for: those that are not daemons, and its async loop's executor's
+    (the interpreter joins every executor's threads at exit, daemons or not)."""
+    executor = f"{spout.name}{EXECUTOR_SUFFIX}"
+    return [
+        t
+        for t in threading.enumerate()
+        if t not in before
+        and t is not spout
+        and t.is_alive()
+        and (not t.daemon or t.name.startswith(executor))
+    ]
 
 
 class SpoutStopped(BaseException):
@@ -164,6 +190,11 @@ class SpoutBridge:
         #: wake-up socket is about to close.
         self.closed = False
         self.error: BaseException | None = None  # what the spout raised, if anything
+        # An async spout's task: cancels it from any thread (set once its loop runs);
+        # it is cancelled once, by whichever of stop() and the task's start comes last.
+        self._cancel: Callable[[], object] | None = None
+        self._cancel_lock = threading.Lock()
+        self._cancelled = False
         #: Held by whoever uses the I/O loop's state and sockets (the loop, or a pump).
         self.lock = threading.Lock()
         self._pump: Callable[[], bool] | None = None
@@ -319,9 +350,7 @@ class SpoutBridge:
         """The spout thread's body: the user's function, then the end of its stream."""
         try:
             if is_async:
-                import asyncio  # only async spouts pay for it
-
-                asyncio.run(call(self.dispatch_async))
+                self._run_async(call)
             else:
                 call(self.dispatch)
         except SpoutStopped:
@@ -335,6 +364,91 @@ class SpoutBridge:
                     self._wake.send((b"",), block=False)
                 except Exception:  # noqa: BLE001 - closed meanwhile: nobody to wake
                     pass
+
+    def _run_async(self, call: Callable[..., Any]) -> None:
+        """``asyncio.run`` of an async spout, whose task a graceful down cancels (stop).
+
+        Run by hand rather than by ``asyncio.run`` for the end: after a down, the loop
+        does not wait for its default executor, whose thread may still block in a read
+        the spout awaited through ``asyncio.to_thread`` (the process leaves without it:
+        ComponentProcess.run_spout). After a natural end it does, as ``asyncio.run``."""
+        import asyncio  # only async spouts pay for it
+
+        async def main() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            loop = asyncio.get_running_loop()
+
+            def cancel() -> None:
+                loop.call_soon_threadsafe(task.cancel)
+
+            self._cancel = cancel
+            if self.stopping:  # the down came before the task ran
+                self._cancel_task()
+            try:
+                await call(self.dispatch_async)
+            except asyncio.CancelledError:
+                if not self._cancelled:
+                    raise  # not the down's: the spout's own doing, an error
+                # The graceful down: the end of the stream.
+
+        from concurrent.futures import ThreadPoolExecutor  # (asyncio imported it)
+
+        loop = asyncio.new_event_loop()
+        # The default executor (asyncio.to_thread), as asyncio's own, but with threads
+        # named after this one: threads_left() tells them apart. They are daemons, as
+        # this thread is, but an ordinary exit joins them all the same.
+        prefix = f"{threading.current_thread().name}{EXECUTOR_SUFFIX}"
+        loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix=prefix))
+        try:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(main())
+        except asyncio.CancelledError as exc:
+            self.error = exc
+        finally:
+            try:
+                # What asyncio.run does on the way out: the spout's other tasks are
+                # cancelled (their finally blocks run), async generators closed.
+                rest = asyncio.all_tasks(loop)
+                for task in rest:
+                    task.cancel()
+                if rest:
+                    loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+                for task in rest:  # one that raised on its way out is logged, as there
+                    if not task.cancelled() and task.exception() is not None:
+                        loop.call_exception_handler(
+                            {
+                                "message": "a task of the spout raised at its end",
+                                "exception": task.exception(),
+                                "task": task,
+                            }
+                        )
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                if not self.stopping:
+                    loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                self._cancel = None
+                asyncio.set_event_loop(None)
+                loop.close()  # (the executor, if any, is shut down without waiting)
+
+    @property
+    def cancelled(self) -> bool:
+        """An async spout's task was cancelled by a graceful down."""
+        return self._cancelled
+
+    def _cancel_task(self) -> None:
+        """Cancel an async spout's task, once (a second cancel would interrupt its
+        cleanup); a no-op for a sync spout, or before the task runs (it then cancels
+        itself as it starts)."""
+        with self._cancel_lock:
+            cancel = self._cancel
+            if cancel is None or self._cancelled:
+                return
+            self._cancelled = True
+            try:
+                cancel()
+            except RuntimeError:  # its loop closed meanwhile: the task is over
+                pass
 
     # -- the I/O loop ----------------------------------------------------------------
 
@@ -363,6 +477,10 @@ class SpoutBridge:
         if not self.stopping or self._refused or self._done.is_set():
             return None
         return self._stop_at
+
+    def grace_left(self) -> float:
+        """Seconds left of the grace after a graceful down (0 when none is under way)."""
+        return max(0.0, self._stop_at - time.monotonic()) if self.stopping else 0.0
 
     def take(self, limit: int, *, shrink: bool = True) -> Columns:
         """Up to ``limit`` queued messages, oldest first, as their ids and values.
@@ -414,10 +532,18 @@ class SpoutBridge:
     def awake(self) -> None:
         self._io_idle = False
 
+    def skip(self) -> None:
+        """The stream ends before the spout's function is called (its process started
+        after a graceful down came): nothing for the I/O loop to wait for."""
+        self.stop()
+        self._done.set()
+
     def stop(self) -> None:
-        """A graceful down: the next dispatch raises SpoutStopped; a spout that does not
-        come back to ``dispatch`` within ``STOP_GRACE`` has its stream ended without it."""
+        """A graceful down: the next dispatch raises SpoutStopped, an async spout's task is
+        cancelled; a spout that neither comes back to ``dispatch`` nor ends within
+        ``STOP_GRACE`` has its stream ended without it."""
         if not self.stopping:
             self._stop_at = time.monotonic() + self._grace
-        self.stopping = True
+        self.stopping = True  # (written before _cancel_task reads _cancel: see main)
         self._room.set()
+        self._cancel_task()

@@ -27,9 +27,11 @@ function short(n) {
   if (n >= 1e3) return (n / 1e3).toFixed(1) + "k";
   return n >= 10 ? n.toFixed(0) : n.toFixed(1).replace(/\.0$/, "");
 }
-function duration(s) {
-  s = Math.floor(s || 0);
-  if (!s) return "-";
+// An instance's uptime: "0s" once it has reported, if under a second; "-" before
+// (cli/console.py's _uptime).
+function uptime(r) {
+  if (!r.uptime && !(r.pid && ["running", "draining", "finished"].includes(r.state))) return "-";
+  const s = Math.floor(r.uptime || 0);
   if (s < 60) return s + "s";
   if (s < 3600) return Math.floor(s / 60) + "m" + String(s % 60).padStart(2, "0") + "s";
   return Math.floor(s / 3600) + "h" + String(Math.floor(s % 3600 / 60)).padStart(2, "0") + "m";
@@ -263,7 +265,7 @@ function topologyPage() {
         const values = {component: comp.name, index: r.index, host: r.host, pid: r.pid || "-",
           state: r.state, received: int(r.received), emitted: int(r.emitted),
           errors: int(r.errors), anomalies: anomalies(r.anomalies), backlog: int(r.backlog),
-          rate: int(Math.round(r.rate)), restarts: r.restarts, uptime: duration(r.uptime),
+          rate: int(Math.round(r.rate)), restarts: r.restarts, uptime: uptime(r),
           last_error: r.last_error || ""};
         for (const [k, v] of Object.entries(values)) {
           const text = String(v);
