@@ -320,7 +320,10 @@ def status_table(status: TopologyStatus) -> Group:
     )
     parts: list[Any] = [head, table]
     if status.state in (State.RUNNING, State.FAILING):
-        bottleneck = _bottleneck(status)
+        # A worker held up by a lost id leaves what feeds it busy for nothing: its
+        # problem line below says why; "raise its parallelism" would mislead.
+        stalled = any(row.gap is not None for row in status.instances())
+        bottleneck = None if stalled else _bottleneck(status)
         if bottleneck is not None:
             parts.append(bottleneck)
         for row in status.instances():

@@ -139,6 +139,27 @@ class Bundler:
         """Incomplete bundles currently held."""
         return len(self._pending)
 
+    def lowest(self) -> int | None:
+        """The lowest id of an incomplete bundle (``status``: which id a stalled worker
+        waits for); drops the heap's stale entries on the way, so it stays cheap."""
+        heap, pending = self._heap, self._pending
+        while heap and heap[0] not in pending:
+            heappop(heap)
+        return heap[0] if heap else None
+
+    def last_closed(self) -> int | None:
+        """The id that most recently completed (or was evicted): once it is above an
+        incomplete bundle's id, later ids got past that bundle."""
+        return self._closed_order[-1] if self._closed_order else None
+
+    def missing(self, seq: int) -> tuple[str, ...]:
+        """The inputs whose part of incomplete bundle ``seq`` has not come (``()`` if
+        no bundle with that id is held)."""
+        entry = self._pending.get(seq)
+        if entry is None:
+            return ()
+        return tuple(n for n, v in zip(self.inputs, entry, strict=False) if v is _MISSING)
+
     def held(self, input_name: str) -> int:
         """Parts from ``input_name`` that are waiting for other inputs."""
         return self._held[self._index[input_name]]
