@@ -7,6 +7,7 @@ Heavy modules (deploy, the loader, rich) are imported when a command runs.
 from __future__ import annotations
 
 import queue
+import re
 import sys
 import threading
 import time
@@ -48,8 +49,17 @@ def _find(name: str | None) -> TopologyRecord:
     return find(None)
 
 
-def _sink_output(record: TopologyRecord, lines: int = 15) -> list[tuple[str, str]]:
-    """The last lines each sink instance printed: what a finished topology produced."""
+# How much of each sink's log ``up --wait`` shows at the end (all of it: ``logs``).
+SINK_LINES = 15
+# A line the runtime logged (process.py's format), not one the user's code printed:
+# ``2026-11-28 21:17:21,419 ERROR [sink/0] …``.
+_LOGGED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \[", re.MULTILINE)
+
+
+def _sink_output(record: TopologyRecord, lines: int = SINK_LINES) -> list[tuple[str, str]]:
+    """The end of each sink instance's log: what a finished topology produced, under
+    a heading that says what it is (what the sink printed, and what clusterduck logged
+    for it if it raised) and, when cut, how much is left out and how to see it all."""
     from ..deploy import Cluster
 
     spec = record.spec
@@ -62,13 +72,28 @@ def _sink_output(record: TopologyRecord, lines: int = 15) -> list[tuple[str, str
                 path = RunLayout(record.hosts[host].run_dir).instance_log(comp.name, i)
                 try:
                     text = _tail(cluster, host, path, lines)
+                    total = _line_count(cluster, host, path) if text.count("\n") >= lines else 0
                 except ClusterduckError:
                     continue
-                if text.strip():
-                    shown.append((f"{comp.name}/{i}", text))
+                if not text.strip():
+                    continue
+                what = "printed and logged" if _LOGGED.search(text) else "printed"
+                heading = f"{comp.name}/{i} {what}"
+                if total > lines:
+                    heading += (
+                        f" (last {lines} of {total:,} lines; all of them: "
+                        f"clusterduck logs {record.name} {comp.name})"
+                    )
+                shown.append((heading, text))
     finally:
         cluster.close()
     return shown
+
+
+def _line_count(cluster: Cluster, host: str, path: str) -> int:
+    """Lines in a file on its host (``wc -l`` there); 0 if it cannot tell."""
+    out = cluster.conn(host).run(["wc", "-l", path], timeout=30).stdout.split()
+    return int(out[0]) if out and out[0].isdigit() else 0
 
 
 def _tail(cluster: Cluster, host: str, path: str, lines: int) -> str:
@@ -148,8 +173,8 @@ def up(
         return
     final = _follow(record, out)
     out.print(status_table(final))
-    for name, text in _sink_output(record):
-        out.print(f"[bold]── {name} printed ──[/]")
+    for heading, text in _sink_output(record):
+        out.print(f"── {heading} ──", style="bold", markup=False, highlight=False)
         # As the sink printed it: not through the console, which strips a piped line's
         # trailing blanks (tables pad them) and may wrap.
         click.echo(text, nl=not text.endswith("\n"))

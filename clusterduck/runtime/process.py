@@ -196,9 +196,7 @@ class ComponentProcess:
             )
             timeout = self.component.gap_timeout
             log.warning(
-                "%s has waited %.0f s for id %d (%s; lost upstream, e.g. by a crash?) "
-                "with %d later ids held behind it: %s",
-                self.name,
+                "has waited %.0f s for id %d (%s; lost upstream, e.g. by a crash?), backlog %d: %s",
                 gap.seconds,
                 gap.seq,
                 missing,

@@ -1,0 +1,61 @@
+"""What a new user's trial of the CLI found (s7u): ``up --wait`` saying how much of a
+sink's output it shows, piped ``last error`` in full, YAML hints, ``logs`` of a run
+that never started, Ctrl-C's exit code. Real processes through the CLI
+(``lifecycle_fixtures``), no mocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lifecycle_fixtures import Clusterduck
+
+PARTS = """\
+def hundred(dispatch):
+    for i in range(100):
+        dispatch(i, i)
+
+
+def show(value):
+    print(f"line {value}", flush=True)
+
+
+def explode(value):
+    if value == 95:
+        raise ValueError("exploded at 95")
+    print(f"fine {value}", flush=True)
+"""
+
+
+def _sink_topology(duck: Clusterduck, name: str, entry: str) -> Path:
+    (duck.tmp / "trial_parts.py").write_text(PARTS)
+    path = duck.tmp / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\n"
+        f"code: {duck.tmp}\n"
+        "spouts:\n"
+        "  - {name: source, entry: 'trial_parts:hundred'}\n"
+        "workers:\n"
+        f"  - {{name: sink, entry: 'trial_parts:{entry}', inputs: [source]}}\n"
+    )
+    return path
+
+
+def test_up_wait_says_it_shows_only_the_end_of_a_sinks_output(duck: Clusterduck) -> None:
+    name = duck.name("hundred")
+    ran = duck.run("up", "--wait", str(_sink_topology(duck, name, "show")))
+    assert ran.returncode == 0, ran.stderr
+    heading = (
+        f"── sink/0 printed (last 15 of 100 lines; all of them: clusterduck logs {name} sink) ──"
+    )
+    assert heading in ran.stdout, ran.stdout
+    shown = [line for line in ran.stdout.splitlines() if line.startswith("line ")]
+    assert len(shown) == 15, ran.stdout
+
+
+def test_up_wait_labels_a_sinks_errors_as_logged(duck: Clusterduck) -> None:
+    """A sink that raised: its log's end holds tracebacks, which it did not print."""
+    name = duck.name("explode")
+    ran = duck.run("up", "--wait", str(_sink_topology(duck, name, "explode")))
+    assert ran.returncode == 0, ran.stderr
+    assert "── sink/0 printed and logged (last 15 of " in ran.stdout, ran.stdout
+    assert "── sink/0 printed ──" not in ran.stdout, ran.stdout
