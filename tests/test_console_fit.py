@@ -3,9 +3,11 @@ least useful ones and says so, instead of cutting every cell down to ``lo…``."
 
 from __future__ import annotations
 
+import io
+
 from rich.console import Console
 
-from clusterduck.cli.console import HostProgress, status_table
+from clusterduck.cli.console import PIPE_WIDTH, HostProgress, status_table
 from clusterduck.protocol import ComponentStatus, InstanceStatus, State, TopologyStatus
 
 
@@ -60,7 +62,22 @@ def test_a_long_last_error_goes_under_a_narrow_table() -> None:
     error = "ValueError: could not convert string to float: 'n/a' (row 17)"
     text = rendered(a_status(error), 80)
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80, text
-    assert f"count/0 last error: {error[:60]}" in text, text  # the table cuts at 60
+    # Under the table it is whole (it wraps): only a cell of the table is cut, at 60.
+    assert f"count/0 last error: {error}" in " ".join(text.split()), text
+
+
+def test_only_a_terminal_cuts_the_last_error() -> None:
+    """A pipe or a file gets every column in full (README), the last error included."""
+    error = "ValueError: " + "a long explanation of what went wrong " * 4 + "(row 17)"
+    assert len(error) > 60
+    terminal = Console(width=300, record=True, force_terminal=True)
+    terminal.print(status_table(a_status(error)))
+    text = terminal.export_text()
+    assert error[:60] in text and error not in text, text
+    piped = Console(file=io.StringIO(), width=PIPE_WIDTH)  # what make_console gives a pipe
+    assert not piped.is_terminal
+    piped.print(status_table(a_status(error)))
+    assert error in piped.file.getvalue()  # type: ignore[attr-defined]
 
 
 def test_a_wide_terminal_shows_every_column() -> None:

@@ -21,7 +21,7 @@ def show(value):
 
 def explode(value):
     if value == 95:
-        raise ValueError("exploded at 95")
+        raise ValueError("exploded at 95, " + "and this message goes on and on " * 3)
     print(f"fine {value}", flush=True)
 """
 
@@ -59,3 +59,7 @@ def test_up_wait_labels_a_sinks_errors_as_logged(duck: Clusterduck) -> None:
     assert ran.returncode == 0, ran.stderr
     assert "── sink/0 printed and logged (last 15 of " in ran.stdout, ran.stdout
     assert "── sink/0 printed ──" not in ran.stdout, ran.stdout
+    # Piped, `status` has the whole last error (a terminal's table cuts it at 60).
+    error = "seq 95: ValueError: exploded at 95, " + "and this message goes on and on " * 3
+    piped = duck.run("status", name)
+    assert error.strip() in piped.stdout, piped.stdout
