@@ -250,6 +250,7 @@ class _YamlReader:
             opened = _unclosed(exc)
             if opened is not None:
                 at, hint = opened
+            hint = _unquoted_variable(self.text, exc) or hint
             self.report.add((), f"YAML syntax error: {what}", hint, at=at)
         except yaml.YAMLError as exc:
             self.report.add((), f"YAML error: {exc}", "fix the YAML syntax")
@@ -400,6 +401,32 @@ def _unclosed(exc: yaml.MarkedYAMLError) -> tuple[tuple[int, int], str] | None:
     return (found.line + 1, found.column + 1), (
         f"close the {what} opened at {where} with {closer} before this point"
     )
+
+
+def _unquoted_variable(text: str, exc: yaml.MarkedYAMLError) -> str | None:
+    """The hint for ``{path: ${VAR}}``: inside ``{ }`` or ``[ ]`` YAML reads the braces of
+    an unquoted ``${VAR}`` as its own, and PyYAML then asks to close the outer brace.
+    Looks for a ``${`` outside quotes between the opener and where PyYAML gave up."""
+    opened, found = exc.context_mark, exc.problem_mark
+    if str(exc.context) not in _FLOW or opened is None or found is None:
+        return None
+    end = text.find("\n", found.index)
+    stretch = text[opened.index : len(text) if end < 0 else end]
+    for match in re.finditer(r"\$\{([A-Za-z_][A-Za-z0-9_]*)?", stretch):
+        if match.start() > found.index - opened.index:
+            break
+        line = stretch[: match.start()].rsplit("\n", 1)[-1]
+        if line.count('"') % 2 == 0 and line.count("'") % 2 == 0:  # not inside quotes
+            name = match[1] or "VAR"
+            return (
+                f'quote ${{{name}}} in a {{ }} or [ ] value ("${{{name}}}"): unquoted, YAML '
+                "reads its braces as a mapping of its own"
+            )
+    return None
+
+
+# PyYAML's context inside ``{ }`` and ``[ ]``.
+_FLOW = ("while parsing a flow mapping", "while parsing a flow sequence")
 
 
 def _position(node: yaml.Node) -> tuple[int, int]:

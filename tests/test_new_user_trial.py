@@ -63,3 +63,21 @@ def test_up_wait_labels_a_sinks_errors_as_logged(duck: Clusterduck) -> None:
     error = "seq 95: ValueError: exploded at 95, " + "and this message goes on and on " * 3
     piped = duck.run("status", name)
     assert error.strip() in piped.stdout, piped.stdout
+
+
+def test_an_unquoted_variable_in_braces_gets_the_hint_to_quote_it(duck: Clusterduck) -> None:
+    path = duck.tmp / "dollar.yaml"
+    path.write_text(
+        "name: dollar\nspouts:\n  - name: numbers\n    entry: m:f\n    args: {path: ${DATA_PATH}}\n"
+    )
+    ran = duck.run("validate", str(path))
+    assert ran.returncode == 1, ran.stderr
+    assert f"{path}:5:" in ran.stderr, ran.stderr
+    assert 'quote ${DATA_PATH} in a { } or [ ] value ("${DATA_PATH}")' in ran.stderr, ran.stderr
+    assert "close the '{'" not in ran.stderr, ran.stderr
+    # In a list too, and a quoted one elsewhere on the way is not the culprit.
+    path.write_text(
+        'name: dollar\nspouts:\n  - {name: numbers, entry: m:f, args: {a: "${A:-1}", b: [${B}]}}\n'
+    )
+    ran = duck.run("validate", str(path))
+    assert 'quote ${B} in a { } or [ ] value ("${B}")' in ran.stderr, ran.stderr
