@@ -5,6 +5,7 @@ that never started, Ctrl-C's exit code. Real processes through the CLI
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from lifecycle_fixtures import Clusterduck
@@ -81,3 +82,35 @@ def test_an_unquoted_variable_in_braces_gets_the_hint_to_quote_it(duck: Clusterd
     )
     ran = duck.run("validate", str(path))
     assert 'quote ${B} in a { } or [ ] value ("${B}")' in ran.stderr, ran.stderr
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed): connecting is refused."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        return int(server.getsockname()[1])
+
+
+def test_logs_of_a_run_that_never_started_says_why(duck: Clusterduck) -> None:
+    """`up` failed while connecting to the only host: `logs` printed nothing, exit 0."""
+    name = duck.name("hosty")
+    path = duck.tmp / f"{name}.yaml"
+    (duck.tmp / "trial_parts.py").write_text(PARTS)
+    path.write_text(
+        f"name: {name}\n"
+        f"code: {duck.tmp}\n"
+        "hosts:\n"
+        f"  edge1: {{address: 127.0.0.1, port: {_closed_port()}}}\n"
+        "spouts:\n"
+        "  - {name: source, entry: 'trial_parts:hundred', host: edge1}\n"
+        "workers:\n"
+        "  - {name: sink, entry: 'trial_parts:show', inputs: [source], host: edge1}\n"
+    )
+    up = duck.run("up", str(path))
+    assert up.returncode == 2, up.stderr
+    for args in ((name,), (name, "sink")):
+        ran = duck.run("logs", *args)
+        assert ran.returncode == 2, (ran.stdout, ran.stderr)
+        assert f"error: {name} never started: host 'edge1': cannot connect" in ran.stderr, (
+            ran.stderr
+        )
+        assert f"see `clusterduck status {name}`" in ran.stderr.lower(), ran.stderr

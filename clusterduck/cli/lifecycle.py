@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..exceptions import ClusterduckError, RuntimeFault, StateError
+from ..exceptions import ClusterduckError, NeverStarted, RuntimeFault, StateError
 from ..protocol import AT_LEAST_ONCE, RunLayout, State, TopologyStatus
 from .errors import handle_errors
 
@@ -448,6 +448,36 @@ def logs(
                 click.echo(f"(nothing logged by {', '.join(quiet)})")
     finally:
         cluster.close()
+    if record.run in runs and not record.active:
+        _never_started(record, component)
+
+
+def _never_started(record: TopologyRecord, component: str | None) -> None:
+    """An ended run whose ``up`` failed before starting some hosts has no logs there:
+    say so, and why (the recorded final status's problems), rather than print nothing
+    and exit 0 (exit 2: a host failed)."""
+    started = record.run_dirs()
+    hosts = sorted(
+        {
+            host
+            for comp in record.spec.components
+            if component in (None, comp.name)
+            for i in range(comp.parallelism)
+            if (host := record.holder(comp.name, i)) not in started
+        }
+        | ({h for h in record.hosts if h not in started} if component == "supervisor" else set())
+    )
+    if not hosts:
+        return
+    problems = list((record.final or {}).get("problems") or [])
+    why = [
+        str(p).split("\n")[0]
+        for p in problems
+        if any(f"'{h}'" in str(p) or str(p).startswith(f"{h}:") for h in hosts)
+    ]
+    raise NeverStarted(
+        record.name, hosts, why or [str(p).split("\n")[0] for p in problems], not started
+    )
 
 
 def _logs_target(name: str | None, component: str | None) -> tuple[TopologyRecord, str | None]:
