@@ -51,6 +51,16 @@ class TopologyFile:
     code_dir: Path  # absolute: path.parent / topology.code, resolved
 
 
+# The hint for a file with no topology in it: a minimal one, since a pip-installed user
+# has no topologies/ folder to start from (each quoted line is a line of the file).
+START_FROM = (
+    "a minimal topology is three lines: `name: hello`, "
+    "`spouts: [{name: numbers, entry: 'mymodule:numbers'}]`, "
+    "`workers: [{name: show, entry: 'mymodule:show', inputs: [numbers]}]` "
+    '(mymodule.py next to the file; README: "A topology file")'
+)
+
+
 def load(
     path: str | Path, *, import_entries: bool = True, environ: Mapping[str, str] | None = None
 ) -> TopologyFile:
@@ -61,13 +71,13 @@ def load(
     report = Report(file=shown)
     data = _YamlReader(text, report, os.environ if environ is None else environ).read()
     if data is None:
-        report.add((), "the file is empty", "start from topologies/wordcount.yaml")
+        report.add((), "the file is empty", START_FROM)
         raise TopologyError(report.sorted())
     if not isinstance(data, dict):
         report.add(
             (),
             "a topology file must be a mapping of keys (name:, spouts:, …)",
-            "start from topologies/wordcount.yaml",
+            START_FROM,
         )
         raise TopologyError(report.sorted())
 

@@ -5,10 +5,20 @@ that never started, Ctrl-C's exit code. Real processes through the CLI
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import pty
+import re
+import select
 import socket
+import subprocess
+import time
 from pathlib import Path
 
-from lifecycle_fixtures import Clusterduck
+from lifecycle_fixtures import CLI, Clusterduck, interrupt
+
+from clusterduck.protocol import EdgeStatus, InstanceStatus, State, TopologyStatus
+from clusterduck.runtime.context import InstanceContext
 
 PARTS = """\
 def hundred(dispatch):
@@ -114,3 +124,98 @@ def test_logs_of_a_run_that_never_started_says_why(duck: Clusterduck) -> None:
             ran.stderr
         )
         assert f"see `clusterduck status {name}`" in ran.stderr.lower(), ran.stderr
+
+
+def test_an_empty_file_gets_a_minimal_topology_that_validates(duck: Clusterduck) -> None:
+    """The hint pointed at topologies/wordcount.yaml, which only a git checkout has."""
+    empty = duck.tmp / "empty.yaml"
+    empty.write_text("")
+    ran = duck.run("validate", str(empty))
+    assert ran.returncode == 1, ran.stderr
+    assert "the file is empty" in ran.stderr and "wordcount.yaml" not in ran.stderr, ran.stderr
+    # The hint's quoted lines are a topology that validates, given mymodule.py.
+    lines = re.findall(r"`([^`]+)`", ran.stderr.split("hint:")[1])
+    assert lines[0] == "name: hello", ran.stderr
+    (duck.tmp / "mymodule.py").write_text(
+        "def numbers(dispatch):\n    dispatch(0, 0)\n\n\ndef show(value):\n    print(value)\n"
+    )
+    minimal = duck.tmp / "minimal.yaml"
+    minimal.write_text("\n".join(lines) + "\n")
+    ok = duck.run("validate", str(minimal))
+    assert ok.returncode == 0, (minimal.read_text(), ok.stderr)
+
+
+def _first_output(fd: int, marker: bytes, timeout: float = 60) -> bytes:
+    """What ``fd`` gives until ``marker`` appears (polled with a deadline, never slept)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while marker not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise AssertionError(f"no {marker!r} within {timeout} s (got {data!r})")
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # a pty whose other end closed
+            chunk = b""
+        if not chunk:
+            raise AssertionError(f"the output ended before {marker!r} (got {data!r})")
+        data += chunk
+    return data
+
+
+def test_ctrl_c_ends_logs_follow_and_status_watch_with_130(duck: Clusterduck) -> None:
+    """The README lists 130 for Ctrl-C; `logs -f` and `status --watch` exited 0."""
+    name = duck.name("follow")
+    ran = duck.run("up", "--wait", str(_sink_topology(duck, name, "show")))
+    assert ran.returncode == 0, ran.stderr
+
+    follow = subprocess.Popen(
+        [*CLI, "logs", "-f", name, "sink"],
+        env=duck.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=duck.tmp,
+    )
+    assert follow.stdout is not None
+    _, err = interrupt(follow, lambda: _first_output(follow.stdout.fileno(), b"line 99"))
+    assert follow.returncode == 130, err
+    assert b"Traceback" not in err, err
+
+    # status --watch draws only on a terminal: a pseudo-terminal shows when it runs.
+    leader, follower = pty.openpty()
+    watch = subprocess.Popen(
+        [*CLI, "status", "--watch", name],
+        env={**duck.env, "TERM": "xterm", "COLUMNS": "200"},
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        cwd=duck.tmp,
+    )
+    os.close(follower)
+    try:
+        interrupt(watch, lambda: _first_output(leader, b"finished"))
+    finally:
+        os.close(leader)
+    assert watch.returncode == 130
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_readme_schema_of_status_json_has_every_key() -> None:
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("`status --json` is a stable schema")
+    schema = readme[start : readme.index("\n\n", start)]
+    named = set(re.findall(r'"(\w+)"', schema))
+    status = TopologyStatus("t", State.RUNNING)
+    expected = {*status.to_dict(), *InstanceStatus.KEYS, *EdgeStatus("x/0").to_dict()}
+    assert expected - named == set(), sorted(expected - named)
+
+
+def test_the_reference_lists_every_attribute_of_context() -> None:
+    reference = (REPO / "docs" / "reference.md").read_text()
+    section = reference[reference.index("**Who is running: `clusterduck.context()`.**") :]
+    attributes = [f.name for f in dataclasses.fields(InstanceContext)] + ["seq_id"]
+    missing = [a for a in attributes if f"| `{a}` |" not in section]
+    assert not missing, missing

@@ -296,14 +296,12 @@ def status(name: str | None, as_json: bool, watch: bool) -> None:
     if not watch:
         out.print(status_table(topology_status(record)))
         return
-    try:
-        with live_view(out, status_table(topology_status(record)), refresh=2) as live:
-            while True:
-                time.sleep(1)
-                record = find(record.name)
-                live.update(status_table(topology_status(record)))
-    except KeyboardInterrupt:
-        pass
+    # Until Ctrl-C, which exits 130 like every interrupted command (handle_errors).
+    with live_view(out, status_table(topology_status(record)), refresh=2) as live:
+        while True:
+            time.sleep(1)
+            record = find(record.name)
+            live.update(status_table(topology_status(record)))
 
 
 @click.command()
@@ -559,9 +557,6 @@ def _follow_logs(cluster: Cluster, files: dict[str, list[tuple[str, str]]], line
 
     for host, entries in files.items():
         threading.Thread(target=pump, args=(host, entries), daemon=True).start()
-    try:
-        while True:
-            sys.stdout.write(merged.get() + "\n")
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        pass
+    while True:  # until Ctrl-C, which exits 130 like every interrupted command
+        sys.stdout.write(merged.get() + "\n")
+        sys.stdout.flush()
