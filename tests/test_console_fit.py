@@ -7,7 +7,7 @@ import io
 
 from rich.console import Console
 
-from clusterduck.cli.console import PIPE_WIDTH, HostProgress, status_table
+from clusterduck.cli.console import PIPE_WIDTH, HostProgress, status_table, throughput_table
 from clusterduck.protocol import ComponentStatus, InstanceStatus, State, TopologyStatus
 
 
@@ -126,3 +126,12 @@ def test_start_up_progress_names_every_step_where_it_fits() -> None:
     local, edge = progress_lines(200)
     assert "✓ connect" in local and "… spawn" in local and "· ready" in local
     assert "✓ wire  ✓ ready" in edge
+
+
+def test_up_waits_live_view_shows_the_problems() -> None:
+    """A join waiting for a lost id under `up --wait`: the live view is all one sees."""
+    problem = "join/0 has waited 12 s for id 2307 (its part from square has not come)"
+    status = a_status().replace(problems=(problem,))
+    console = Console(width=300, record=True)
+    console.print(throughput_table(status))
+    assert f"! {problem}" in console.export_text()

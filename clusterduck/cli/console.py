@@ -383,7 +383,10 @@ def throughput_table(status: TopologyStatus) -> Group:
             ", ".join(states),
         )
     head = Text.assemble(("topology ", ""), (status.name, "bold"), ("  ", ""), _state(status.state))
-    return Group(head, table)
+    # What `status` lists as problems (a worker waiting for a lost id, a failed host)
+    # shows here too: the live view is all a user of `up --wait` looks at.
+    problems = [Text(f"! {problem}", style="red") for problem in status.problems]
+    return Group(head, table, *problems)
 
 
 def list_table(records: list[Any]) -> Table:
