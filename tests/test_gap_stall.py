@@ -4,16 +4,21 @@ own log warns once (runtime/stall.py, clusterduck/gaps.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 from lifecycle_fixtures import TOPOLOGIES, Clusterduck, instance, wait_until
 
+from clusterduck.exceptions import ProtocolError
 from clusterduck.gaps import gap_problems
 from clusterduck.protocol import (
     ComponentSpec,
     ComponentStatus,
     GapStatus,
+    InstanceReport,
     InstanceStatus,
+    Op,
     State,
     TopologySpec,
 )
@@ -193,3 +198,16 @@ def test_a_join_waiting_for_a_lost_id_is_a_problem_in_status_and_its_log(
     final = duck.status(name)
     assert final["problems"] == [], final["problems"]
     assert instance(final, "join")["gap"] is None
+
+
+def test_a_gap_crosses_the_report_and_the_status_row_intact() -> None:
+    gap = GapStatus(2307, 12.5, ("square",))
+    report = InstanceReport(Op.REPORT, 42, state=State.RUNNING, gap=gap)
+    assert InstanceReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
+    plain = InstanceReport(Op.REPORT, 42)
+    assert InstanceReport.from_dict(json.loads(json.dumps(plain.to_dict()))).gap is None
+    row = InstanceStatus("join", 0, "localhost", State.RUNNING, gap=gap)
+    assert InstanceStatus.from_dict(row.to_dict(with_component=True)) == row
+    for bad in ("seq 5", {"seq": "5"}, {"seconds": 1.0}, [5]):
+        with pytest.raises(ProtocolError):
+            InstanceReport.from_dict({**plain.to_dict(), "gap": bad})
