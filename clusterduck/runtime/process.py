@@ -195,15 +195,21 @@ class ComponentProcess:
                 else "it has not come"
             )
             timeout = self.component.gap_timeout
+            if self.worker_acks is not None:
+                then = "at-least-once replays it after message_timeout"
+            elif logic.sequencer is None:
+                then = "its bundle is dropped at end of stream"
+            elif timeout is None:
+                then = "it waits until end of stream (no gap_timeout)"
+            else:
+                then = f"gap_timeout {timeout:g}s skips it"
             log.warning(
                 "has waited %.0f s for id %d (%s; lost upstream, e.g. by a crash?), backlog %d: %s",
                 gap.seconds,
                 gap.seq,
                 missing,
                 logic.backlog(),
-                "it waits until end of stream"
-                if timeout is None
-                else f"gap_timeout {timeout:g}s skips it",
+                then,
             )
         return gap
 
