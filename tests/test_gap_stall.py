@@ -11,6 +11,8 @@ import signal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lifecycle_fixtures import TOPOLOGIES, Clusterduck, instance, wait_until
 
 from clusterduck.exceptions import ProtocolError
@@ -290,3 +292,25 @@ def test_an_id_lost_in_a_crash_is_blamed_on_the_crashed_instance(
     ), problem
     end.touch()
     wait_until(lambda: duck.status(name)["state"] == "finished", what="the topology to finish")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data(), st.integers(min_value=2, max_value=40))
+def test_whatever_the_arrival_order_the_lost_id_is_what_a_join_waits_for(
+    data: st.DataObject, n: int
+) -> None:
+    """Ids 0..n-1 from two inputs in any interleaving; one input loses one id. A bundled
+    sequential join then waits for exactly that id (with that input missing) when a
+    later id exists, and for nothing when the lost id is the last."""
+    lost = data.draw(st.integers(min_value=0, max_value=n - 1))
+    parts = [("square", i) for i in range(n) if i != lost] + [("double", i) for i in range(n)]
+    order = data.draw(st.permutations(parts))
+    bundler, sequencer = Bundler(["square", "double"]), Sequencer(0)
+    for name, seq in order:
+        values = bundler.add(name, seq, seq)
+        if values is not None:
+            sequencer.add(seq, values)
+    expected = (lost, ("square",)) if lost < n - 1 else None
+    assert waiting_for(bundler, sequencer) == expected
+    # Without the sequencer (a bundled-only worker), the same id is the stuck bundle.
+    assert waiting_for(bundler, None) == expected

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from heapq import heapify, heappop, heappush
+from itertools import islice
 from typing import Any
 
 from clusterduck.protocol import MAX_PENDING
@@ -147,10 +148,11 @@ class Bundler:
             heappop(heap)
         return heap[0] if heap else None
 
-    def last_closed(self) -> int | None:
-        """The id that most recently completed (or was evicted): once it is above an
-        incomplete bundle's id, later ids got past that bundle."""
-        return self._closed_order[-1] if self._closed_order else None
+    def passed(self, seq: int, recent: int = 64) -> bool:
+        """Did a later id than ``seq`` complete (or get evicted) among the ``recent``
+        most recently closed? Then later ids got past incomplete bundle ``seq``. Bounded
+        work, asked twice a second (runtime/stall.py), never per message."""
+        return any(closed > seq for closed in islice(reversed(self._closed_order), recent))
 
     def missing(self, seq: int) -> tuple[str, ...]:
         """The inputs whose part of incomplete bundle ``seq`` has not come (``()`` if

@@ -43,8 +43,7 @@ def waiting_for(
     if bundler is None:
         return None
     lowest = bundler.lowest()
-    last = bundler.last_closed()
-    if lowest is None or last is None or last < lowest:
+    if lowest is None or not bundler.passed(lowest):
         return None
     return lowest, bundler.missing(lowest)
 
