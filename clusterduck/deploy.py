@@ -31,6 +31,7 @@ from .exceptions import (
     StartFailed,
     StateError,
 )
+from .gaps import gap_problems
 from .launch.base import HostConnection
 from .launch.local import LocalHost
 from .launch.slurm import SlurmGroup
@@ -251,6 +252,7 @@ class Cluster:
                 )
                 rows.append(row)
             components.append(ComponentStatus(comp.name, comp.kind, tuple(rows)))
+        problems += gap_problems(spec, components)
         return TopologyStatus(
             name=self.record.name,
             state=_overall(host_states, State.parse(self.record.status)),

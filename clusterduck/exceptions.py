@@ -259,6 +259,21 @@ class RuntimeFault(ClusterduckError):
     exit_code = 2
 
 
+class NeverStarted(RuntimeFault):
+    """``logs`` of a run whose processes on ``hosts`` never started (``up`` failed while
+    reaching them): there are no logs there, and ``why`` says what happened."""
+
+    def __init__(self, topology: str, hosts: list[str], why: list[str], nothing: bool) -> None:
+        self.topology = topology
+        self.hosts = hosts
+        self.why = why
+        where = f"{topology} never started" + ("" if nothing else f" on {', '.join(hosts)}")
+        reasons = "; ".join(why) or f"its run on {', '.join(hosts)} failed before it started"
+        super().__init__(
+            f"{where}: {reasons}; there are no logs there. See `clusterduck status {topology}`"
+        )
+
+
 class ControlTimeout(RuntimeFault):
     """A supervisor at ``endpoint`` did not answer ``op`` within ``timeout`` seconds."""
 

@@ -51,6 +51,16 @@ class TopologyFile:
     code_dir: Path  # absolute: path.parent / topology.code, resolved
 
 
+# The hint for a file with no topology in it: a minimal one, since a pip-installed user
+# has no topologies/ folder to start from (each quoted line is a line of the file).
+START_FROM = (
+    "a minimal topology is three lines: `name: hello`, "
+    "`spouts: [{name: numbers, entry: 'mymodule:numbers'}]`, "
+    "`workers: [{name: show, entry: 'mymodule:show', inputs: [numbers]}]` "
+    '(mymodule.py next to the file; README: "A topology file")'
+)
+
+
 def load(
     path: str | Path, *, import_entries: bool = True, environ: Mapping[str, str] | None = None
 ) -> TopologyFile:
@@ -61,13 +71,13 @@ def load(
     report = Report(file=shown)
     data = _YamlReader(text, report, os.environ if environ is None else environ).read()
     if data is None:
-        report.add((), "the file is empty", "start from topologies/wordcount.yaml")
+        report.add((), "the file is empty", START_FROM)
         raise TopologyError(report.sorted())
     if not isinstance(data, dict):
         report.add(
             (),
             "a topology file must be a mapping of keys (name:, spouts:, …)",
-            "start from topologies/wordcount.yaml",
+            START_FROM,
         )
         raise TopologyError(report.sorted())
 
@@ -250,6 +260,7 @@ class _YamlReader:
             opened = _unclosed(exc)
             if opened is not None:
                 at, hint = opened
+            hint = _unquoted_variable(self.text, exc) or hint
             self.report.add((), f"YAML syntax error: {what}", hint, at=at)
         except yaml.YAMLError as exc:
             self.report.add((), f"YAML error: {exc}", "fix the YAML syntax")
@@ -400,6 +411,32 @@ def _unclosed(exc: yaml.MarkedYAMLError) -> tuple[tuple[int, int], str] | None:
     return (found.line + 1, found.column + 1), (
         f"close the {what} opened at {where} with {closer} before this point"
     )
+
+
+def _unquoted_variable(text: str, exc: yaml.MarkedYAMLError) -> str | None:
+    """The hint for ``{path: ${VAR}}``: inside ``{ }`` or ``[ ]`` YAML reads the braces of
+    an unquoted ``${VAR}`` as its own, and PyYAML then asks to close the outer brace.
+    Looks for a ``${`` outside quotes between the opener and where PyYAML gave up."""
+    opened, found = exc.context_mark, exc.problem_mark
+    if str(exc.context) not in _FLOW or opened is None or found is None:
+        return None
+    end = text.find("\n", found.index)
+    stretch = text[opened.index : len(text) if end < 0 else end]
+    for match in re.finditer(r"\$\{([A-Za-z_][A-Za-z0-9_]*)?", stretch):
+        if match.start() > found.index - opened.index:
+            break
+        line = stretch[: match.start()].rsplit("\n", 1)[-1]
+        if line.count('"') % 2 == 0 and line.count("'") % 2 == 0:  # not inside quotes
+            name = match[1] or "VAR"
+            return (
+                f'quote ${{{name}}} in a {{ }} or [ ] value ("${{{name}}}"): unquoted, YAML '
+                "reads its braces as a mapping of its own"
+            )
+    return None
+
+
+# PyYAML's context inside ``{ }`` and ``[ ]``.
+_FLOW = ("while parsing a flow mapping", "while parsing a flow sequence")
 
 
 def _position(node: yaml.Node) -> tuple[int, int]:

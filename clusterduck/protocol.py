@@ -57,6 +57,7 @@ __all__ = [
     "CurveKeys",
     "EdgeStatus",
     "Frame",
+    "GapStatus",
     "Grant",
     "Header",
     "HostStatus",
@@ -1185,6 +1186,33 @@ def _edges(data: Mapping[str, Any]) -> tuple[EdgeStatus, ...]:
     return tuple(EdgeStatus.from_dict(e) for e in _get(data, "edges", list, []))
 
 
+class GapStatus(Record):
+    """A bundled or sequential worker held up by an id that has not come for ``seconds``
+    (runtime/stall.py): ``missing`` names the inputs whose part of it is missing
+    (empty: it came from no input)."""
+
+    seq: int
+    seconds: float
+    missing: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "seconds": self.seconds, "missing": list(self.missing)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> GapStatus | None:
+        """A gap from its JSON object (``null``: none)."""
+        if data is None:
+            return None
+        if not isinstance(data, dict):
+            raise ProtocolError(f"field 'gap': expected an object, got {data!r:.80}")
+        missing = _get(data, "missing", list, [])
+        return cls(
+            _get(data, "seq", int),
+            _get(data, "seconds", float, 0.0),
+            tuple(str(m) for m in missing),
+        )
+
+
 class InstanceReport(Record):
     """What a process tells its supervisor: ``ready``, every half second ``report``,
     ``finished``, ``fatal`` (on_error: stop) or ``failed`` (could not start)."""
@@ -1209,6 +1237,7 @@ class InstanceReport(Record):
     rejected_frames: Mapping[str, int] = EMPTY  # dropped, by kind
     pending: int = 0  # at-least-once: a spout's messages not done yet, a worker's held
     replayed: int = 0  # at-least-once: messages a spout dispatched again
+    gap: GapStatus | None = None  # held up by an id that does not come (runtime/stall.py)
 
     OPS: ClassVar[frozenset[Op]] = frozenset(
         {Op.READY, Op.REPORT, Op.FINISHED, Op.FATAL, Op.FAILED}
@@ -1222,6 +1251,7 @@ class InstanceReport(Record):
         data["anomalies"] = dict(self.anomalies)
         data["edges"] = [e.to_dict() for e in self.edges]
         data["rejected_frames"] = dict(self.rejected_frames)
+        data["gap"] = self.gap.to_dict() if self.gap is not None else None
         return data
 
     @classmethod
@@ -1250,6 +1280,7 @@ class InstanceReport(Record):
             rejected_frames=_counts(data, "rejected_frames"),
             pending=_get(data, "pending", int, 0),
             replayed=_get(data, "replayed", int, 0),
+            gap=GapStatus.from_dict(data.get("gap")),
         )
 
 
@@ -1302,6 +1333,8 @@ class InstanceStatus(Record):
     # interval (else 0): a worker reports between calls of its code, so one call has run
     # that long (stuck, or very slow work).
     silent_seconds: float = 0.0
+    # A bundled or sequential worker waiting for an id that does not come (null: none).
+    gap: GapStatus | None = None
 
     # The documented key order of a row in ``status --json``.
     KEYS: ClassVar[tuple[str, ...]] = (
@@ -1328,6 +1361,7 @@ class InstanceStatus(Record):
         "pending",
         "replayed",
         "silent_seconds",
+        "gap",
     )
 
     def to_dict(self, *, with_component: bool = False) -> dict[str, Any]:
@@ -1340,6 +1374,8 @@ class InstanceStatus(Record):
                 value = dict(value)
             elif key == "edges":
                 value = [e.to_dict() for e in value]
+            elif key == "gap":
+                value = value.to_dict() if value is not None else None
             data[key] = value
         return data
 
@@ -1370,6 +1406,7 @@ class InstanceStatus(Record):
             pending=_get(data, "pending", int, 0),
             replayed=_get(data, "replayed", int, 0),
             silent_seconds=_get(data, "silent_seconds", float, 0.0),
+            gap=GapStatus.from_dict(data.get("gap")),
         )
 
 

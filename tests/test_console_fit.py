@@ -3,9 +3,11 @@ least useful ones and says so, instead of cutting every cell down to ``lo…``."
 
 from __future__ import annotations
 
+import io
+
 from rich.console import Console
 
-from clusterduck.cli.console import HostProgress, status_table
+from clusterduck.cli.console import PIPE_WIDTH, HostProgress, status_table, throughput_table
 from clusterduck.protocol import ComponentStatus, InstanceStatus, State, TopologyStatus
 
 
@@ -60,7 +62,22 @@ def test_a_long_last_error_goes_under_a_narrow_table() -> None:
     error = "ValueError: could not convert string to float: 'n/a' (row 17)"
     text = rendered(a_status(error), 80)
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80, text
-    assert f"count/0 last error: {error[:60]}" in text, text  # the table cuts at 60
+    # Under the table it is whole (it wraps): only a cell of the table is cut, at 60.
+    assert f"count/0 last error: {error}" in " ".join(text.split()), text
+
+
+def test_only_a_terminal_cuts_the_last_error() -> None:
+    """A pipe or a file gets every column in full (README), the last error included."""
+    error = "ValueError: " + "a long explanation of what went wrong " * 4 + "(row 17)"
+    assert len(error) > 60
+    terminal = Console(width=300, record=True, force_terminal=True)
+    terminal.print(status_table(a_status(error)))
+    text = terminal.export_text()
+    assert error[:60] in text and error not in text, text
+    piped = Console(file=io.StringIO(), width=PIPE_WIDTH)  # what make_console gives a pipe
+    assert not piped.is_terminal
+    piped.print(status_table(a_status(error)))
+    assert error in piped.file.getvalue()  # type: ignore[attr-defined]
 
 
 def test_a_wide_terminal_shows_every_column() -> None:
@@ -109,3 +126,12 @@ def test_start_up_progress_names_every_step_where_it_fits() -> None:
     local, edge = progress_lines(200)
     assert "✓ connect" in local and "… spawn" in local and "· ready" in local
     assert "✓ wire  ✓ ready" in edge
+
+
+def test_up_waits_live_view_shows_the_problems() -> None:
+    """A join waiting for a lost id under `up --wait`: the live view is all one sees."""
+    problem = "join/0 has waited 12 s for id 2307 (its part from square has not come)"
+    status = a_status().replace(problems=(problem,))
+    console = Console(width=300, record=True)
+    console.print(throughput_table(status))
+    assert f"! {problem}" in console.export_text()

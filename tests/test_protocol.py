@@ -78,6 +78,7 @@ ROW_KEYS = [
     "pending",
     "replayed",
     "silent_seconds",
+    "gap",
 ]
 EDGE_KEYS = ["to", "credit", "in_flight", "waiting", "queue_ms"]
 

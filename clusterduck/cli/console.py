@@ -212,6 +212,9 @@ _DROP_ORDER = [
 ]
 _EMPTY = {"", "-", "0"}
 _LAST_ERROR_ROOM = 24  # "last error" wraps into what is left; it needs at least this
+# A terminal's table cuts a last error to this much (`status --json`, a pipe or a file,
+# and the line under a table too narrow for it, have all of it).
+LAST_ERROR_CELL = 60
 
 
 class _FittedTable:
@@ -223,7 +226,7 @@ class _FittedTable:
         self.columns = columns
         self.rows = rows
 
-    def _table(self, keep: list[int], *, measuring: bool = False) -> Table:
+    def _table(self, keep: list[int], *, measuring: bool = False, cut: bool = False) -> Table:
         table = Table(box=None, pad_edge=False, header_style="bold")
         for i in keep:
             title, justify = self.columns[i]
@@ -231,9 +234,10 @@ class _FittedTable:
             table.add_column(title, justify=justify, no_wrap=not wraps)  # type: ignore[arg-type]
         for row in self.rows:
             cells = [row[i] for i in keep]
-            if measuring:  # a long last error wraps: count only the room it needs
+            if measuring or cut:  # a long last error wraps: count only the room it needs
+                room = _LAST_ERROR_ROOM if measuring else LAST_ERROR_CELL
                 cells = [
-                    str(c)[:_LAST_ERROR_ROOM] if self.columns[i][0] == "last error" else c
+                    str(c)[:room] if self.columns[i][0] == "last error" else c
                     for i, c in zip(keep, cells, strict=True)
                 ]
             table.add_row(*cells)
@@ -269,7 +273,7 @@ class _FittedTable:
         below = error in keep and not fits()  # still too wide: errors go under the table
         if below:
             keep.remove(error)
-        yield self._table(keep)
+        yield self._table(keep, cut=console.is_terminal)
         if below:
             for row in self.rows:
                 if str(row[error]) not in _EMPTY:
@@ -316,7 +320,7 @@ def status_table(status: TopologyStatus) -> Group:
                     str(row.restarts),
                     *((f"{row.lost:,}",) if lost else ()),
                     _uptime(row),
-                    (row.last_error or "")[:60],
+                    " ".join((row.last_error or "").split()),  # one line per instance
                     *((f"{row.pending:,}", f"{row.replayed:,}") if alo else ()),
                 ]
             )
@@ -330,7 +334,10 @@ def status_table(status: TopologyStatus) -> Group:
     )
     parts: list[Any] = [head, table]
     if status.state in (State.RUNNING, State.FAILING):
-        bottleneck = _bottleneck(status)
+        # A worker held up by a lost id leaves what feeds it busy for nothing: its
+        # problem line below says why; "raise its parallelism" would mislead.
+        stalled = any(row.gap is not None for row in status.instances())
+        bottleneck = None if stalled else _bottleneck(status)
         if bottleneck is not None:
             parts.append(bottleneck)
         for row in status.instances():
@@ -386,7 +393,10 @@ def throughput_table(status: TopologyStatus) -> Group:
             ", ".join(states),
         )
     head = Text.assemble(("topology ", ""), (status.name, "bold"), ("  ", ""), _state(status.state))
-    return Group(head, table)
+    # What `status` lists as problems (a worker waiting for a lost id, a failed host)
+    # shows here too: the live view is all a user of `up --wait` looks at.
+    problems = [Text(f"! {problem}", style="red") for problem in status.problems]
+    return Group(head, table, *problems)
 
 
 def list_table(records: list[Any]) -> Table:

@@ -7,6 +7,7 @@ Heavy modules (deploy, the loader, rich) are imported when a command runs.
 from __future__ import annotations
 
 import queue
+import re
 import sys
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..exceptions import ClusterduckError, RuntimeFault, StateError
+from ..exceptions import ClusterduckError, NeverStarted, RuntimeFault, StateError
 from ..protocol import AT_LEAST_ONCE, RunLayout, State, TopologyStatus
 from .errors import handle_errors
 
@@ -50,9 +51,18 @@ def _find(name: str | None) -> TopologyRecord:
     return find(None)
 
 
-def _sink_output(record: TopologyRecord, lines: int = 15) -> list[tuple[str, str]]:
-    """The last lines each sink instance printed: what a finished topology produced
-    (from the start of a record, as ``logs -n``)."""
+# How much of each sink's log ``up --wait`` shows at the end (all of it: ``logs``).
+SINK_LINES = 15
+# A line the runtime logged (process.py's format), not one the user's code printed:
+# ``2026-11-28 21:17:21,419 ERROR [sink/0] …``.
+_LOGGED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \[", re.MULTILINE)
+
+
+def _sink_output(record: TopologyRecord, lines: int = SINK_LINES) -> list[tuple[str, str]]:
+    """The end of each sink instance's log (from the start of a record, as ``logs -n``):
+    what a finished topology produced, under a heading that says what it is (what the
+    sink printed, and what clusterduck logged for it if it raised) and, when cut, how
+    much is left out and how to see it all."""
     from ..deploy import Cluster
     from ..logview import LOOK_BACK, last_records
 
@@ -66,14 +76,29 @@ def _sink_output(record: TopologyRecord, lines: int = 15) -> list[tuple[str, str
                 path = RunLayout(record.hosts[host].run_dir).instance_log(comp.name, i)
                 try:
                     end = _tail(cluster, host, path, lines + LOOK_BACK).splitlines(True)
+                    total = _line_count(cluster, host, path) if len(end) >= lines else 0
                 except ClusterduckError:
                     continue
                 text = "".join(last_records(end, lines))
-                if text.strip():
-                    shown.append((f"{comp.name}/{i}", text))
+                if not text.strip():
+                    continue
+                what = "printed and logged" if _LOGGED.search(text) else "printed"
+                heading = f"{comp.name}/{i} {what}"
+                if total > lines:
+                    heading += (
+                        f" (last {lines} of {total:,} lines; all of them: "
+                        f"clusterduck logs {record.name} {comp.name})"
+                    )
+                shown.append((heading, text))
     finally:
         cluster.close()
     return shown
+
+
+def _line_count(cluster: Cluster, host: str, path: str) -> int:
+    """Lines in a file on its host (``wc -l`` there); 0 if it cannot tell."""
+    out = cluster.conn(host).run(["wc", "-l", path], timeout=30).stdout.split()
+    return int(out[0]) if out and out[0].isdigit() else 0
 
 
 def _tail(cluster: Cluster, host: str, path: str, lines: int) -> str:
@@ -153,8 +178,8 @@ def up(
         return
     final = _follow(record, out)
     out.print(status_table(final))
-    for name, text in _sink_output(record):
-        out.print(f"[bold]── {name} printed ──[/]")
+    for heading, text in _sink_output(record):
+        out.print(f"── {heading} ──", style="bold", markup=False, highlight=False)
         # As the sink printed it: not through the console, which strips a piped line's
         # trailing blanks (tables pad them) and may wrap.
         click.echo(text, nl=not text.endswith("\n"))
@@ -276,14 +301,12 @@ def status(name: str | None, as_json: bool, watch: bool) -> None:
     if not watch:
         out.print(status_table(topology_status(record)))
         return
-    try:
-        with live_view(out, status_table(topology_status(record)), refresh=2) as live:
-            while True:
-                time.sleep(1)
-                record = find(record.name)
-                live.update(status_table(topology_status(record)))
-    except KeyboardInterrupt:
-        pass
+    # Until Ctrl-C, which exits 130 like every interrupted command (handle_errors).
+    with live_view(out, status_table(topology_status(record)), refresh=2) as live:
+        while True:
+            time.sleep(1)
+            record = find(record.name)
+            live.update(status_table(topology_status(record)))
 
 
 @click.command()
@@ -433,6 +456,36 @@ def logs(
                 click.echo(f"(nothing logged by {', '.join(quiet)})")
     finally:
         cluster.close()
+    if record.run in runs and not record.active:
+        _never_started(record, component)
+
+
+def _never_started(record: TopologyRecord, component: str | None) -> None:
+    """An ended run whose ``up`` failed before starting some hosts has no logs there:
+    say so, and why (the recorded final status's problems), rather than print nothing
+    and exit 0 (exit 2: a host failed)."""
+    started = record.run_dirs()
+    hosts = sorted(
+        {
+            host
+            for comp in record.spec.components
+            if component in (None, comp.name)
+            for i in range(comp.parallelism)
+            if (host := record.holder(comp.name, i)) not in started
+        }
+        | ({h for h in record.hosts if h not in started} if component == "supervisor" else set())
+    )
+    if not hosts:
+        return
+    problems = list((record.final or {}).get("problems") or [])
+    why = [
+        str(p).split("\n")[0]
+        for p in problems
+        if any(f"'{h}'" in str(p) or str(p).startswith(f"{h}:") for h in hosts)
+    ]
+    raise NeverStarted(
+        record.name, hosts, why or [str(p).split("\n")[0] for p in problems], not started
+    )
 
 
 def _logs_target(name: str | None, component: str | None) -> tuple[TopologyRecord, str | None]:
@@ -533,9 +586,6 @@ def _follow_logs(cluster: Cluster, files: dict[str, list[tuple[str, str]]], line
 
     for host, entries in files.items():
         threading.Thread(target=pump, args=(host, entries), daemon=True).start()
-    try:
-        while True:
-            sys.stdout.write(merged.get() + "\n")
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        pass
+    while True:  # until Ctrl-C, which exits 130 like every interrupted command
+        sys.stdout.write(merged.get() + "\n")
+        sys.stdout.flush()

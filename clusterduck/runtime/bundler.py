@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from heapq import heapify, heappop, heappush
+from itertools import islice
 from typing import Any
 
 from clusterduck.protocol import MAX_PENDING
@@ -138,6 +139,28 @@ class Bundler:
     def pending(self) -> int:
         """Incomplete bundles currently held."""
         return len(self._pending)
+
+    def lowest(self) -> int | None:
+        """The lowest id of an incomplete bundle (``status``: which id a stalled worker
+        waits for); drops the heap's stale entries on the way, so it stays cheap."""
+        heap, pending = self._heap, self._pending
+        while heap and heap[0] not in pending:
+            heappop(heap)
+        return heap[0] if heap else None
+
+    def passed(self, seq: int, recent: int = 64) -> bool:
+        """Did a later id than ``seq`` complete (or get evicted) among the ``recent``
+        most recently closed? Then later ids got past incomplete bundle ``seq``. Bounded
+        work, asked twice a second (runtime/stall.py), never per message."""
+        return any(closed > seq for closed in islice(reversed(self._closed_order), recent))
+
+    def missing(self, seq: int) -> tuple[str, ...]:
+        """The inputs whose part of incomplete bundle ``seq`` has not come (``()`` if
+        no bundle with that id is held)."""
+        entry = self._pending.get(seq)
+        if entry is None:
+            return ()
+        return tuple(n for n, v in zip(self.inputs, entry, strict=False) if v is _MISSING)
 
     def held(self, input_name: str) -> int:
         """Parts from ``input_name`` that are waiting for other inputs."""

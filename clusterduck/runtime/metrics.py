@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..protocol import EdgeStatus, InstanceReport, Op, State
+from ..protocol import EdgeStatus, GapStatus, InstanceReport, Op, State
 
 __all__ = ["Metrics"]
 
@@ -47,6 +47,7 @@ class Metrics:
         rejected_frames: Mapping[str, int] | None = None,
         pending: int = 0,
         replayed: int = 0,
+        gap: GapStatus | None = None,
     ) -> InstanceReport:
         """What a process tells its supervisor now (see ``protocol.InstanceReport``)."""
         self.update_rate()
@@ -70,4 +71,5 @@ class Metrics:
             rejected_frames=dict(rejected_frames or {}),
             pending=pending,
             replayed=replayed,
+            gap=gap,
         )

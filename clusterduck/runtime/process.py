@@ -38,6 +38,7 @@ from pathlib import Path
 from ..exceptions import FatalError
 from ..protocol import (
     ControlRequest,
+    GapStatus,
     Hello,
     InstanceReport,
     Op,
@@ -63,6 +64,7 @@ from .metrics import Metrics
 from .outbox import MAX_BATCH, Outbox, Output
 from .routing import Route
 from .spout import STOP_GRACE, SWITCH_INTERVAL, SpoutBridge, SpoutStopped, threads_left
+from .stall import GapWatch, waiting_for
 from .transport import Socket, Transport
 
 __all__ = ["ComponentProcess", "SpoutStopped", "main"]
@@ -148,6 +150,8 @@ class ComponentProcess:
         self.worker_acks: WorkerAcks | None = None
         # on_error: stop raised while the spout's thread sent (_pump_spout)
         self._pump_fatal: FatalError | None = None
+        # a bundled or sequential worker held up by an id that does not come
+        self.gaps = GapWatch()
 
     # -- talking to the supervisor ------------------------------------------------
 
@@ -172,10 +176,43 @@ class ComponentProcess:
                 edges=self.outbox.edges() if self.outbox else (),
                 cost_ms=self.intake.cost_ms() if self.intake else 0.0,
                 rejected_frames=self.rejections.as_dict(),
+                gap=self._gap(),
                 **self._guarantee_counts(),
             )
         )
         self._next_report = time.monotonic() + REPORT_INTERVAL
+
+    def _gap(self) -> GapStatus | None:
+        """A bundled or sequential worker held up by an id that does not come: for
+        ``status``, and once per id a WARNING here (runtime/stall.py)."""
+        logic = self.logic
+        if logic is None or (logic.bundler is None and logic.sequencer is None):
+            return None
+        gap = self.gaps.see(waiting_for(logic.bundler, logic.sequencer))
+        if gap is not None and self.gaps.warn_now():
+            missing = (
+                f"its part from {', '.join(gap.missing)} has not come"
+                if gap.missing
+                else "it has not come"
+            )
+            timeout = self.component.gap_timeout
+            if self.worker_acks is not None:
+                then = "at-least-once replays it after message_timeout"
+            elif logic.sequencer is None:
+                then = "its bundle is dropped at end of stream"
+            elif timeout is None:
+                then = "it waits until end of stream (no gap_timeout)"
+            else:
+                then = f"gap_timeout {timeout:g}s skips it"
+            log.warning(
+                "has waited %.0f s for id %d (%s; lost upstream, e.g. by a crash?), backlog %d: %s",
+                gap.seconds,
+                gap.seq,
+                missing,
+                logic.backlog(),
+                then,
+            )
+        return gap
 
     def _guarantee_counts(self) -> dict[str, int]:
         """at-least-once: pending and replayed for status (and the spout's resume point)."""

@@ -429,6 +429,7 @@ class Supervisor:
                     rejected_frames=rep.rejected_frames,
                     pending=rep.pending,
                     replayed=rep.replayed,
+                    gap=rep.gap if inst.state is State.RUNNING else None,
                 )
             rows.append(
                 inst.carried.onto(row).replace(
