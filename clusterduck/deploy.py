@@ -95,6 +95,10 @@ GONE_AFTER = 5.0
 RELEASE_WITHIN = 10.0
 # How long the `leave` request waits for its (unused) reply.
 LEAVE_TIMEOUT = 0.2
+# A host whose supervisor died without a final status (a kill -9): its processes died
+# with it (runtime/forkserver.die_with_supervisor), and what they counted since the last
+# report is lost with them.
+_GONE = "supervisor is gone, and its processes with it (their counts are lost)"
 
 
 def instance_names(topo: Topology) -> list[str]:
@@ -179,7 +183,7 @@ class Cluster:
             return self.ended[host]
         self.unreachable.discard(host)
         if not rec.remote and not pid_alive(rec.pid):
-            return self._ended(self._final_or_lost(host, "supervisor process is gone"))
+            return self._ended(self._final_or_lost(host, _GONE))
         if rec.slurm:  # Slurm: a job the scheduler ended answers from its verdict
             ended = deploy_slurm.ended_status(self, host)
             if ended is not None:
@@ -196,7 +200,7 @@ class Cluster:
                 why = f"{rec.control} did not answer within {UNREACHABLE_AFTER:g}s"
                 return HostStatus(host, State.UNREACHABLE, rec.pid, why)
             if reach == "closed":
-                return self._ended(self._final_or_lost(host, "supervisor is gone"))
+                return self._ended(self._final_or_lost(host, _GONE))
         try:
             return self._ended(HostStatus.from_dict(self.request(host, ControlRequest(Op.STATUS))))
         except ControlTimeout:
@@ -600,7 +604,7 @@ def _record_unfinished_start(cluster: Cluster, exc: BaseException) -> None:
     """Keep how a start that did not complete ended as the record's final status:
     ``stopped`` when interrupted (Ctrl-C), else ``failed`` with the error among its
     problems. Without it ``status`` asked the killed supervisors and showed their
-    instances ``unreachable`` ("supervisor process is gone"), and Ctrl-C read as a
+    instances ``unreachable`` (their supervisor is gone), and Ctrl-C read as a
     failure. What never ran shows the topology's state, not its host's last word."""
     record = cluster.record
     state = State.STOPPED if isinstance(exc, KeyboardInterrupt) else State.FAILED

@@ -168,11 +168,15 @@ def test_killed_supervisor_takes_its_processes_shows_broken_and_down_ends_it(
 
     status = duck.status(name)
     assert status["state"] == "broken", status
+    assert any("its processes with it" in p for p in status["problems"]), status["problems"]
 
     # A short --timeout: nothing can drain without a supervisor, and `down` would wait
     # all of the default 30 s for it (see the report: deploy.Cluster.stop).
     stopped = duck.down(name, "--timeout", "2")
     assert stopped.returncode == 0, stopped.stderr
+    # Not "spouts dispatched 0, sinks received 0" as if that were all: the counts died
+    # with the processes, and the summary says whose are missing.
+    assert "not counting source/0, relay/0" in stopped.stdout, stopped.stdout
     assert_nothing_left(name, pids)
 
 

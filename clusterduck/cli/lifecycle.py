@@ -238,7 +238,17 @@ def _totals(status: TopologyStatus, record: TopologyRecord) -> str:
     rows = [(comp.name, row) for comp in status.components for row in comp.instances]
     dispatched = sum(row.emitted for name, row in rows if name in spouts)
     sunk = sum(row.received for name, row in rows if name in sinks)
-    return f"spouts dispatched {dispatched:,}, sinks received {sunk:,}"
+    totals = f"spouts dispatched {dispatched:,}, sinks received {sunk:,}"
+    # A host whose supervisor was gone (or did not answer) left no counts: say so, or a
+    # killed supervisor's topology read "dispatched 0, received 0".
+    unknown = [f"{name}/{row.index}" for name, row in rows if row.state is State.UNREACHABLE]
+    if unknown:
+        totals += (
+            f" (not counting {', '.join(unknown[:8])}"
+            + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
+            + ": their supervisor was gone or did not answer)"
+        )
+    return totals
 
 
 def _follow(record: TopologyRecord, out: Console) -> TopologyStatus:
