@@ -15,21 +15,29 @@ __all__ = ["gap_problems"]
 
 
 def gap_problems(spec: TopologySpec, components: Iterable[ComponentStatus]) -> list[str]:
-    """One line per instance that reports a gap, e.g. ``join/0 has waited 12 s for id
-    2307 (its part from square has not come; lost when square/1 crashed?): …``."""
+    """One line per instance that reports a gap *and* has an input whose instance
+    crashed (restarts, or messages lost), e.g. ``join/0 has waited 12 s for id 2307
+    (its part from square has not come; lost when square/1 crashed?): …``.
+
+    Without a crash upstream a wait is no problem to report: an id is late behind an
+    upstream call that takes seconds, a bundle's part was filtered out (a function
+    that returned None: documented, dropped at end of stream), and advice to set
+    ``gap_timeout`` would then skip ids that were merely late (data loss)."""
     comps = list(components)
     rows = {c.name: c.instances for c in comps}
     lines = []
     for comp in comps:
         for row in comp.instances:
             if row.gap is not None:
-                lines.append(_line(spec, row, rows))
+                line = _line(spec, row, rows)
+                if line is not None:
+                    lines.append(line)
     return lines
 
 
 def _line(
     spec: TopologySpec, row: InstanceStatus, rows: dict[str, tuple[InstanceStatus, ...]]
-) -> str:
+) -> str | None:
     gap = row.gap
     assert gap is not None
     worker = spec.component(row.component)
@@ -40,10 +48,12 @@ def _line(
         for up in rows.get(name, ())
         if up.lost or up.restarts
     ]
+    if not crashed:
+        return None
     what = (
         f"its part from {', '.join(gap.missing)} has not come" if gap.missing else "it has not come"
     )
-    where = f"lost when {', '.join(crashed)} crashed?" if crashed else "lost upstream?"
+    where = f"lost when {', '.join(crashed)} crashed?"
     if spec.at_least_once:
         fix = f"at-least-once replays it after message_timeout ({spec.message_timeout:g}s)"
     elif worker.gap_timeout is not None and worker.sequential:

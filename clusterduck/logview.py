@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["LOOK_BACK", "last_records", "may_begin"]
+__all__ = ["LOOK_BACK", "last_records", "lines_of", "may_begin"]
 
 #: How many lines above the last N ``logs -n N`` reads to find where the record its
 #: first line belongs to begins (a traceback is rarely longer: Python folds repeated
@@ -27,6 +27,16 @@ _CHAIN = (
     "During handling of the above exception, another exception occurred:",
     "The above exception was the direct cause of the following exception:",
 )
+
+
+def lines_of(text: str, keepends: bool = False) -> list[str]:
+    """``text``'s lines as ``tail`` counts them: split at ``\n`` only. (``splitlines``
+    also splits at ``\r``, form feeds and other separators a process may print, in a
+    progress line say, and ``logs -n 3`` then showed fragments, fewer lines than asked.)"""
+    parts = text.split("\n")
+    if parts and parts[-1] == "":
+        parts.pop()  # the newline that ends the last line
+    return [part + "\n" for part in parts] if keepends else parts
 
 
 def _traceback_line(line: str) -> str | None:

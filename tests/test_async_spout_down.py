@@ -158,7 +158,7 @@ def test_stop_cancels_the_task_once_and_its_cleanup_may_await() -> None:
     """The cancel comes once: a second would interrupt the ``finally`` that awaits."""
     bridge = SpoutBridge(10, Waker())
     seen: list[str] = []
-    waiting = threading.Event()
+    waiting, cleaning, stopped_again = threading.Event(), threading.Event(), threading.Event()
 
     async def spout(dispatch: Callable[[int, Any], Awaitable[None]]) -> None:
         await dispatch(0, "a")
@@ -169,13 +169,18 @@ def test_stop_cancels_the_task_once_and_its_cleanup_may_await() -> None:
             seen.append("cancelled")
             raise
         finally:
-            await asyncio.sleep(0.01)  # a cleanup that awaits (a commit, a close)
+            # A cleanup that awaits (a commit, a close), while a second STOP comes.
+            cleaning.set()
+            await asyncio.to_thread(stopped_again.wait, 10)
+            await asyncio.sleep(0.01)
             seen.append("finally")
 
     thread = _spout_thread(bridge, spout)
     assert waiting.wait(10)
     bridge.stop()
-    bridge.stop()  # (a second STOP, as a restarted down may send)
+    assert cleaning.wait(10)
+    bridge.stop()  # (a second STOP, as a restarted down may send) during the cleanup
+    stopped_again.set()
     thread.join(10)
     assert not thread.is_alive()
     assert seen == ["cancelled", "finally"]

@@ -189,7 +189,8 @@ def test_logs_n_never_begins_among_a_tracebacks_frames(
     assert done.returncode == 0, done.stderr
     # `up --wait` shows the end of what each sink wrote (15 lines): from a record's start.
     shown = done.stdout.splitlines()
-    first = shown[shown.index("── flaky/0 printed ──") + 1]
+    (heading,) = [i for i, line in enumerate(shown) if line.startswith("── flaky/0 printed")]
+    first = shown[heading + 1]
     assert HEAD.match(first), f"up --wait shows flaky/0 from {first!r}"
     run_dir = Path(duck.record(name)["hosts"]["localhost"]["run_dir"])
     log = (run_dir / "logs" / "flaky.0.log").read_text().splitlines()
@@ -207,3 +208,16 @@ def test_logs_n_never_begins_among_a_tracebacks_frames(
         text = log_tail(name, "flaky", 0, n)
         assert HEAD.match(text), f"the dashboard's -n {n} begins with {text[:40]!r}"
         assert text.splitlines() == log[len(log) - len(text.splitlines()) :]
+
+
+def test_lines_are_counted_as_tail_counts_them() -> None:
+    """Only newlines end a line: a progress line with carriage returns, or a field
+    separator a process printed, is one line of the log (``logs -n``), kept as it is."""
+    from clusterduck.logview import last_records, lines_of
+
+    text = "result 4\ndownloading 10%\r50%\r100%\nsep\x1cfield\n"
+    assert lines_of(text) == ["result 4", "downloading 10%\r50%\r100%", "sep\x1cfield"]
+    assert "".join(lines_of(text, True)) == text
+    assert last_records(lines_of(text), 2) == ["downloading 10%\r50%\r100%", "sep\x1cfield"]
+    assert lines_of("no newline at the end") == ["no newline at the end"]
+    assert lines_of("") == []

@@ -41,22 +41,66 @@ def flusher_then_ten(dispatch, go):
         time.sleep(0.01)
 
 
+class InitReader:
+    """A class spout whose __init__ opens its source with a reader thread (started from
+    the process's main thread: not a daemon), as a client library may."""
+
+    def __init__(self, go):
+        self.go = go
+        threading.Thread(target=time.sleep, args=(120,), name="init-reader").start()
+
+    def __call__(self, dispatch):
+        _ten_then_more(dispatch, self.go)
+
+
+def pool_then_ten(dispatch, go):
+    """A blocking read in a thread pool of its own, still blocked at the down (the
+    interpreter joins every pool's threads at exit, daemons or not)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ThreadPoolExecutor(1, thread_name_prefix="own-pool").submit(time.sleep, 120)
+    _ten_then_more(dispatch, go)
+
+
+def _ten_then_more(dispatch, go):
+    for i in range(10):
+        dispatch(i, i)
+    while not os.path.exists(go):
+        time.sleep(0.02)
+    i = 10
+    while True:
+        dispatch(i, i)
+        i += 1
+        time.sleep(0.01)
+
+
+
 def keep(value):
     return value
 '''
 
 
-def test_a_thread_the_spout_left_running_does_not_hold_the_down(duck: Clusterduck) -> None:
+@pytest.mark.parametrize(
+    ("entry", "thread", "start"),
+    [
+        ("flusher_then_ten", "own-flusher", "fork"),
+        ("InitReader", "init-reader", "fork"),  # started before the spout's own thread
+        ("pool_then_ten", "own-pool_0", "spawn"),  # a daemon, but a pool's: joined at exit
+    ],
+)
+def test_a_thread_the_spout_left_running_does_not_hold_the_down(
+    duck: Clusterduck, entry: str, thread: str, start: str
+) -> None:
     (duck.tmp / "threads_parts.py").write_text(PARTS)
     go = duck.tmp / "go"
     name, topology = write_topology(
         duck,
         "ownthread",
         duck.tmp,
-        [f"{{name: source, entry: 'threads_parts:flusher_then_ten', args: {{go: '{go}'}}}}"],
+        [f"{{name: source, entry: 'threads_parts:{entry}', args: {{go: '{go}'}}}}"],
         ["{name: sink, entry: 'threads_parts:keep', inputs: [source]}"],
     )
-    started = duck.run("up", str(topology))
+    started = duck.run("up", str(topology), env={"CLUSTERDUCK_START": start})
     assert started.returncode == 0, started.stderr
     wait_until(
         lambda: instance(duck.status(name), "sink")["received"] >= 10,
@@ -83,7 +127,7 @@ def test_a_thread_the_spout_left_running_does_not_hold_the_down(duck: Clusterduc
     run_dir = Path(duck.record(name)["hosts"]["localhost"]["run_dir"])
     assert (run_dir / "final.json").exists()
     log = duck.run("logs", name, "source")
-    assert "left 1 thread(s) running after the graceful down (own-flusher)" in log.stdout
+    assert f"left 1 thread(s) running after the graceful down ({thread})" in log.stdout
     assert not duck.leftovers(name)
 
 

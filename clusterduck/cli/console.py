@@ -334,9 +334,9 @@ def status_table(status: TopologyStatus) -> Group:
     )
     parts: list[Any] = [head, table]
     if status.state in (State.RUNNING, State.FAILING):
-        # A worker held up by a lost id leaves what feeds it busy for nothing: its
-        # problem line below says why; "raise its parallelism" would mislead.
-        stalled = any(row.gap is not None for row in status.instances())
+        # A worker held up by an id lost in a crash leaves what feeds it busy for
+        # nothing: its problem line below says why; "raise its parallelism" would mislead.
+        stalled = any("crashed?)" in problem for problem in status.problems)
         bottleneck = None if stalled else _bottleneck(status)
         if bottleneck is not None:
             parts.append(bottleneck)

@@ -64,7 +64,7 @@ def _sink_output(record: TopologyRecord, lines: int = SINK_LINES) -> list[tuple[
     sink printed, and what clusterduck logged for it if it raised) and, when cut, how
     much is left out and how to see it all."""
     from ..deploy import Cluster
-    from ..logview import LOOK_BACK, last_records
+    from ..logview import LOOK_BACK, last_records, lines_of
 
     spec = record.spec
     cluster = Cluster(record)
@@ -75,18 +75,19 @@ def _sink_output(record: TopologyRecord, lines: int = SINK_LINES) -> list[tuple[
                 host = record.holder(comp.name, i)
                 path = RunLayout(record.hosts[host].run_dir).instance_log(comp.name, i)
                 try:
-                    end = _tail(cluster, host, path, lines + LOOK_BACK).splitlines(True)
+                    end = lines_of(_tail(cluster, host, path, lines + LOOK_BACK), True)
                     total = _line_count(cluster, host, path) if len(end) >= lines else 0
                 except ClusterduckError:
                     continue
-                text = "".join(last_records(end, lines))
+                shown_lines = last_records(end, lines)
+                text = "".join(shown_lines)
                 if not text.strip():
                     continue
                 what = "printed and logged" if _LOGGED.search(text) else "printed"
                 heading = f"{comp.name}/{i} {what}"
-                if total > lines:
+                if total > len(shown_lines):
                     heading += (
-                        f" (last {lines} of {total:,} lines; all of them: "
+                        f" (last {len(shown_lines)} of {total:,} lines; all of them: "
                         f"clusterduck logs {record.name} {comp.name})"
                     )
                 shown.append((heading, text))
@@ -424,7 +425,7 @@ def logs(
 
     With one topology running (or known), NAME may be left out: `logs COMPONENT`."""
     from ..deploy import Cluster
-    from ..logview import LOOK_BACK, last_records
+    from ..logview import LOOK_BACK, last_records, lines_of
 
     record, component = _logs_target(name, component)
     names = [c.name for c in record.spec.components]
@@ -455,7 +456,7 @@ def logs(
                     continue  # a host the latest run no longer uses: no way to reach it
                 for label, path in entries:
                     # From the start of a record: never among a traceback's frames.
-                    end = _tail(cluster, host, path, lines + LOOK_BACK).splitlines()
+                    end = lines_of(_tail(cluster, host, path, lines + LOOK_BACK))
                     text = "\n".join(last_records(end, lines)).rstrip("\n")
                     if not text and component is None and lines:
                         quiet.append(label)

@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import deploy
 from ..exceptions import ClusterduckError, StateError
-from ..logview import LOOK_BACK, last_records
+from ..logview import LOOK_BACK, last_records, lines_of
 from ..protocol import RunLayout
 from ..state import TopologyRecord, find, load_all
 
@@ -137,7 +137,7 @@ def log_tail(name: str, component: str, index: int, lines: int) -> str:
         end = cluster.conn(host).run(["tail", "-n", str(lines + LOOK_BACK), path], timeout=10)
     finally:
         cluster.close()
-    return "".join(last_records(end.stdout.splitlines(True), lines))
+    return "".join(last_records(lines_of(end.stdout, True), lines))
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,7 @@ class ComponentProcess:
         # nothing in flight and a spout's max_pending sees what is done.
         self._unsettled: dict[bytes, tuple[Socket, int, int]] = {}
         self._settle_at = 0.0
+        self._threads_before: set[threading.Thread] = set()  # before user code (run)
         # at-least-once (runtime/guarantee.py); both None under at-most-once.
         self.spout_acks: SpoutAcks | None = None
         self.worker_acks: WorkerAcks | None = None
@@ -188,7 +189,11 @@ class ComponentProcess:
         logic = self.logic
         if logic is None or (logic.bundler is None and logic.sequencer is None):
             return None
-        gap = self.gaps.see(waiting_for(logic.bundler, logic.sequencer))
+        # Not while its own output waits for credit: it then reads no input, and the id
+        # it waits for may sit unread in its inbox (a slow downstream, not a lost id).
+        outbox = self.outbox
+        blocked = outbox is not None and outbox.pending
+        gap = self.gaps.see(None if blocked else waiting_for(logic.bundler, logic.sequencer))
         if gap is not None and self.gaps.warn_now():
             missing = (
                 f"its part from {', '.join(gap.missing)} has not come"
@@ -205,7 +210,8 @@ class ComponentProcess:
             else:
                 then = f"gap_timeout {timeout:g}s skips it"
             log.warning(
-                "has waited %.0f s for id %d (%s; lost upstream, e.g. by a crash?), backlog %d: %s",
+                "has waited %.0f s for id %d (%s: slow upstream, or lost, e.g. by a crash), "
+                "backlog %d: %s",
                 gap.seconds,
                 gap.seq,
                 missing,
@@ -379,6 +385,9 @@ class ComponentProcess:
     # -- running -------------------------------------------------------------------
 
     def run(self) -> int:
+        # The runtime's own threads: any other a spout's code started (its class's
+        # __init__ included) is one a down waits for (spout.threads_left).
+        self._threads_before = set(threading.enumerate())
         try:
             code = self.start()
         except Exception as exc:  # noqa: BLE001 - report any start failure, then exit
@@ -708,7 +717,7 @@ class ComponentProcess:
             sock.signal_fd()  # read here, before the spout thread may use the socket
         if inline:
             bridge.set_pump(self._pump_spout)
-        before = set(threading.enumerate())
+        before = self._threads_before
         if not skipped:
             thread.start()
         while True:

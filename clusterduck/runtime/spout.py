@@ -54,7 +54,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import repeat
 from typing import Any, Protocol
 
@@ -124,14 +124,25 @@ def threads_left(before: set[threading.Thread], spout: threading.Thread) -> list
     process would wait for: those that are not daemons, and its async loop's executor's
     (the interpreter joins every executor's threads at exit, daemons or not)."""
     executor = f"{spout.name}{EXECUTOR_SUFFIX}"
+    pooled = _executor_threads()
     return [
         t
         for t in threading.enumerate()
         if t not in before
         and t is not spout
         and t.is_alive()
-        and (not t.daemon or t.name.startswith(executor))
+        and (not t.daemon or t.name.startswith(executor) or t in pooled)
     ]
+
+
+def _executor_threads() -> set[threading.Thread]:
+    """The threads of every ThreadPoolExecutor, which the interpreter joins at exit
+    daemons or not (a spout's own pool, ``run_in_executor(pool, ...)``). CPython's
+    registry; empty where it is not there."""
+    import concurrent.futures.thread as pool_threads
+
+    queues = getattr(pool_threads, "_threads_queues", None)
+    return set(queues) if isinstance(queues, Mapping) else set()
 
 
 class SpoutStopped(BaseException):
