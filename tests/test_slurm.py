@@ -345,7 +345,7 @@ def test_status_names_the_job_and_node_and_down_leaves_nothing(
 
     down = duck.down(name)
     assert down.returncode == 0, down.stderr
-    assert "stopped" in down.stderr
+    assert "stopped" in down.stdout  # (the summary: stdout)
     assert not _jobs_of(name, duck.env)
     wait_until(
         lambda: not processes_matching(name),
