@@ -142,6 +142,15 @@ def test_the_problem_line_blames_the_crashed_input_and_names_the_fix() -> None:
     assert gap_problems(_spec(), _rows(crashed=True, gap=None)) == []
 
 
+# The rest of both topologies below: `square` (each test's own) and `double` into a
+# bundled sequential join, and a printer.
+JOINED = (
+    "  - {name: double, entry: 'lc_parts:double', inputs: [numbers]}\n"
+    "  - {name: join, entry: 'lc_parts:join', inputs: [square, double],"
+    " bundle: true, sequential: true}\n"
+    "  - {name: printer, entry: 'lc_parts:Printer', inputs: [join]}\n"
+)
+
 DROPPER = """\
 def drop_7(value):
     return None if value == 7 else value * value
@@ -167,11 +176,7 @@ def test_a_join_waiting_for_a_lost_id_is_a_problem_in_status_and_its_log(
         "  - {name: numbers, entry: 'lc_parts:count_up_then_wait',"
         f" args: {{end: '{end}', count: 30}}}}\n"
         "workers:\n"
-        "  - {name: square, entry: 'user:drop_7', inputs: [numbers]}\n"
-        "  - {name: double, entry: 'lc_parts:double', inputs: [numbers]}\n"
-        "  - {name: join, entry: 'lc_parts:join', inputs: [square, double],"
-        " bundle: true, sequential: true}\n"
-        "  - {name: printer, entry: 'lc_parts:Printer', inputs: [join]}\n"
+        "  - {name: square, entry: 'user:drop_7', inputs: [numbers]}\n" + JOINED
     )
     up = duck.run("up", str(path))
     assert up.returncode == 0, up.stderr
@@ -257,11 +262,7 @@ def test_an_id_lost_in_a_crash_is_blamed_on_the_crashed_instance(
         f"  - {{name: numbers, entry: 'user:two_rounds', args: {{more: '{more}', end: '{end}'}}}}\n"
         "workers:\n"
         f"  - {{name: square, entry: 'user:hang_once_at_7', inputs: [numbers],"
-        f" args: {{marker: '{marker}'}}}}\n"
-        "  - {name: double, entry: 'lc_parts:double', inputs: [numbers]}\n"
-        "  - {name: join, entry: 'lc_parts:join', inputs: [square, double],"
-        " bundle: true, sequential: true}\n"
-        "  - {name: printer, entry: 'lc_parts:Printer', inputs: [join]}\n"
+        f" args: {{marker: '{marker}'}}}}\n" + JOINED
     )
     up = duck.run("up", str(path))
     assert up.returncode == 0, up.stderr

@@ -30,15 +30,7 @@ def flusher_then_ten(dispatch, go):
     """Starts a thread of its own that outlives it, sends ten ids, then (once the file
     ``go`` exists) more until the down's SpoutStopped ends it."""
     threading.Thread(target=time.sleep, args=(120,), name="own-flusher", daemon=False).start()
-    for i in range(10):
-        dispatch(i, i)
-    while not os.path.exists(go):
-        time.sleep(0.02)
-    i = 10
-    while True:
-        dispatch(i, i)
-        i += 1
-        time.sleep(0.01)
+    _ten_then_more(dispatch, go)
 
 
 class InitReader:
@@ -63,6 +55,7 @@ def pool_then_ten(dispatch, go):
 
 
 def _ten_then_more(dispatch, go):
+    """Ten ids, then (once the file ``go`` exists) more until the down ends it."""
     for i in range(10):
         dispatch(i, i)
     while not os.path.exists(go):
@@ -72,7 +65,6 @@ def _ten_then_more(dispatch, go):
         dispatch(i, i)
         i += 1
         time.sleep(0.01)
-
 
 
 def keep(value):
