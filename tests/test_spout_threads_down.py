@@ -83,17 +83,15 @@ def keep(value):
 def test_a_thread_the_spout_left_running_does_not_hold_the_down(
     duck: Clusterduck, entry: str, thread: str, start: str
 ) -> None:
-    (duck.tmp / "threads_parts.py").write_text(PARTS)
     go = duck.tmp / "go"
-    name, topology = write_topology(
+    name = _up_spout_into_sink(
         duck,
+        "threads_parts",
+        PARTS,
         "ownthread",
-        duck.tmp,
-        [f"{{name: source, entry: 'threads_parts:{entry}', args: {{go: '{go}'}}}}"],
-        ["{name: sink, entry: 'threads_parts:keep', inputs: [source]}"],
+        f"{entry}', args: {{go: '{go}'}}",
+        {"CLUSTERDUCK_START": start},
     )
-    started = duck.run("up", str(topology), env={"CLUSTERDUCK_START": start})
-    assert started.returncode == 0, started.stderr
     wait_until(
         lambda: instance(duck.status(name), "sink")["received"] >= 10,
         what="the first ten ids at the sink",
@@ -146,17 +144,14 @@ def test_a_spout_restarted_during_a_down_is_not_called_again(duck: Clusterduck) 
     """Its stream is over before it begins: calling the function again opened its source
     for nothing (its first dispatch was refused; one that waits for its source first held
     the down for the 5 s grace)."""
-    (duck.tmp / "restart_parts.py").write_text(RESTART_PARTS)
     calls = duck.tmp / "calls"
-    name, topology = write_topology(
+    name = _up_spout_into_sink(
         duck,
+        "restart_parts",
+        RESTART_PARTS,
         "rdown",
-        duck.tmp,
-        [f"{{name: source, entry: 'restart_parts:counted_then_wait', args: {{calls: '{calls}'}}}}"],
-        ["{name: sink, entry: 'restart_parts:keep', inputs: [source]}"],
+        f"counted_then_wait', args: {{calls: '{calls}'}}",
     )
-    started = duck.run("up", str(topology))
-    assert started.returncode == 0, started.stderr
     source = wait_until(
         lambda: (s := duck.status(name)) and instance(s, "sink")["received"] == 10 and s,
         what="the ten ids at the sink",
@@ -185,3 +180,26 @@ def test_a_spout_restarted_during_a_down_is_not_called_again(duck: Clusterduck) 
     assert instance(final, "sink")["received"] == 10
     assert calls.read_text().splitlines() == ["called"]  # before: called twice
     assert not duck.leftovers(name)
+
+
+def _up_spout_into_sink(
+    duck: Clusterduck,
+    module: str,
+    text: str,
+    label: str,
+    spout: str,
+    env: dict[str, str] | None = None,
+) -> str:
+    """``up`` of ``source`` (``module:`` + ``spout``, its entry's rest and args) into a
+    sink that keeps each value, with ``text`` as ``module``; the topology's name."""
+    (duck.tmp / f"{module}.py").write_text(text)
+    name, topology = write_topology(
+        duck,
+        label,
+        duck.tmp,
+        [f"{{name: source, entry: '{module}:{spout}}}"],
+        [f"{{name: sink, entry: '{module}:keep', inputs: [source]}}"],
+    )
+    started = duck.run("up", str(topology), env=env)
+    assert started.returncode == 0, started.stderr
+    return name
